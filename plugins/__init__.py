@@ -1,0 +1,1 @@
+"""Built-in technique plugins of Transfer Learning Studio (importable as tlstudio_plugins)."""

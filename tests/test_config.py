@@ -1,0 +1,66 @@
+"""Project files: round trip, and bad files get messages naming the file and the field."""
+from __future__ import annotations
+
+import pytest
+
+from tlstudio.core.config import Project, load_project
+from tlstudio.core.errors import ProjectError
+
+
+def test_round_trip(tmp_path):
+    p = Project()
+    p.name = "Chest X-rays"
+    p.data.source = "images"
+    p.training.epochs = 7
+    p.technique.settings = {"trainable_groups": 2}
+    f = p.save(tmp_path / "project.toml")
+    q = load_project(f)
+    assert q.model_dump() == p.model_dump()
+    assert q.resolve(q.data.source) == tmp_path / "images"
+    assert q.with_absolute_paths().data.source == str(tmp_path / "images")
+
+
+def test_wrong_type_names_file_and_field(tmp_path):
+    f = tmp_path / "project.toml"
+    f.write_text('[training]\nepochs = "many"\n')
+    with pytest.raises(ProjectError) as e:
+        load_project(f)
+    msg = str(e.value)
+    assert str(f) in msg and "training.epochs" in msg and "integer" in msg and "'many'" in msg
+
+
+def test_out_of_range_and_unknown_setting(tmp_path):
+    f = tmp_path / "project.toml"
+    f.write_text("[training]\nepochs = 0\nlearning_rate = 0.1\n")
+    with pytest.raises(ProjectError) as e:
+        load_project(f)
+    msg = str(e.value)
+    assert "training.epochs" in msg and "greater than or equal to 1" in msg
+    assert "training.learning_rate" in msg and "unknown setting" in msg
+
+
+def test_not_toml(tmp_path):
+    f = tmp_path / "project.toml"
+    f.write_text("this is = = not toml")
+    with pytest.raises(ProjectError, match="not valid TOML"):
+        load_project(f)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ProjectError, match="no such project file"):
+        load_project(tmp_path / "nope.toml")
+
+
+def test_technique_settings_validated_by_its_config(tmp_path, tiny_digits):
+    from conftest import quick_project
+
+    from tlstudio.core.engine import train
+
+    p = quick_project(tiny_digits)
+    p.technique.settings = {"trainable_groups": "all of them"}
+    p.save(tmp_path / "project.toml")
+    events = []
+    res = train(load_project(tmp_path / "project.toml"), on_event=events.append, runs_dir=tmp_path / "runs")
+    assert res["status"] == "failed"
+    assert "technique.settings.trainable_groups" in res["message"] and str(tmp_path / "project.toml") in res["message"]
+    assert events[-1]["kind"] == "failed"

@@ -1,0 +1,376 @@
+"""The ``tlstudio`` command line: the same engine as the window, headless."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _apply_set(data: dict, assignment: str) -> None:
+    key, sep, value = assignment.partition("=")
+    if not sep:
+        raise SystemExit(f"--set expects key=value (for example training.lr=0.001), got {assignment!r}")
+    parts = key.strip().split(".")
+    d = data
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = _parse_value(value.strip())
+
+
+def build_project(args, plugins) -> "Project":
+    """The project of ``tlstudio train``: a project file, or quick flags, plus overrides."""
+    from tlstudio.core.config import Project, load_project, project_from_dict
+
+    if args.project:
+        project = load_project(args.project)
+        data = project.model_dump(mode="json")
+        path = project.path
+    else:
+        if not args.data:
+            raise SystemExit("Give a project file, or --data PATH (with --model, --technique ...).")
+        tid = args.technique or "fine-tuning"
+        data = Project().model_dump(mode="json")
+        data["name"] = Path(args.data).stem or "Quick run"
+        data["technique"]["id"] = tid
+        try:
+            data["training"].update(plugins.technique(tid).recommended_training())
+        except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
+            pass
+        path = None
+    if args.data:
+        data["data"]["source"] = str(Path(args.data).resolve())
+    if args.target_data:
+        data["data"]["target_source"] = str(Path(args.target_data).resolve())
+    if args.format:
+        data["data"]["format"] = args.format
+    if args.technique:
+        data["technique"]["id"] = args.technique
+    for flag, section, key in (("model", "model", "architecture"), ("weights", "model", "weights"),
+                               ("image_size", "model", "image_size"), ("epochs", "training", "epochs"),
+                               ("batch_size", "training", "batch_size"), ("lr", "training", "lr"),
+                               ("seed", "training", "seed"), ("device", "training", "device"),
+                               ("threads", "training", "threads")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            data[section][key] = v
+    if args.deterministic:
+        data["training"]["deterministic"] = True
+    for s in args.set or []:
+        _apply_set(data, s)
+    where = str(path) if path else "command line"
+    return project_from_dict(data, where=where, path=path)
+
+
+class _Progress:
+    """Console rendering of run events (a progress bar per epoch, a line per epoch)."""
+
+    def __init__(self, quiet: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = _console(stderr=quiet)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
+                                 transient=True)
+        self.task = None
+        self.what = None
+        self.progress.start()
+
+    def __call__(self, e: dict) -> None:
+        k = e.get("kind")
+        if k == "start":
+            self.console.print(f"Run {e['run_id']} — {e['technique']} on {e['model']} ({e['device']})"
+                               + (" [resumed]" if e.get("resumed") else ""))
+        elif k in ("progress", "batch"):
+            what = e.get("task") or f"Epoch {e['epoch']}"
+            total = e.get("total") or e.get("batches")
+            done = e.get("done") or e.get("batch")
+            info = f"loss {e['loss']:.4f}" if k == "batch" else ""
+            if what != self.what:
+                if self.task is not None:
+                    self.progress.remove_task(self.task)
+                self.task = self.progress.add_task(what, total=total, info=info)
+                self.what = what
+            self.progress.update(self.task, completed=done, total=total, info=info)
+        elif k == "epoch":
+            vals = "  ".join(f"{n[4:]} {e[n]:.4f}" for n in ("val_loss", "val_accuracy", "val_auc") if e.get(n) is not None)
+            series = "  ".join(f"{n} {v:.4f}" for n, v in e.get("series", {}).items())
+            self.console.print(f"epoch {e['epoch']}/{e['epochs']}  train_loss {e.get('train_loss', float('nan')):.4f}  "
+                               f"{vals}  {series}  {e['seconds']:.1f}s{'  *best' if e.get('best') else ''}")
+        elif k == "log":
+            style = {"warning": "yellow", "error": "red"}.get(e.get("level"), "dim")
+            self.console.print(f"[{style}]{e['message']}[/{style}]")
+        elif k == "stage":
+            self.console.print(f"[cyan]{e.get('message', 'stage')}[/cyan]")
+        elif k in ("done", "failed", "stopped"):
+            self.close()
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def cmd_train(args, plugins) -> int:
+    from tlstudio.core.engine import RunControl, resume, train
+    from tlstudio.core.errors import StudioError
+
+    show = _Progress(quiet=args.json)
+    control = RunControl()
+    final: dict = {}
+    try:
+        if args.resume:
+            final = resume(args.resume, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins,
+                           epochs=args.epochs)
+        else:
+            project = build_project(args, plugins)
+            final = train(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins)
+    except StudioError as e:
+        show.close()
+        _err(f"error: {e}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        show.close()
+        _err("Interrupted: resume with `tlstudio train --resume <run>`.")
+        return EXIT_STOPPED
+    show.close()
+    status = final.get("status")
+    if args.json:
+        print(json.dumps({k: v for k, v in final.items() if k != "test"} | {"test": final.get("test", {})},
+                         default=str))
+    elif status == "done":
+        _print_final(final)
+    if status == "failed":
+        _err(f"Training failed: {final.get('message')}")
+        return EXIT_FAILED
+    if status == "stopped":
+        _err(f"Stopped. Resume with: tlstudio train --resume {final.get('run_dir')}")
+        return EXIT_STOPPED
+    return EXIT_OK
+
+
+def _print_final(final: dict) -> None:
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title=f"Test results — {final.get('run_id')}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k in ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_f1_macro", "test_loss"):
+        if final.get(k) is not None:
+            t.add_row(k[5:], f"{final[k]:.4f}")
+    t.add_row("train seconds", f"{final.get('train_seconds', 0):.1f}")
+    con.print(t)
+    con.print(f"Run folder: {final.get('run_dir')}")
+
+
+def cmd_plugins(args, plugins) -> int:
+    if args.enable or args.disable:
+        name = args.enable or args.disable
+        if name not in plugins.plugins:
+            _err(f"No plugin named {name!r}. Known: {', '.join(sorted(plugins.plugins))}")
+            return EXIT_USAGE
+        plugins.set_enabled(name, bool(args.enable))
+        print(f"{name}: {'enabled' if args.enable else 'disabled'} (remembered)")
+        return EXIT_OK
+    plugins.collect_all()
+    rows = list(plugins.plugins.values())
+    if args.json:
+        print(json.dumps([{"name": p.name, "module": p.module, "distribution": p.dist, "version": p.version,
+                           "builtin": p.builtin, "status": p.status, "errors": p.errors, "provides": p.provides}
+                          for p in rows], indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    t = Table(title="Plugins" + (" (safe mode: third-party plugins off)" if plugins.safe_mode else ""))
+    for c in ("plugin", "package", "status", "provides / error"):
+        t.add_column(c, overflow="fold")
+    for p in rows:
+        style = {"failed": "red", "disabled": "dim"}.get(p.status, "green")
+        what = "; ".join(p.errors) if p.errors else ", ".join(i for v in p.provides.values() for i in v)
+        t.add_row(p.name, f"{p.dist} {p.version}", f"[{style}]{p.status}[/{style}]", what)
+    _console().print(t)
+    return EXIT_OK
+
+
+def cmd_models(args, plugins) -> int:
+    from tlstudio.core.models import ModelLibrary
+
+    lib = ModelLibrary(sources=plugins.model_sources() or None, extra_architectures=plugins.architectures() or None)
+    st = lib.list_status()
+    if args.json:
+        print(json.dumps([s.__dict__ for s in st], indent=2, default=str))
+        return EXIT_OK
+    from rich.table import Table
+
+    t = Table(title="Model catalog")
+    for c in ("model", "ready", "params (M)", "ImageNet top-1", "weights found in / how to add"):
+        t.add_column(c, overflow="fold")
+    for s in st:
+        t.add_row(s.name, "[green]ready[/green]" if s.ready else "[dim]not ready[/dim]", f"{s.params_m:.1f}",
+                  f"{s.imagenet_top1:.1f}" if s.imagenet_top1 else "–", s.path if s.ready else s.how_to_add)
+    con = _console()
+    con.print(t)
+    con.print(f"{sum(s.ready for s in st)} of {len(st)} models ready. Add weights with `tlstudio import-weights FILE` "
+              "or by placing torchvision checkpoint files in your models folder or $TORCH_HOME/hub/checkpoints.")
+    return EXIT_OK
+
+
+def cmd_import_weights(args, plugins) -> int:
+    from tlstudio.core.models import ModelLibrary
+
+    lib = ModelLibrary(sources=plugins.model_sources() or None)
+    path = lib.import_weights(args.file, args.model)
+    print(f"Imported as {path}")
+    return EXIT_OK
+
+
+def cmd_validate(args, plugins) -> int:
+    from tlstudio.core.data import read_data
+
+    table = read_data(args.path, args.format or "auto", {}, plugins.readers() or None)
+    if args.json:
+        print(json.dumps(table.report.to_dict(), indent=2, default=str))
+    else:
+        print(table.report.summary())
+    return EXIT_OK
+
+
+def cmd_predict(args, plugins) -> int:
+    from tlstudio.core.predict import Predictor
+
+    pred = Predictor.from_run(args.run, runs_dir=args.runs_dir, plugins=plugins)
+    results = pred.predict_paths(args.images)
+    if args.csv:
+        pred.write_csv(results, args.csv)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if r.get("error"):
+                print(f"{r['ref']}\tskipped: {r['error']}")
+            else:
+                print(f"{r['ref']}\t{r['predicted']}\t{r['probabilities'][r['predicted']]:.3f}")
+    return EXIT_OK if all(not r.get("error") for r in results) else EXIT_FAILED
+
+
+def cmd_runs(args, plugins) -> int:
+    from tlstudio.core.runs import list_runs, summarize
+    from tlstudio.core.settings import load_settings
+
+    root = Path(args.runs_dir) if args.runs_dir else load_settings().runs_path()
+    rows = [summarize(r) for r in list_runs(root)]
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2, default=str))
+        return EXIT_OK
+    from rich.table import Table
+
+    t = Table(title=f"Runs in {root}")
+    for c in ("run", "status", "technique", "model", "best", "test acc", "test AUC"):
+        t.add_column(c)
+    for r in rows:
+        acc, auc = r.test.get("accuracy"), r.test.get("auc")
+        t.add_row(r.id, r.status, r.technique, r.model, f"{r.best_metric} {r.best_value:.3f}" if r.best_value is not None else "–",
+                  f"{acc:.3f}" if acc is not None else "–", f"{auc:.3f}" if auc is not None else "–")
+    _console().print(t)
+    return EXIT_OK
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tlstudio", description="Transfer Learning Studio — adapt pretrained networks offline.")
+    p.add_argument("--safe-mode", action="store_true", help="start with third-party plugins switched off")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a project (or quick flags); --resume a run")
+    t.add_argument("project", nargs="?", help="project.toml (or a run folder's project.toml)")
+    t.add_argument("--data", help="images: a folder of class folders, a CSV, an NPZ, DICOM files")
+    t.add_argument("--target-data", help="target-domain data (domain adaptation)")
+    t.add_argument("--format", help="data reader id (default: auto)")
+    t.add_argument("--model", help="architecture (see `tlstudio models`)")
+    t.add_argument("--weights", help="imagenet, none, or a weights file")
+    t.add_argument("--technique", help="technique id (see `tlstudio plugins`)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
+    t.add_argument("--threads", type=int, help="CPU threads")
+    t.add_argument("--deterministic", action="store_true", help="bit-for-bit repeatable run")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any project setting, e.g. training.lr=0.001 or technique.settings.trainable_groups=3")
+    t.add_argument("--runs-dir", help="where runs are stored")
+    t.add_argument("--resume", metavar="RUN", help="continue a stopped or interrupted run (folder or id)")
+    t.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("plugins", help="list plugins (loaded, failed, disabled)")
+    s.add_argument("--json", action="store_true")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--enable", metavar="NAME")
+    g.add_argument("--disable", metavar="NAME")
+    s.set_defaults(func=cmd_plugins)
+
+    m = sub.add_parser("models", help="the model catalog: what is ready offline and how to add the rest")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    iw = sub.add_parser("import-weights", help="check a weights file and add it to your models folder")
+    iw.add_argument("file")
+    iw.add_argument("--model", help="architecture (detected when omitted)")
+    iw.set_defaults(func=cmd_import_weights)
+
+    v = sub.add_parser("validate-data", help="check a data set and print its report")
+    v.add_argument("path")
+    v.add_argument("--format")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+    pr = sub.add_parser("predict", help="classify images with a trained run")
+    pr.add_argument("run", help="run folder or id")
+    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("--csv", help="write the predictions to this CSV")
+    pr.add_argument("--runs-dir")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_predict)
+
+    r = sub.add_parser("runs", help="list runs")
+    r.add_argument("--runs-dir")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_runs)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from tlstudio.core.errors import StudioError
+    from tlstudio.core.plugins import get_plugin_manager
+
+    try:
+        plugins = get_plugin_manager(safe_mode=args.safe_mode)
+        return args.func(args, plugins)
+    except StudioError as e:
+        _err(f"error: {e}")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

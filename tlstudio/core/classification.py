@@ -1,0 +1,228 @@
+"""Image classification: the data of a run, and the base class of its techniques."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ModelError
+from .io import atomic_write_json, atomic_write_text, stable_hash
+from .metrics import classification_metrics, roc_curve
+from .technique import Technique
+
+SPLITS = ("train", "val", "test")
+
+
+class ImageData:
+    """The prepared images of one run: decoded once, cached, split, ready for loaders."""
+
+    def __init__(self, table, assignments: list[str], images: np.ndarray, valid: np.ndarray, size: int,
+                 mean, std, augmentation, split_file: Path | None):
+        self.table = table
+        self.class_names = list(table.class_names)
+        self.images = images
+        self.size = size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.augmentation = augmentation
+        self.split_file = split_file
+        self.fingerprint = table.fingerprint()
+        self._labels = table.labels()
+        usable = valid & (self._labels >= 0)
+        a = np.asarray(assignments)
+        self.indices = {s: np.flatnonzero(usable & (a == s)) for s in SPLITS}
+        self._transforms: dict[bool, Any] = {}
+
+    def has_split(self, split: str) -> bool:
+        return len(self.indices.get(split, ())) > 0
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._labels[self.indices[split]]
+
+    def refs(self, split: str) -> list[str]:
+        return [self.table.items[i].ref for i in self.indices[split]]
+
+    def transform(self, train: bool):
+        if train not in self._transforms:
+            from .data import make_transforms
+
+            self._transforms[train] = make_transforms(self.augmentation, self.mean, self.std, self.size, train)
+        return self._transforms[train]
+
+    def dataset(self, split: str, train: bool = False):
+        from .data import ImageDataset
+
+        return ImageDataset(self.images, self._labels, self.indices[split], self.transform(train))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {s: {c: int((self.labels(s) == k).sum()) for k, c in enumerate(self.class_names)} for s in SPLITS}
+
+    def describe(self) -> dict:
+        return {"reader": self.table.reader_id, "source": str(self.table.source), "fingerprint": self.fingerprint,
+                "class_names": self.class_names, "image_size": self.size, "mean": self.mean, "std": self.std,
+                "split_counts": self.counts(), "report": self.table.report.to_dict()}
+
+
+def _split_path(ctx, table) -> Path:
+    from .settings import cache_dir
+
+    proj = ctx.project
+    sp = proj.data.split
+    if sp.file:
+        return proj.resolve(sp.file)
+    key = stable_hash(table.fingerprint(), sp.mode, sp.val_fraction, sp.test_fraction, sp.seed)
+    base = (proj.base_dir / "splits") if proj.path else (cache_dir() / "splits")
+    return base / f"split-{key}.json"
+
+
+def prepare_image_data(ctx) -> ImageData:
+    """Read the project's images, check them, split them (stored, so re-runs use the same
+    split) and decode them once into the image cache."""
+    from .data import build_image_cache, check_trainable, load_split, make_split, read_data, save_split, split_counts
+
+    proj = ctx.project
+    if not proj.data.source:
+        from .errors import DataError
+
+        raise DataError("The project has no data yet: choose a folder, CSV, NPZ or DICOM files on the Data page "
+                        "(or give --data on the command line).")
+    readers = (ctx.plugins.readers() if ctx.plugins else None) or None
+    source = proj.resolve(proj.data.source)
+    ctx.log(f"Reading {source} ...")
+    table = read_data(source, proj.data.format, proj.data.options, readers)
+    rep = table.report
+    for w in rep.warnings:
+        ctx.log(w, "warning")
+    if rep.skipped:
+        first = "; ".join(f"{Path(s.ref).name}: {s.reason}" for s in rep.skipped[:3])
+        ctx.log(f"{len(rep.skipped)} item(s) skipped ({first}{' ...' if len(rep.skipped) > 3 else ''}); "
+                "`tlstudio validate-data` lists them all.", "warning")
+    check_trainable(table)
+
+    split_file = _split_path(ctx, table)
+    assignments = load_split(split_file, table) if split_file.exists() else None
+    if assignments is None:
+        sp = proj.data.split
+        assignments = make_split(table, sp.mode, sp.val_fraction, sp.test_fraction, sp.seed)
+        try:
+            save_split(split_file, table, assignments)
+        except OSError as e:
+            ctx.log(f"Could not store the split in {split_file}: {e}", "warning")
+            split_file = None
+    else:
+        ctx.log(f"Using the stored split {split_file}.")
+    rep.split_counts = split_counts(table, assignments)
+
+    arch = ctx.library.architectures.get(proj.model.architecture)
+    if arch is None:
+        raise ModelError(f"Unknown model '{proj.model.architecture}'. See `tlstudio models` for the catalog.")
+    pre = arch.preprocessing
+    size = pre.image_size if pre.fixed_size else proj.model.image_size
+    if pre.fixed_size and proj.model.image_size != size:
+        ctx.log(f"{arch.title} works at {size} px only: images are resized to {size} px.", "warning")
+    images, valid = build_image_cache(table, size, ctx.cache_dir,
+                                      progress=lambda d, t: ctx.progress("Decoding images", d, t),
+                                      should_stop=lambda: ctx.control.stopped)
+    data = ImageData(table, assignments, images, valid, size, pre.mean, pre.std, proj.augmentation, split_file)
+    c = data.counts()
+    ctx.log("Data: " + ", ".join(f"{s} {sum(c[s].values())}" for s in SPLITS) + f" images, classes: {', '.join(data.class_names)}")
+    return data
+
+
+class ImageClassificationTechnique(Technique):
+    """Base class of image-classification techniques: data, loss, evaluation, results.
+
+    Subclasses implement ``build`` (and usually ``param_groups``); the defaults train
+    ``ctx.model`` on (images, labels) batches with cross-entropy.
+    """
+
+    task = "image-classification"
+    default_monitor = "val_auc"
+
+    def prepare_data(self, ctx) -> None:
+        ctx.data = prepare_image_data(ctx)
+
+    def training_step(self, ctx, batch) -> dict:
+        x, y = batch
+        return {"loss": ctx.criterion(ctx.model(x), y)}
+
+    def predict_step(self, ctx, batch) -> tuple:
+        x, y = batch
+        return ctx.model(x), y
+
+    @torch.no_grad()
+    def evaluate(self, ctx, split: str) -> dict:
+        ctx.model.eval()
+        logits, targets = [], []
+        with ctx.autocast():
+            for batch in self.eval_batches(ctx, split):
+                out, y = self.predict_step(ctx, ctx.to_device(batch))
+                logits.append(out.float().cpu())
+                targets.append(y.cpu())
+        lg = torch.cat(logits)
+        t = torch.cat(targets).long()
+        probs = lg.softmax(1)
+        m = classification_metrics(probs, t, ctx.class_names)
+        m["loss"] = float(torch.nn.functional.cross_entropy(lg, t))
+        ctx.eval_details[split] = (probs.numpy(), t.numpy())
+        return m
+
+    def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
+        probs, targets = ctx.eval_details[split]
+        names = ctx.class_names
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["ref", "label", "predicted", "correct"] + [f"p_{c}" for c in names])
+        for ref, p, y in zip(ctx.data.refs(split), probs, targets):
+            k = int(p.argmax())
+            w.writerow([ref, names[y], names[k], int(k == y)] + [f"{v:.6f}" for v in p])
+        atomic_write_text(ctx.run.dir / f"{split}_predictions.csv", buf.getvalue())
+        full = dict(metrics)
+        if len(names) == 2 and len(set(targets.tolist())) == 2:
+            full["roc"] = roc_curve(probs[:, 1], targets)
+        atomic_write_json(ctx.run.dir / f"evaluation_{split}.json", full)
+
+    def write_report(self, ctx, final: dict) -> None:
+        atomic_write_text(ctx.run.dir / "report.md", classification_report_md(ctx.project, final, ctx.data))
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def classification_report_md(project, final: dict, data: ImageData | None) -> str:
+    t = final.get("test", {})
+    lines = [
+        f"# {project.name}: {final.get('technique')} on {final.get('model')}",
+        "",
+        f"Run `{final.get('run_id')}` on {final.get('device')}, {final.get('train_seconds', 0):.0f} s of training; "
+        f"best epoch {final.get('best_epoch')} by {final.get('monitor')} = {_fmt(final.get('best_value'))}.",
+        "",
+    ]
+    if data is not None:
+        c = data.counts()
+        lines += ["## Data", "", f"Source: `{data.table.source}` ({data.table.reader_id}), images {data.size} px.", "",
+                  "| split | " + " | ".join(data.class_names) + " |", "|---" * (len(data.class_names) + 1) + "|"]
+        lines += [f"| {s} | " + " | ".join(str(c[s][k]) for k in data.class_names) + " |" for s in SPLITS]
+        lines.append("")
+    if t:
+        ci = t.get("accuracy_ci95") or [None, None]
+        lines += ["## Test results", "",
+                  f"- Accuracy: {_fmt(t.get('accuracy'))} (95% CI {_fmt(ci[0])}–{_fmt(ci[1])}), n = {t.get('n')}",
+                  f"- Balanced accuracy: {_fmt(t.get('balanced_accuracy'))}",
+                  f"- AUC: {_fmt(t.get('auc'))}", f"- Macro F1: {_fmt(t.get('f1_macro'))}", "",
+                  "| class | sensitivity | specificity | precision | F1 | support |", "|---|---|---|---|---|---|"]
+        for name, pc in t.get("per_class", {}).items():
+            lines.append(f"| {name} | {_fmt(pc['sensitivity'])} | {_fmt(pc['specificity'])} | {_fmt(pc['precision'])} "
+                         f"| {_fmt(pc['f1'])} | {pc['support']} |")
+        cm = t.get("confusion_matrix")
+        if cm:
+            names = t.get("class_names", [])
+            lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
+                      "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+            lines += [f"| {names[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
+    lines += ["", "Repeat this run with:", "", f"    tlstudio train {Path(final.get('run_dir', '.')) / 'project.toml'}", ""]
+    return "\n".join(lines)

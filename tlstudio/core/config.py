@@ -1,0 +1,187 @@
+"""The project: everything that defines a run, saved as ``project.toml``.
+
+The project file is the contract between the window and the command line: every run the
+window starts can be repeated with ``tlstudio train <run>/project.toml``.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from .errors import ProjectError
+from .io import atomic_write_text
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Strict):
+    mode: Literal["auto", "given", "stratified"] = Field(
+        "auto",
+        title="Split",
+        description="auto: use the split the data carries (NPZ keys, a CSV split column) or else a stratified "
+        "random split; given: require the data's own split; stratified: always make a new stratified split.",
+    )
+    val_fraction: float = Field(0.15, ge=0.0, le=0.5, title="Validation share", description="Share of the images kept for validation (choosing the best epoch).")
+    test_fraction: float = Field(0.15, ge=0.0, le=0.5, title="Test share", description="Share of the images kept aside for the final, untouched test.")
+    seed: int = Field(0, ge=0, title="Split seed", description="The same seed always gives the same split.")
+    file: str = Field("", description="Stored split (written on first use, relative to the project file); re-runs use the same split.")
+
+
+class DataConfig(_Strict):
+    source: str = Field("", title="Data", description="A folder of class folders, a CSV, an NPZ, DICOM files, ... (relative to the project file or absolute).")
+    format: str = Field("auto", title="Format", description="auto, or a reader id: folder, csv, npz, dicom, ...")
+    options: dict[str, Any] = Field(default_factory=dict, description="Reader options (CSV columns, DICOM window, ...).")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    target_source: str = Field("", title="Target domain data", description="Optional second data set, the target domain (domain adaptation).")
+
+
+class ModelConfig(_Strict):
+    architecture: str = Field("mobilenet_v2", title="Model", description="An architecture from the model catalog (see `tlstudio models`).")
+    weights: str = Field("imagenet", title="Weights", description="imagenet: pretrained weights found offline; none: random initialisation (a from-scratch baseline); or the path of a weights file.")
+    image_size: int = Field(128, ge=16, le=1024, title="Image size", description="Images are resized to this many pixels a side.")
+    from_run: str = Field("", title="Start from run", description="Start from the trained model of an earlier run (sequential transfer).")
+
+
+class TechniqueChoice(_Strict):
+    id: str = Field("fine-tuning", title="Technique")
+    settings: dict[str, Any] = Field(default_factory=dict, description="The technique's own settings (validated by its Config).")
+
+
+class AugmentationConfig(_Strict):
+    preset: Literal["none", "light", "standard", "medical"] = Field(
+        "light", title="Augmentation", description="none; light: small crops and flips; standard: the classic ImageNet recipe; medical: small rotations and crops, no colour changes."
+    )
+    horizontal_flip: bool = Field(True, title="Horizontal flips", description="Switch off where anatomy has a side (chest X-rays).")
+    vertical_flip: bool = Field(False, title="Vertical flips")
+    rotation: float = Field(10.0, ge=0.0, le=180.0, title="Rotation (degrees)")
+    scale_min: float = Field(0.8, gt=0.05, le=1.0, title="Smallest crop", description="Smallest share of the image a random crop keeps.")
+    color_jitter: float = Field(0.0, ge=0.0, le=1.0, title="Colour jitter", description="Brightness/contrast jitter strength (0 = off).")
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(10, ge=1, le=10000, title="Epochs")
+    batch_size: int = Field(32, ge=1, le=8192, title="Batch size")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", title="Optimizer")
+    lr: float = Field(1e-3, gt=0.0, le=10.0, title="Learning rate", description="Learning rate of the new head; techniques scale it for the pretrained layers.")
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0, title="Weight decay", description="AdamW/SGD weight decay.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, title="Momentum (SGD)")
+    schedule: Literal["none", "cosine", "cosine_warm_restarts", "onecycle", "step"] = Field("cosine", title="LR schedule")
+    warmup_epochs: float = Field(0.0, ge=0.0, le=100.0, title="Warm-up epochs", description="Linear warm-up of the learning rate.")
+    restart_epochs: int = Field(5, ge=1, le=1000, title="Restart period T_0 (epochs)", description="Cosine warm restarts: epochs until the first restart.")
+    restart_mult: int = Field(1, ge=1, le=10, title="Period multiplier T_mult")
+    step_epochs: int = Field(5, ge=1, le=1000, title="Step every (epochs)")
+    step_gamma: float = Field(0.1, gt=0.0, le=1.0, title="Step factor")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, title="Label smoothing")
+    class_balance: Literal["none", "weighted_loss", "balanced_sampler"] = Field(
+        "none", title="Class balance", description="For imbalanced data: weight the loss by inverse class frequency, or sample classes evenly."
+    )
+    grad_clip: float = Field(0.0, ge=0.0, title="Gradient clipping (norm, 0 = off)")
+    seed: int = Field(0, ge=0, title="Seed")
+    deterministic: bool = Field(False, title="Deterministic", description="Bit-for-bit repeatable on the same machine (slower on GPU).")
+    device: str = Field("auto", title="Device", description="auto, cpu, cuda, cuda:N or mps.")
+    amp: bool = Field(True, title="Mixed precision (GPU)", description="bf16/fp16 autocast on CUDA; ignored on CPU.")
+    monitor: str = Field("auto", title="Best-model metric", description="Validation metric that picks the best epoch: auto, val_loss, val_accuracy, val_balanced_accuracy, val_auc ...")
+    early_stopping: int = Field(0, ge=0, title="Early stopping patience", description="Stop after this many epochs without improvement (0 = off).")
+    num_workers: int = Field(0, ge=0, le=64, title="Loader workers")
+    threads: int = Field(0, ge=0, le=512, title="CPU threads (0 = all)")
+
+
+class Project(_Strict):
+    """A Transfer Learning Studio project."""
+
+    name: str = Field("Untitled", title="Project name")
+    task: Literal["image-classification", "detection", "captioning", "text-classification"] = "image-classification"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    technique: TechniqueChoice = Field(default_factory=TechniqueChoice)
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    _path: Path | None = PrivateAttr(default=None)
+
+    # --- paths ------------------------------------------------------------------------
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.parent if self._path else Path.cwd()
+
+    def resolve(self, p: str | Path) -> Path:
+        """A path of the project (data source, split file ...) made absolute."""
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def with_absolute_paths(self) -> "Project":
+        """A copy whose paths no longer depend on where the file lies (for the run store)."""
+        c = self.model_copy(deep=True)
+        if c.data.source:
+            c.data.source = str(self.resolve(c.data.source))
+        if c.data.target_source:
+            c.data.target_source = str(self.resolve(c.data.target_source))
+        if c.data.split.file:
+            c.data.split.file = str(self.resolve(c.data.split.file))
+        w = c.model.weights
+        if w not in ("imagenet", "none", "") and not w.startswith("run:"):
+            c.model.weights = str(self.resolve(w))
+        c._path = self._path
+        return c
+
+    # --- file -------------------------------------------------------------------------
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json"))
+
+    def save(self, path: str | Path | None = None) -> Path:
+        path = Path(path) if path else self._path
+        if path is None:
+            raise ValueError("No file name given for the project.")
+        atomic_write_text(path, self.to_toml())
+        self._path = Path(path).resolve()
+        return self._path
+
+
+def format_validation_error(err: ValidationError, where: str, prefix: str = "") -> str:
+    """One line per problem: ``where: field.path: what was expected (got ...)``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in (prefix.split(".") if prefix else []) + list(e.get("loc", ())))
+        msg = e.get("msg", "invalid")
+        got = e.get("input", None)
+        if e.get("type") == "extra_forbidden":
+            msg = "unknown setting (check the spelling)"
+        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        lines.append(f"{where}: {loc or '(top level)'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def project_from_dict(data: dict, where: str = "project", path: Path | None = None) -> Project:
+    try:
+        p = Project.model_validate(data)
+    except ValidationError as e:
+        raise ProjectError(format_validation_error(e, where)) from None
+    p._path = Path(path).resolve() if path else None
+    return p
+
+
+def load_project(path: str | Path) -> Project:
+    """Read a project.toml; a bad file raises :class:`ProjectError` naming the file, the
+    field and what was expected."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "project.toml"
+    if not path.exists():
+        raise ProjectError(f"{path}: no such project file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ProjectError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ProjectError(f"{path}: not a text file (expected TOML)") from None
+    return project_from_dict(data, where=str(path), path=path)

@@ -1,0 +1,236 @@
+"""Turning image files (Pillow formats and DICOM) into H x W x 3 uint8 RGB arrays.
+
+Every failure raises :class:`ImageDecodeError`: its message names the file, its ``reason``
+says in plain words what is wrong ("truncated or damaged image file", ...).
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.multival import MultiValue
+
+from ..errors import DataError
+
+# Large scans (pathology tiles, 16k x 16k mammograms) are fine; Pillow still refuses
+# decompression bombs beyond twice this limit.
+Image.MAX_IMAGE_PIXELS = 40000 * 40000
+
+IMAGE_EXTENSIONS = frozenset(
+    ".png .jpg .jpeg .jpe .jfif .bmp .dib .tif .tiff .gif .webp .ppm .pgm .pbm .pnm .jp2 .j2k .jpf .jpx .tga".split()
+)
+DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
+
+
+class ImageDecodeError(DataError):
+    """An image that cannot be used: ``str()`` names the file, ``reason`` says why."""
+
+    def __init__(self, ref: str, reason: str):
+        super().__init__(f"{ref}: {reason}")
+        self.ref, self.reason = ref, reason
+
+
+# --- sniffing --------------------------------------------------------------------------------
+def is_dicom(path: str | Path) -> bool:
+    """DICOM by extension or by the 'DICM' magic at byte 128 (reads 132 bytes)."""
+    if Path(path).suffix.lower() in DICOM_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or b"\0" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:  # maybe cut inside a character, or latin-1 text
+        text = head.decode("latin-1")
+    return sum(c.isprintable() or c in "\r\n\t" for c in text) >= 0.95 * len(text)
+
+
+def _scale_to_uint8(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Linear map of [lo, hi] (default: the array's own min..max) onto 0..255; constant -> 0."""
+    a = np.nan_to_num(a.astype(np.float64, copy=False))
+    lo = float(a.min()) if lo is None else lo
+    hi = float(a.max()) if hi is None else hi
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(a[..., None], 3, axis=2)
+
+
+# --- Pillow formats --------------------------------------------------------------------------
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):  # 16/32-bit grey: own min..max
+        return _gray_to_rgb(_scale_to_uint8(np.asarray(im)))
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "La", "RGBa"):  # composite on black
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    if im.mode in ("1", "L"):
+        return _gray_to_rgb(np.asarray(im.convert("L")))
+    return np.asarray(im.convert("RGB"))
+
+
+def _head(src, is_path: bool, n: int = 2048) -> bytes:
+    if not is_path:
+        return bytes(src[:n])
+    try:
+        with open(src, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def read_image(src: str | Path | bytes, ref: str | None = None) -> tuple[np.ndarray, str]:
+    """Decode with Pillow: (H x W x 3 uint8 RGB array, the file's own pixel mode)."""
+    is_path = not isinstance(src, (bytes, bytearray, memoryview))
+    ref = ref or (os.fspath(src) if is_path else "<image bytes>")
+    try:
+        if is_path and os.path.isdir(src):
+            raise ImageDecodeError(ref, "is a folder, not an image file")
+        if (os.path.getsize(src) if is_path else len(src)) == 0:
+            raise ImageDecodeError(ref, "empty file (0 bytes)")
+        with Image.open(src if is_path else io.BytesIO(src)) as im:
+            im.load()
+            mode = im.mode
+            try:
+                ImageOps.exif_transpose(im, in_place=True)
+            except Exception:  # a damaged EXIF block must not cost the image
+                pass
+            return _pil_to_rgb(im), mode
+    except FileNotFoundError:
+        raise ImageDecodeError(ref, "file not found") from None
+    except PermissionError:
+        raise ImageDecodeError(ref, "cannot read file: permission denied") from None
+    except UnidentifiedImageError:
+        if _looks_like_text(_head(src, is_path)):
+            raise ImageDecodeError(ref, "not an image file (it looks like text)") from None
+        raise ImageDecodeError(ref, "cannot decode image: not a recognised image format") from None
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(ref, f"cannot decode image: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if "truncated" in str(e).lower() or isinstance(e, EOFError):
+            raise ImageDecodeError(ref, "truncated or damaged image file") from None
+        raise ImageDecodeError(ref, f"cannot decode image: {e}") from None
+
+
+def decode_image(path_or_bytes: str | Path | bytes, ref: str | None = None) -> np.ndarray:
+    """An image file (or its bytes) as an H x W x 3 uint8 RGB array.
+
+    EXIF rotation applied; grey, palette, CMYK, YCbCr, LAB converted to RGB; transparency
+    composited on black; 16/32-bit images scaled by their own min..max.  Raises
+    :class:`ImageDecodeError` (a :class:`DataError`) naming the file.
+    """
+    return read_image(path_or_bytes, ref)[0]
+
+
+def resize_image(arr: np.ndarray, size: int) -> np.ndarray:
+    """An H x W x 3 uint8 image as ``size`` x ``size``, antialiased (Pillow bilinear; a reducing
+    gap keeps big scans fast).  Training (the image cache) and prediction both use it."""
+    if arr.shape[0] == size and arr.shape[1] == size:
+        return arr
+    return np.asarray(Image.fromarray(arr).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0))
+
+
+# --- DICOM -----------------------------------------------------------------------------------
+def _first(value) -> float | None:
+    """A DICOM number, or the first of several (WindowCenter can hold many)."""
+    if isinstance(value, (list, tuple, MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_dicom(path: str | Path, window_center: float | None = None, window_width: float | None = None,
+               ref: str | None = None) -> tuple[np.ndarray, str]:
+    """Decode a DICOM file: (H x W x 3 uint8 array, a description like 'DICOM MONOCHROME2 16-bit')."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
+    ref = ref or os.fspath(path)
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageDecodeError(ref, "empty file (0 bytes)")
+        ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_EXTENSIONS)
+    except FileNotFoundError:
+        raise ImageDecodeError(ref, "file not found") from None
+    except InvalidDicomError:
+        raise ImageDecodeError(ref, "not a DICOM file") from None
+    except Exception as e:  # pydicom raises many kinds on damaged files
+        raise ImageDecodeError(ref, f"damaged DICOM file: {e}") from None
+    if "PixelData" not in ds:
+        raise ImageDecodeError(ref, "DICOM file without an image (no pixel data)")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        frames = ds.pixel_array
+    except Exception as e:
+        if syntax is not None and syntax.is_compressed:
+            raise ImageDecodeError(
+                ref, f"compressed DICOM ({syntax.name}) cannot be decoded here: no decoder for it is installed "
+                "(pylibjpeg or GDCM add one)") from None
+        raise ImageDecodeError(ref, f"cannot decode DICOM pixels: {e}") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    samples = int(ds.get("SamplesPerPixel", 1))
+    frames_n = int(ds.get("NumberOfFrames", 1) or 1)
+    arr = frames[frames_n // 2] if frames_n > 1 else frames  # multi-frame: the middle frame
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
+    desc = f"DICOM {photometric} {bits}-bit"
+    try:
+        if photometric == "PALETTE COLOR":
+            rgb = apply_color_lut(arr, ds)
+            return (rgb if rgb.dtype == np.uint8 else _scale_to_uint8(rgb, 0, float(np.iinfo(rgb.dtype).max))), desc
+        if samples == 3 or arr.ndim == 3:  # RGB (pydicom converts YBR to RGB)
+            return (arr if arr.dtype == np.uint8 else _scale_to_uint8(arr, 0, float(2 ** bits - 1))), desc
+        values = apply_modality_lut(arr, ds).astype(np.float64)
+        center, width = window_center, window_width
+        if center is None or width is None:
+            center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+        if center is not None and width is not None and width > 0:
+            gray = _scale_to_uint8(values, center - width / 2, center + width / 2)
+        else:
+            gray = _scale_to_uint8(values)
+    except ImageDecodeError:
+        raise
+    except Exception as e:
+        raise ImageDecodeError(ref, f"cannot convert DICOM pixels ({desc}): {e}") from None
+    if photometric == "MONOCHROME1":  # low values are bright
+        gray = 255 - gray
+    return _gray_to_rgb(gray), desc
+
+
+def decode_dicom(path: str | Path, window_center: float | None = None, window_width: float | None = None) -> np.ndarray:
+    """A DICOM image as H x W x 3 uint8: modality LUT (rescale), then the given window, else
+    the file's own window (first if several), else min..max; MONOCHROME1 inverted;
+    multi-frame -> middle frame.  Raises :class:`ImageDecodeError` naming the file."""
+    return read_dicom(path, window_center, window_width)[0]
+
+
+def read_file(path: str | Path, dicom: bool | None = None, window: tuple | list | None = None,
+              ref: str | None = None) -> tuple[np.ndarray, str]:
+    """Any supported file: DICOM (``dicom`` True, or sniffed when None) or a Pillow format."""
+    if dicom is None:
+        dicom = is_dicom(path)
+    if dicom:
+        center, width = window or (None, None)
+        return read_dicom(path, center, width, ref=ref)
+    return read_image(path, ref=ref)

@@ -1,0 +1,433 @@
+"""The built-in readers (folder of class folders, CSV, NPZ, DICOM) and :func:`read_data`.
+
+Registered as a plugin through the entry point ``builtin-readers`` (see pyproject.toml),
+exactly as a third-party package would register its own readers.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import inspect
+import io
+import os
+import re
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, RunStopped
+from ..hookspecs import hookimpl
+from .image import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, _gray_to_rgb, _scale_to_uint8, is_dicom, read_file
+from .report import Item, Skipped
+from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
+
+_WINDOW_HELP = {
+    "window_center": "DICOM window centre for every DICOM image (with window_width); default: each file's own window",
+    "window_width": "DICOM window width (with window_center)",
+}
+
+
+def _window(options: dict) -> list[float] | None:
+    c, w = options.get("window_center"), options.get("window_width")
+    if c is None and w is None:
+        return None
+    try:
+        c, w = float(c), float(w)
+    except (TypeError, ValueError):
+        c = w = None
+    if c is None or not w > 0:
+        raise DataError(f"DICOM window: window_center and window_width must both be numbers, the width above 0 "
+                        f"(got centre {options.get('window_center')!r}, width {options.get('window_width')!r})")
+    return [c, w]
+
+
+def _names(value) -> list[str] | None:
+    """A list of class names from an option: a list, or one comma-separated string."""
+    if not value:
+        return None
+    names = value.split(",") if isinstance(value, str) else value
+    return [str(n).strip() for n in names if str(n).strip()] or None
+
+
+def _file_item(path: Path, label: str | None, window, split: str | None = None, where: str | None = None,
+               sniff: bool = True) -> Item | None:
+    """An item for an image or DICOM file; None for other files (when ``sniff``)."""
+    ext = path.suffix.lower()
+    dicom = ext in DICOM_EXTENSIONS or (ext not in IMAGE_EXTENSIONS and is_dicom(path))
+    if not dicom and ext not in IMAGE_EXTENSIONS and sniff:
+        return None
+    meta = {"dicom": True, "window": window} if dicom else {}
+    if where:
+        meta["where"] = where
+    return Item(os.path.abspath(path), label, split, meta)
+
+
+class _FileReader(DatasetReader):
+    """Items are files; DICOM ones are decoded with the DICOM window of the options."""
+
+    def decode(self, item: Item) -> tuple[np.ndarray, str]:
+        return read_file(item.ref, dicom=item.meta.get("dicom", False), window=item.meta.get("window"))
+
+    def load_image(self, item: Item) -> np.ndarray:
+        return self.decode(item)[0]
+
+
+# --- folder of class folders -----------------------------------------------------------------
+class FolderReader(_FileReader):
+    id = "folder"
+    title = "Folder of class folders"
+    description = ("A folder with one sub-folder per class (root/cat/*.png, root/dog/*.jpg); images may lie "
+                   "deeper inside a class folder.  DICOM files are recognised too.  A folder of images "
+                   "without class folders gives unlabelled images (target-domain data).")
+    options_help = dict(_WINDOW_HELP)
+    catch_all = True
+
+    def can_read(self, path: Path) -> bool:
+        return Path(path).is_dir()
+
+    def scan(self, path: Path, options: dict) -> Scan:
+        if not path.is_dir():
+            raise DataError(f"{path}: not a folder (the {self.id} reader expects a folder of class folders)")
+        window = _window(options)
+        items, warnings = [], []
+        entries = sorted((p for p in path.iterdir() if not is_hidden(p.name)), key=lambda p: natural_key(p.name))
+        for d in (p for p in entries if p.is_dir()):
+            found = [it for f in iter_files(d) if (it := _file_item(f, d.name, window))]
+            if not found:
+                warnings.append(f"class folder '{d.name}' has no images: skipped")
+            items += found
+        loose = [it for f in entries if f.is_file() and (it := _file_item(f, None, window))]
+        if loose and items:
+            warnings.append(f"{len(loose):,} images lie directly in {path}, outside the class folders: ignored")
+        elif loose:
+            items = loose
+            warnings.append(f"no class folders in {path}: its {len(loose):,} images are unlabelled")
+        if not items:
+            warnings.append(f"no images found in {path} (expected one folder per class, each holding images)")
+        return Scan(items, warnings=warnings)
+
+
+class DicomReader(FolderReader):
+    id = "dicom"
+    title = "DICOM files in class folders"
+    description = ("A folder with one sub-folder per class holding DICOM files (.dcm or any name).  Pixel "
+                   "values are rescaled (modality LUT) and windowed: by the window you give, else each "
+                   "file's own, else its full range.")
+    catch_all = False
+
+    def can_read(self, path: Path, sniff_files: int = 50) -> bool:
+        if not Path(path).is_dir():
+            return False
+        for n, f in enumerate(iter_files(Path(path))):
+            if is_dicom(f):
+                return True
+            if n >= sniff_files:
+                break
+        return False
+
+
+# --- CSV -------------------------------------------------------------------------------------
+_PATH_NAMES = ("path", "file", "filename", "filepath", "image", "imagepath", "imagefile", "img", "imgpath")
+_LABEL_NAMES = ("label", "class", "target", "classname", "category", "diagnosis")
+_SPLIT_NAMES = ("split", "set", "fold", "subset")
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(line number, cells)]) with the delimiter sniffed; DataError when unreadable."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    if b"\0" in raw[:4096]:
+        raise DataError(f"{path}: not a text file (expected a CSV table)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # spreadsheets on Windows save cp1252
+    try:
+        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), dialect)
+        header = [h.strip() for h in next(reader, [])]
+        rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
+    except csv.Error as e:
+        raise DataError(f"{path}: cannot read as CSV: {e}") from None
+    if not any(header):
+        raise DataError(f"{path}: empty CSV file (expected a header row such as path,label)")
+    return header, rows
+
+
+def _column(path: Path, header: list[str], given: str | None, names: tuple, what: str, option: str) -> int | None:
+    found = ", ".join(header)
+    if given:
+        for i, h in enumerate(header):
+            if h == given or _norm(h) == _norm(given):
+                return i
+        raise DataError(f"{path}: no column '{given}' (option {option}); columns found: {found}")
+    by_name = {_norm(h): i for i, h in reversed(list(enumerate(header)))}
+    for n in names:
+        if n in by_name:
+            return by_name[n]
+    if what == "split":
+        return None
+    raise DataError(f"{path}: no {what} column (looked for {', '.join(names[:4])}; columns found: {found}). "
+                    f"Name it in the header row or set the option {option}.")
+
+
+class CsvReader(_FileReader):
+    id = "csv"
+    title = "CSV table"
+    description = ("A CSV file with a column of image paths (relative to the CSV's folder, or absolute) and a "
+                   "column of labels; an optional split column (train/val/test) gives the split.")
+    options_help = {
+        "path_column": "column of image paths (default: path, file, filename or image)",
+        "label_column": "column of labels (default: label, class or target)",
+        "split_column": "column of splits train/val/test (default: split, set or fold, when present)",
+        "classes": "list of class names to keep (rows with other labels are skipped)",
+        "root": "folder the image paths are relative to (default: the CSV's folder)",
+        **_WINDOW_HELP,
+    }
+
+    def can_read(self, path: Path) -> bool:
+        return Path(path).is_file() and Path(path).suffix.lower() in (".csv", ".tsv")
+
+    def scan(self, path: Path, options: dict) -> Scan:
+        header, rows = _read_csv(path)
+        pcol = _column(path, header, options.get("path_column"), _PATH_NAMES, "image path", "path_column")
+        lcol = _column(path, header, options.get("label_column"), _LABEL_NAMES, "label", "label_column")
+        scol = _column(path, header, options.get("split_column"), _SPLIT_NAMES, "split", "split_column")
+        root = path.parent / Path(options.get("root") or ".").expanduser()
+        classes = _names(options.get("classes"))
+        window = _window(options)
+        items, skipped, first_line = [], [], {}
+
+        def cell(row: list[str], i: int | None) -> str:
+            return row[i].strip() if i is not None and i < len(row) else ""
+
+        for line, row in rows:
+            where = f"{path.name}:{line}"
+            raw, label, split_raw = cell(row, pcol), cell(row, lcol), cell(row, scol)
+            if not raw:
+                skipped.append(Skipped(where, f"{where}: no file name in column '{header[pcol]}'"))
+                continue
+            file = root / (raw.replace("\\", "/") if os.sep == "/" else raw)
+            ref = os.path.abspath(file)
+            split = SPLIT_NAMES.get(split_raw.lower())
+            if ref in first_line:
+                problem = f"listed again (first on line {first_line[ref]})"
+            elif not os.path.isfile(ref):
+                problem = f"file not found: {raw}"
+            elif not label:
+                problem = "empty label"
+            elif classes and label not in classes:
+                problem = f"unknown label '{label}' (known: {', '.join(classes)})"
+            elif split_raw and not split:
+                problem = f"unknown split '{split_raw}' (expected train, val or test)"
+            else:
+                first_line[ref] = line
+                items.append(_file_item(file, label, window, split, where, sniff=False))
+                continue
+            skipped.append(Skipped(ref, f"{where}: {problem}"))
+
+        train_labels = {it.label for it in items if it.split == "train"}
+        if train_labels:
+            unseen = [it for it in items if it.split in ("val", "test") and it.label not in train_labels]
+            skipped += [Skipped(it.ref, f"{it.meta['where']}: unknown label: label '{it.label}' never occurs "
+                                        "in the training split") for it in unseen]
+            gone = {id(it) for it in unseen}
+            items = [it for it in items if id(it) not in gone]
+        warnings = [] if rows else [f"{path}: the CSV has a header but no rows"]
+        given = sum(bool(it.split) for it in items)
+        if 0 < given < len(items):
+            warnings.append(f"the split column '{header[scol]}' is empty for {len(items) - given:,} rows: "
+                            "a split of its own is made (stratified) unless every row has one")
+        return Scan(items, skipped, warnings, class_names=classes)
+
+
+# --- NPZ -------------------------------------------------------------------------------------
+_NPZ_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_NPZ_PLAIN = (("images", "labels"), ("x", "y"), ("X", "y"), ("X", "Y"))
+
+
+def _npz_pairs(keys: set[str]) -> list[tuple[str | None, str, str | None]]:
+    """(split, images key, labels key) found: MedMNIST train_images/..., Keras x_train/..., or plain."""
+    pairs = [(split, ik, lk if lk in keys else None)
+             for alias, split in _NPZ_SPLITS.items()
+             for ik, lk in ((f"{alias}_images", f"{alias}_labels"), (f"x_{alias}", f"y_{alias}"))
+             if ik in keys]
+    return pairs or [(None, ik, lk if lk in keys else None) for ik, lk in _NPZ_PLAIN if ik in keys][:1]
+
+
+class NpzReader(DatasetReader):
+    id = "npz"
+    title = "NumPy NPZ arrays"
+    description = ("An .npz file with images and labels: MedMNIST style (train_images, train_labels, val_*, "
+                   "test_*: the split is kept), Keras style (x_train, y_train, ...) or plain images/labels. "
+                   "Images (N, H, W) grey or (N, H, W, 3) colour.")
+    options_help = {"class_names": "list of class names, index -> name (default: the label numbers)"}
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._cached: tuple | None = None  # (file, size, mtime_ns, {key: array}, {key: (lo, hi) or None})
+
+    def can_read(self, path: Path) -> bool:
+        return Path(path).is_file() and Path(path).suffix.lower() == ".npz"
+
+    def _load(self, file: str, image_keys: list[str], label_keys: list[str] = ()) -> tuple[dict, dict]:
+        """The arrays (images channel-last) and each image array's value range; the last file is cached."""
+        st = os.stat(file)
+        keys = [*image_keys, *label_keys]
+        with self._lock:
+            c = self._cached
+            if c and c[:3] == (file, st.st_size, st.st_mtime_ns) and all(k in c[3] for k in keys):
+                return c[3], c[4]
+            try:
+                with np.load(file, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in keys}
+            except (OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+                raise DataError(f"{file}: cannot read as NPZ: {e}") from None
+            ranges = {}
+            for k in image_keys:
+                arrays[k] = _channels_last(arrays[k], file, k)
+                ranges[k] = _value_range(arrays[k])
+            self._cached = (file, st.st_size, st.st_mtime_ns, arrays, ranges)
+            return arrays, ranges
+
+    def scan(self, path: Path, options: dict) -> Scan:
+        file = os.path.abspath(path)
+        try:
+            with np.load(file, allow_pickle=False) as z:
+                keys = set(z.files)
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise DataError(f"{path}: cannot read as NPZ: {e}") from None
+        pairs = _npz_pairs(keys)
+        if not pairs:
+            raise DataError(f"{path}: no image array found (expected train_images/train_labels, x_train/y_train or "
+                            f"images/labels); keys found: {', '.join(sorted(keys)) or 'none'}")
+        arrays, _ = self._load(file, [ik for _, ik, _ in pairs], [lk for _, _, lk in pairs if lk])
+        names = _names(options.get("class_names"))
+        items, skipped, split_given = [], [], all(s for s, _, _ in pairs)
+        for split, ik, lk in pairs:
+            labels = _npz_labels(arrays[lk], len(arrays[ik]), path, lk) if lk else [None] * len(arrays[ik])
+            prefix = split if split_given else ik
+            for i, lab in enumerate(labels):
+                item = Item(f"{prefix}/{i}", None, split, {"file": file, "key": ik, "index": i})
+                if lab is not None and names and isinstance(lab, int):
+                    if not 0 <= lab < len(names):
+                        skipped.append(Skipped(item.ref, f"label {lab} has no name in class_names "
+                                                         f"({len(names)} names: 0 to {len(names) - 1})"))
+                        continue
+                    lab = names[lab]
+                item.label = None if lab is None else str(lab)
+                items.append(item)
+        warnings = [f"{path}: '{ik}' has no labels array ('{lk or 'labels'}' missing): its images are unlabelled"
+                    for _, ik, lk in pairs if not lk]
+        return Scan(items, skipped, warnings, class_names=names)
+
+    def _pixels(self, item: Item) -> tuple[np.ndarray, tuple | None]:
+        arrays, ranges = self._load(item.meta["file"], [item.meta["key"]])
+        return arrays[item.meta["key"]][item.meta["index"]], ranges[item.meta["key"]]
+
+    def decode(self, item: Item) -> tuple[np.ndarray, str]:
+        a, rng = self._pixels(item)
+        mode = "L" if a.ndim == 2 or a.shape[2] == 1 else "RGB"
+        if rng is not None:
+            mode += f" ({a.dtype})"
+            a = _scale_to_uint8(a, *rng)
+        a = a.reshape(a.shape[:2]) if a.ndim == 2 or a.shape[2] == 1 else a[..., :3]
+        return (_gray_to_rgb(a) if a.ndim == 2 else np.ascontiguousarray(a)), mode
+
+    def load_image(self, item: Item) -> np.ndarray:
+        return self.decode(item)[0]
+
+    def stamp(self, item: Item):
+        return hashlib.blake2b(np.ascontiguousarray(self._pixels(item)[0]).tobytes(), digest_size=8).hexdigest()
+
+
+def _channels_last(a: np.ndarray, file: str, key: str) -> np.ndarray:
+    if a.ndim == 4 and a.shape[-1] not in (1, 3, 4) and a.shape[1] in (1, 3):
+        a = np.moveaxis(a, 1, -1)  # (N, C, H, W) as PyTorch writes it
+    if not (a.ndim == 3 or (a.ndim == 4 and a.shape[-1] in (1, 3, 4))) or a.dtype.kind not in "uifb":
+        raise DataError(f"{file}: images '{key}' are a {a.dtype} array of shape {a.shape}: "
+                        "expected (N, H, W) grey or (N, H, W, 3) colour numbers")
+    return a
+
+
+def _value_range(a: np.ndarray) -> tuple[float, float] | None:
+    """How to map the array to 0..255: None for uint8; 0..1 for bool and floats in [0, 1];
+    else the whole array's min..max (relative brightness between images is kept)."""
+    if a.dtype == np.uint8:
+        return None
+    if a.dtype == bool:
+        return 0.0, 1.0
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
+    return (0.0, 1.0) if a.dtype.kind == "f" and lo >= 0 and hi <= 1 else (lo, hi)
+
+
+def _npz_labels(lab: np.ndarray, n: int, path: Path, key: str) -> list:
+    if lab.ndim == 2 and lab.shape[1] == 1:
+        lab = lab[:, 0]
+    if lab.ndim != 1:
+        raise DataError(f"{path}: labels '{key}' have shape {lab.shape}: image classification takes one label per "
+                        "image; multi-label data is not supported")
+    if len(lab) != n:
+        raise DataError(f"{path}: {len(lab)} labels in '{key}' for {n} images")
+    if lab.dtype.kind in "US":
+        return [str(v).strip() or None for v in lab]
+    if lab.dtype.kind in "iub" or (lab.dtype.kind == "f" and np.all(np.mod(lab, 1) == 0)):
+        return [int(v) for v in lab]
+    raise DataError(f"{path}: labels '{key}' are not class numbers or names ({lab.dtype})")
+
+
+# --- choosing a reader -----------------------------------------------------------------------
+def builtin_readers() -> list[DatasetReader]:
+    return [FolderReader(), CsvReader(), NpzReader(), DicomReader()]
+
+
+@hookimpl
+def tlstudio_dataset_readers():
+    return builtin_readers()
+
+
+def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None, readers: list | None = None,
+              progress: Progress = None, should_stop: ShouldStop = None) -> ImageTable:
+    """Read and validate a data source with the reader ``fmt`` (an id) or the first that
+    recognises it ("auto": the plain folder reader last)."""
+    source = Path(source).expanduser().absolute()
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    readers = builtin_readers() if readers is None else list(readers)
+    ids = ", ".join(sorted(r.id for r in readers))
+    if fmt in ("auto", "", None):
+        def recognises(r) -> bool:
+            try:
+                return bool(r.can_read(source))
+            except Exception:  # a plugin's broken sniff must not stop the others
+                return False
+        reader = next((r for r in sorted(readers, key=lambda r: bool(getattr(r, "catch_all", False)))
+                       if recognises(r)), None)
+        if reader is None:
+            raise DataError(f"{source}: no reader recognises this data (readers: {ids}); "
+                            "expected a folder of class folders, a .csv, an .npz or DICOM files")
+    else:
+        reader = next((r for r in readers if r.id == fmt), None)
+        if reader is None:
+            raise DataError(f"unknown data format '{fmt}' (known: auto, {ids})")
+    try:  # a third-party read() may not take progress and should_stop
+        params = inspect.signature(reader.read).parameters
+        extra = {"progress": progress, "should_stop": should_stop} if "should_stop" in params else {}
+        return reader.read(source, options, **extra)
+    except (DataError, RunStopped, MemoryError):
+        raise
+    except Exception as e:
+        raise DataError(f"{source}: the {reader.id} reader failed: {type(e).__name__}: {e}") from e

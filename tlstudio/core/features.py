@@ -1,0 +1,64 @@
+"""Feature caching: a frozen backbone runs once per image and preprocessing.
+
+The cache key holds everything that changes the features: architecture, the weights'
+identity, image size and normalisation, the data's fingerprint, the split's items and,
+for augmented views, the augmentation settings.  Change any of them and the features are
+computed anew.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+
+from .io import atomic_write_bytes, stable_hash
+
+
+def cache_key(ctx, split: str, view: int = 0) -> str:
+    d = ctx.data
+    info = ctx.model_info
+    weights_id = info.get("weights_sha256") or f"{info.get('weights_path')}"
+    aug = ctx.project.augmentation.model_dump() if view else None
+    idx = np.asarray(d.indices[split])
+    return stable_hash("features-v1", ctx.project.model.architecture, weights_id, d.size, d.mean, d.std,
+                       d.fingerprint, stable_hash(idx.tolist()), view, aug)
+
+
+@torch.no_grad()
+def extract_features(backbone: torch.nn.Module, loader, ctx, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    backbone.eval()
+    feats, labels = [], []
+    total = len(loader)
+    for i, (x, y) in enumerate(loader):
+        x = ctx.to_device(x)
+        with ctx.autocast():
+            f = backbone(x)
+        feats.append(f.float().cpu())
+        labels.append(y.cpu())
+        ctx.progress(task, i + 1, total)
+    return torch.cat(feats), torch.cat(labels).long()
+
+
+def cached_features(ctx, backbone: torch.nn.Module, split: str, view: int = 0,
+                    batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of ``split`` from the frozen ``backbone``: from the disk cache when the
+    same model, weights, preprocessing and data were seen before, else computed and stored.
+    ``view`` 0 is the plain (validation-style) preprocessing; views 1.. are augmented."""
+    key = cache_key(ctx, split, view)
+    path = Path(ctx.cache_dir) / "features" / f"{key}.safetensors"
+    if path.exists():
+        try:
+            t = load_file(str(path))
+            return t["features"], t["labels"]
+        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed
+            path.unlink(missing_ok=True)
+    if view:  # augmented view: seeded so that the cache is repeatable
+        torch.manual_seed(ctx.training.seed * 131 + view)
+    ds = ctx.data.dataset(split, train=bool(view))
+    loader = ctx.loader(split, train=False, dataset=ds, batch_size=batch_size, shuffle=False)
+    what = f"Extracting features ({split}{f', view {view}' if view else ''})"
+    f, y = extract_features(backbone, loader, ctx, what)
+    atomic_write_bytes(path, save({"features": f.contiguous(), "labels": y.contiguous()}))
+    return f, y

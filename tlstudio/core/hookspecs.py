@@ -1,0 +1,74 @@
+"""The plugin contract of Transfer Learning Studio.
+
+A plugin is a Python module (or object) registered under the entry-point group
+``tlstudio.plugins``.  It implements any of the hooks below with the ``hookimpl`` marker::
+
+    from tlstudio.core import hookimpl, ImageClassificationTechnique
+
+    class MyTechnique(ImageClassificationTechnique):
+        id = "my-technique"
+        ...
+
+    @hookimpl
+    def tlstudio_techniques():
+        return [MyTechnique()]
+
+Every hook returns *descriptors* (a list of objects); the studio then calls the one the
+user chose.  Each plugin's hook call is isolated: a plugin that raises or returns the
+wrong type is recorded as failed (with its error) and the rest of the studio works on.
+See docs/plugins.md for a complete walk-through.
+"""
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "tlstudio"
+ENTRY_POINT_GROUP = "tlstudio.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def tlstudio_techniques() -> list:
+    """Return a list of :class:`tlstudio.core.technique.Technique` instances.
+
+    A technique is a training recipe (frozen features, fine-tuning, DANN ...): an id, a
+    title, a task, an explanation for the expert, a pydantic ``Config`` and training hooks.
+    """
+
+
+@hookspec
+def tlstudio_dataset_readers() -> list:
+    """Return a list of :class:`tlstudio.core.data.DatasetReader` instances.
+
+    A reader recognises a data source (a folder, a CSV, an NPZ, DICOM files ...) and turns
+    it into a table of items plus a validation report.
+    """
+
+
+@hookspec
+def tlstudio_model_sources() -> list:
+    """Return a list of :class:`tlstudio.core.models.WeightSource` instances.
+
+    A weight source says where pretrained weights can be found *offline* for the
+    architectures of the catalog (a folder, an installed package ...).  It never downloads.
+    """
+
+
+@hookspec
+def tlstudio_architectures() -> list:
+    """Return a list of :class:`tlstudio.core.models.Architecture` descriptors to add to the
+    model catalog (for example a timm model or a home-grown network)."""
+
+
+@hookspec
+def tlstudio_exporters() -> list:
+    """Return a list of :class:`tlstudio.core.export.Exporter` instances (TorchScript,
+    ONNX, ...)."""
+
+
+@hookspec
+def tlstudio_run_event(event: dict) -> None:
+    """Observe a run event (a plain dict with a ``kind``: start, batch, epoch, log, stage,
+    done, failed).  Observers must be quick; their errors never stop a run."""
