@@ -74,6 +74,12 @@ class Technique:
         """
         return None
 
+    def result_view(self, run_dir: Any, parent: Any = None) -> Any:
+        """Return a Qt widget showing a finished run's results in this technique's own way
+        (detection boxes, captions, a sentence box ...), or None for the studio's standard
+        views.  Import Qt *inside* this method."""
+        return None
+
     def recommended_training(self) -> dict:
         """Training settings this technique works best with (proposed by the window)."""
         return {}
