@@ -158,7 +158,7 @@ def test_predict_from_a_run(tmp_path, tiny_digits):
     assert abs(sum(out[0]["probabilities"].values()) - 1) < 1e-4
     assert "error" in out[2] and "bad.png" in out[2]["error"]
     csv = pred.write_csv(out, tmp_path / "pred.csv").read_text()
-    assert csv.splitlines()[0].startswith("image,predicted,p_0")
+    assert csv.splitlines()[0].startswith("input,predicted,p_0")
 
 
 def test_split_is_stored_and_reused(tmp_path, tiny_digits):

@@ -259,7 +259,7 @@ def cmd_predict(args, plugins) -> int:
     from tlstudio.core.predict import Predictor
 
     pred = Predictor.from_run(args.run, runs_dir=args.runs_dir, plugins=plugins)
-    results = pred.predict_paths(args.images)
+    results = pred.predict_paths(args.images) if pred.ctx.project.task != "text-classification" else pred.predict(args.images)
     if args.csv:
         pred.write_csv(results, args.csv)
     if args.json:
@@ -269,7 +269,8 @@ def cmd_predict(args, plugins) -> int:
             if r.get("error"):
                 print(f"{r['ref']}\tskipped: {r['error']}")
             else:
-                print(f"{r['ref']}\t{r['predicted']}\t{r['probabilities'][r['predicted']]:.3f}")
+                p = r.get("probabilities", {}).get(r["predicted"]) if isinstance(r["predicted"], str) else None
+                print(f"{r['ref']}\t{r['predicted']}" + (f"\t{p:.3f}" if p is not None else ""))
     return EXIT_OK if all(not r.get("error") for r in results) else EXIT_FAILED
 
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import ModelError
+from .errors import ModelError, StudioError
 from .io import atomic_write_json, atomic_write_text, stable_hash
 from .metrics import classification_metrics, roc_curve
 from .technique import Technique
@@ -187,6 +188,59 @@ class ImageClassificationTechnique(Technique):
 
     def write_report(self, ctx, final: dict) -> None:
         atomic_write_text(ctx.run.dir / "report.md", classification_report_md(ctx.project, final, ctx.data))
+
+    # --- prediction on new images ------------------------------------------------------
+    def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> None:
+        try:
+            desc = json.loads((Path(run_dir) / "data.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            raise StudioError(f"{run_dir}: data.json is missing: the run did not get as far as preparing its data.") from None
+        ctx.data = ImageInferenceData(list(checkpoint.get("class_names") or desc["class_names"]),
+                                      int(desc["image_size"]), desc["mean"], desc["std"])
+
+    def predict_inputs(self, ctx, inputs: list) -> list[dict]:
+        """Image paths -> {"ref", "predicted", "probabilities"} (or {"ref", "error"})."""
+        from .data import decode_dicom, decode_image, is_dicom
+
+        results: list[dict] = []
+        good: list[tuple[int, np.ndarray]] = []
+        for p in inputs:
+            try:
+                good.append((len(results), decode_dicom(p) if is_dicom(p) else decode_image(p)))
+                results.append({"ref": str(p)})
+            except Exception as e:  # noqa: BLE001 - a bad image is reported, the rest go on
+                results.append({"ref": str(p), "error": str(e)})
+        if good:
+            probs = predict_images(self.inference_model(ctx), ctx.data, [a for _, a in good], ctx.device)
+            names = ctx.data.class_names
+            for (k, _), pr in zip(good, probs):
+                results[k]["predicted"] = names[int(pr.argmax())]
+                results[k]["probabilities"] = {c: float(v) for c, v in zip(names, pr)}
+        return results
+
+
+class ImageInferenceData:
+    """What prediction needs to know of a run's images: classes and preprocessing."""
+
+    def __init__(self, class_names: list[str], size: int, mean, std):
+        self.class_names, self.size, self.mean, self.std = class_names, size, tuple(mean), tuple(std)
+
+    def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
+        """H x W x 3 uint8 images -> a normalised batch, exactly as in training."""
+        from .data import resize_image
+
+        arr = np.stack([resize_image(im, self.size) for im in images])
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255)
+        return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
+
+
+@torch.no_grad()
+def predict_images(model, data: ImageInferenceData, images: list[np.ndarray], device, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities (N, K) of decoded images."""
+    model.eval()
+    out = [model(data.preprocess(images[i:i + batch_size]).to(device)).float().softmax(1).cpu().numpy()
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, len(data.class_names)), np.float32)
 
 
 def _fmt(v) -> str:

@@ -132,6 +132,16 @@ class Technique:
     def write_report(self, ctx, final: dict) -> None:
         """Write the run's short report (report.md) from the final summary."""
 
+    def load_for_inference(self, ctx, run_dir: Any, checkpoint: dict) -> None:
+        """Set ``ctx.data`` to what ``build`` and ``predict_inputs`` need when only predicting
+        (class names, preprocessing ...), from the run folder and its checkpoint."""
+        raise NotImplementedError
+
+    def predict_inputs(self, ctx, inputs: list) -> list[dict]:
+        """Predict raw inputs (image paths, sentences ...) with ``ctx.model``: one dict per
+        input, {"ref", "predicted", ...} or {"ref", "error"} (a bad input never stops the rest)."""
+        raise NotImplementedError
+
     def inference_model(self, ctx) -> Any:
         """The model that maps preprocessed inputs to outputs (predict, export, Grad-CAM)."""
         return ctx.model
