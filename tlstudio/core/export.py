@@ -289,7 +289,7 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
 
 def _record(run, result: dict) -> None:
     """Remember the export in the run folder (exports.json), for the window and the report."""
-    from .results import read_json
+    from .confidence import read_json
 
     path = run.dir / "exports.json"
     items = read_json(path).get("exports", [])

@@ -7,7 +7,7 @@ import platform
 import sys
 from pathlib import Path
 
-from .results import read_json, test_results
+from .confidence import read_json, test_results
 
 TASK_WORDS = {
     "image-classification": "sorts an image into one of its classes",

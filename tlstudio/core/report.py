@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from .io import atomic_write_text
-from .results import read_json, test_results
+from .confidence import read_json, test_results
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}

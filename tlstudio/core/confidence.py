@@ -1,4 +1,5 @@
-"""A finished run's results, read back from its folder (model card, HTML report)."""
+"""A finished run's test metrics with 95% confidence intervals, read back from its folder
+(model card, HTML report)."""
 from __future__ import annotations
 
 import csv

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Figures of the PyInstaller one-folder build: its size, its start time (the command line's
+`--help`, `doctor --quick`, and the window when the build has one), and a one-epoch headless
+training with DataLoader workers from the frozen app.  Prints JSON.
+
+    .venv/bin/pyinstaller installer/tlstudio.spec --noconfirm \
+        --distpath installer/frozen/dist --workpath installer/frozen/build
+    python bench/frozen_app.py [--app installer/frozen/dist/tlstudio] [--screenshot shot.png]
+
+Start times are wall-clock, best of three (the first run also pays for a cold disk cache:
+it is reported separately).  The window's start time is the time until it has drawn a
+frame under Xvfb (needs `xvfb-run` and a build that includes tlstudio.gui).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], env: dict, timeout: float = 600) -> tuple[float, subprocess.CompletedProcess]:
+    t = time.time()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return time.time() - t, p
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--app", default=str(REPO / "installer" / "frozen" / "dist" / "tlstudio"))
+    ap.add_argument("--screenshot", help="save a screenshot of the frozen window here (needs xvfb-run, import)")
+    ap.add_argument("--no-train", action="store_true")
+    a = ap.parse_args()
+    app = Path(a.app).resolve()
+    exe = app / ("tlstudio.exe" if os.name == "nt" else "tlstudio")
+    if not exe.exists():
+        raise SystemExit(f"{exe} is missing: build it first (see this script's docstring).")
+    work = Path(tempfile.mkdtemp(prefix="tlstudio-frozen-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "TLSTUDIO_"))}
+    env.update(TLSTUDIO_HOME=str(work / "home"), PATH="/usr/bin:/bin", QT_QPA_PLATFORM="offscreen")
+    fig: dict = {"app": str(app), "load_before": open("/proc/loadavg").read().split()[:3]}
+    fig["bytes"] = sum(f.stat().st_size for f in app.rglob("*") if f.is_file() and not f.is_symlink())
+    fig["gib"] = round(fig["bytes"] / 2**30, 2)
+    fig["files"] = sum(1 for f in app.rglob("*") if f.is_file())
+    try:
+        runs = [timed([str(exe), "--help"], env)[0] for _ in range(3)]
+        fig["help_seconds_first"], fig["help_seconds_best"] = round(runs[0], 2), round(min(runs), 2)
+        secs, p = timed([str(exe), "doctor", "--quick", "--json"], env)
+        fig["doctor_seconds"] = round(secs, 1)
+        fig["doctor"] = {c["name"]: [c["status"], c["message"]] for c in json.loads(p.stdout)} if p.stdout.strip() else p.stderr[-2000:]
+        fig["doctor_exit"] = p.returncode
+        if not a.no_train:
+            secs, p = timed([str(exe), "train", str(REPO / "resources" / "sample" / "project.toml"), "--epochs", "1",
+                             "--device", "cpu", "--threads", "2", "--set", "training.num_workers=2", "--json",
+                             "--runs-dir", str(work / "runs")], env)
+            fig["train_one_epoch_workers2_seconds"] = round(secs, 1)
+            try:
+                final = json.loads(p.stdout.strip().splitlines()[-1])
+                fig["train"] = {k: final.get(k) for k in ("status", "test_accuracy", "train_seconds")}
+            except (json.JSONDecodeError, IndexError):
+                fig["train"] = {"status": f"exit {p.returncode}", "stderr": p.stderr[-2000:]}
+        has_gui = any(app.rglob("tlstudio/gui/app.*")) or any((app / "_internal").glob("tlstudio/gui/*")) \
+            if (app / "_internal").exists() else False
+        fig["has_window"] = bool(has_gui)
+        if has_gui and shutil.which("xvfb-run"):
+            genv = dict(env)
+            genv.pop("QT_QPA_PLATFORM", None)
+            genv["TLSTUDIO_STARTUP_PROBE"] = "quit"  # the window prints TLSTUDIO_VISIBLE <s> and quits
+            secs, p = timed(["xvfb-run", "-a", "-s", "-screen 0 1400x900x24", str(exe)], genv, timeout=300)
+            fig["window_process_seconds"] = round(secs, 1)  # includes Xvfb start and shutdown
+            vis = [l.split()[1] for l in p.stdout.splitlines() if l.startswith("TLSTUDIO_VISIBLE")]
+            fig["window_visible_seconds"] = float(vis[0]) if vis else None  # process start -> first frame
+            fig["window_exit"] = p.returncode
+        fig["load_after"] = open("/proc/loadavg").read().split()[:3]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(fig))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
