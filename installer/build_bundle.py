@@ -57,9 +57,11 @@ def closure(root: str = "tlstudio", extras: tuple[str, ...] = ()) -> dict[str, s
     """{distribution: version} of everything ``root`` needs here (markers evaluated)."""
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
+    from packaging.version import Version
 
     env = default_environment()
     seen: dict[str, str] = {}
+    wanted: dict[str, list] = {}  # name -> every specifier asked for on the way
     done: set[tuple[str, str]] = set()
     todo: list[tuple[str, str]] = [(root, e) for e in ("",) + tuple(extras)]
     while todo:
@@ -78,8 +80,21 @@ def closure(root: str = "tlstudio", extras: tuple[str, ...] = ()) -> dict[str, s
             r = Requirement(text)
             if r.marker is not None and not r.marker.evaluate(env | {"extra": extra}):
                 continue
+            wanted.setdefault(canon(r.name), []).append(r.specifier)
             for e in ("",) + tuple(sorted(r.extras)):
                 todo.append((r.name, e))
+    # a package shadowed on sys.path (a venv's own old setuptools before a newer one) can
+    # break a requirement: take the installed version that satisfies every specifier
+    for name, version in list(seen.items()):
+        specs = wanted.get(name, [])
+        if all(sp.contains(version, prereleases=True) for sp in specs):
+            continue
+        fits = sorted({d.version for d in md.distributions() if canon(d.metadata["Name"] or "") == name
+                       and all(sp.contains(d.version, prereleases=True) for sp in specs)}, key=Version)
+        if not fits:
+            raise SystemExit(f"{name} {version} is installed, but the studio's dependencies need "
+                             f"{', '.join(str(sp) for sp in specs)}: fix the environment first.")
+        seen[name] = fits[-1]
     return dict(sorted(seen.items()))
 
 
@@ -154,7 +169,7 @@ def build(out: Path, platform_tag: str | None, tar: bool) -> dict:
         shutil.copy2(HERE / f, dest / ("README.txt" if f == "README-bundle.txt" else f))
     os.chmod(dest / "install.sh", 0o755)
     shutil.copytree(REPO / "resources" / "sample", dest / "sample",
-                    ignore=shutil.ignore_patterns("split.json", "splits", "__pycache__"))
+                    ignore=shutil.ignore_patterns("splits", "__pycache__"))
 
     files = sorted(wheels.glob("*.whl"))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
