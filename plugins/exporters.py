@@ -80,18 +80,25 @@ class OnnxExporter(Exporter):
         import torch
 
         ins, outs = list(spec["inputs"]), list(spec["outputs"])
+        # dim 0 (batch) of every input and output is dynamic; a technique may name more
+        # (text: {"input_ids": {0: "batch", 1: "sequence"}, ...}) in spec["dynamic_axes"]
+        axes = {n: {0: "batch"} for n in ins + outs}
+        for n, dims in (spec.get("dynamic_axes") or {}).items():
+            axes[n] = {int(k): v for k, v in dims.items()}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:  # the TorchScript-based exporter: quick, and right for the catalog's CNNs and ViT
                 torch.onnx.export(model, example_inputs, str(path), input_names=ins, output_names=outs,
-                                  dynamic_axes={n: {0: "batch"} for n in ins + outs}, opset_version=self.opset,
+                                  dynamic_axes=axes, opset_version=self.opset,
                                   do_constant_folding=True, dynamo=False)
             except Exception as first:  # noqa: BLE001 - models the tracer cannot follow: torch.export's exporter
                 Path(path).unlink(missing_ok=True)
-                batch = torch.export.Dim("batch", min=2, max=65536)
+                dims: dict[str, object] = {"batch": torch.export.Dim("batch", min=2, max=65536)}
+                shapes = tuple({k: dims.setdefault(v, torch.export.Dim(v, min=2, max=65536))
+                                for k, v in axes.get(n, {0: "batch"}).items()} for n in ins)
                 try:
                     torch.onnx.export(model, example_inputs, str(path), input_names=ins, output_names=outs,
-                                      dynamic_shapes=tuple({0: batch} for _ in example_inputs), dynamo=True,
+                                      dynamic_shapes=shapes, dynamo=True,
                                       external_data=False, verbose=False)
                 except Exception as second:  # noqa: BLE001
                     raise ExportError(f"ONNX export failed with both exporters: {type(first).__name__}: {first}; "

@@ -157,8 +157,9 @@ class Technique:
 
     def export_spec(self, ctx) -> dict:
         """What an exported package needs to know besides the weights: ``inputs`` and
-        ``outputs`` (names; dim 0 is the dynamic batch), ``labels``, ``preprocessing`` (a JSON-able
-        spec a third party can reproduce) and ``postprocess``."""
+        ``outputs`` (names; dim 0 is the dynamic batch), optionally ``dynamic_axes`` for more
+        dynamic dims ({"input_ids": {0: "batch", 1: "sequence"}}), ``labels``, ``preprocessing``
+        (a JSON-able spec a third party can reproduce) and ``postprocess``."""
         return {"task": self.task, "inputs": ["input"], "outputs": ["output"], "labels": [],
                 "preprocessing": {}, "postprocess": "none"}
 
