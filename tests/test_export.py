@@ -216,3 +216,33 @@ def test_bootstrap_intervals_agree_with_the_metrics():
     narrow = bootstrap_ci(auc, p, y, n_boot=300)
     assert narrow[0] < _auc_np(p, y) < narrow[1]
     assert narrow[1] - narrow[0] < 0.6 * (wide[1] - wide[0])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exporters_take_several_inputs_and_a_dynamic_sequence(tmp_path, fmt):
+    """What a text technique hands over: (token ids, attention mask), batch and sequence length
+    dynamic.  Exported with length 7, checked at length 11 and batch 5."""
+    from tlstudio.core.export import check_parity
+
+    class TinyText(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(50, 8)
+            self.out = torch.nn.Linear(8, 2)
+
+        def forward(self, ids, mask):
+            m = mask.unsqueeze(-1).float()
+            return self.out((self.emb(ids) * m).sum(1) / m.sum(1).clamp(min=1))
+
+    torch.manual_seed(0)
+    model = TinyText().eval()
+    spec = {"inputs": ["input_ids", "attention_mask"], "outputs": ["logits"],
+            "dynamic_axes": {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}}
+    ex = PluginManager().exporters()[fmt]
+    ids, mask = torch.randint(0, 50, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    ex.export(model, (ids, mask), spec, tmp_path / ex.file_name)
+    runner = ex.load(tmp_path / ex.file_name, spec)
+    ids, mask = torch.randint(0, 50, (5, 11)), torch.ones(5, 11, dtype=torch.long)
+    mask[:, 8:] = 0
+    res = check_parity(model, runner, (ids, mask))
+    assert res["batch_sizes"] == [5, 1] and res["max_abs_diff"] <= 1e-5
