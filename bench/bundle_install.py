@@ -43,7 +43,7 @@ def run(cmd: list[str], env: dict, log: Path, offline: bool = True, timeout: flo
     if offline:
         cmd = ["unshare", "-rn", *cmd]
     t = time.time()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=env["HOME"])
     out = p.stdout + p.stderr
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {' '.join(cmd)}\n{out}\n[exit {p.returncode}]\n")
