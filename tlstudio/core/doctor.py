@@ -54,11 +54,11 @@ def check_python() -> Check:
 
 def check_packages() -> Check:
     """Every requirement of the installed tlstudio distribution is installed, at a fitting version."""
+    if getattr(sys, "frozen", False):  # a frozen app carries its libraries, not their metadata
+        return Check("Packages", OK, "bundled in the frozen application")
     try:
         reqs = md.requires("tlstudio") or []
     except md.PackageNotFoundError:
-        if getattr(sys, "frozen", False):
-            return Check("Packages", OK, "bundled in the frozen application")
         return Check("Packages", WARN, "tlstudio is not installed as a package (running from a source folder?).",
                      "Install it with the installer, or `pip install -e .` in the source folder.")
     try:

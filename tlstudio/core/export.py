@@ -202,6 +202,7 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     exporter.check_available()
     out = Path(out).expanduser().resolve()
     _prepare_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the package is built beside it, then renamed
 
     pred = Predictor.from_run(run_ref, runs_dir=runs_dir, plugins=plugins, checkpoint=checkpoint, device="cpu")
     run, tech, ctx = pred.run, pred.technique, pred.ctx
@@ -226,7 +227,7 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     if len(spec.get("inputs", [])) != len(inputs):
         raise ExportError(f"The technique names {len(spec.get('inputs', []))} model inputs but gave {len(inputs)}.")
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent) if out.parent.exists() else None))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
     try:
         model_path = tmp / exporter.file_name
         example = tuple(t[:2] for t in inputs)
