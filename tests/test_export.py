@@ -246,3 +246,18 @@ def test_exporters_take_several_inputs_and_a_dynamic_sequence(tmp_path, fmt):
     mask[:, 8:] = 0
     res = check_parity(model, runner, (ids, mask))
     assert res["batch_sizes"] == [5, 1] and res["max_abs_diff"] <= 1e-5
+
+
+def test_report_of_a_failed_run_without_results(trained, tmp_path):
+    """A run that failed before its test evaluation still gets a report, saying so."""
+    from tlstudio.core.report import html_report
+
+    run = tmp_path / "failed-run"
+    shutil.copytree(trained["runs"]["frozen-features"], run)
+    for f in ("final.json", "evaluation_test.json", "test_predictions.csv"):
+        (run / f).unlink()
+    (run / "status.json").write_text(json.dumps({"status": "failed", "message": "The loss became nan at epoch 1",
+                                                 "pid": 1}))
+    html = html_report(run).read_text(encoding="utf-8")
+    assert "<span class='bad'>failed</span> — The loss became nan at epoch 1" in html
+    assert "Test results" not in html and "<img alt='Loss'" in html
