@@ -83,6 +83,8 @@ def main() -> int:
     ap.add_argument("--app", default=str(REPO / "installer" / "frozen" / "dist" / "tlstudio"))
     ap.add_argument("--screenshot", help="save a screenshot of the frozen window here (needs xvfb-run, import)")
     ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--window", action="store_true",
+                    help="also start the window (a build that includes tlstudio.gui) on Xvfb and time it")
     a = ap.parse_args()
     app = Path(a.app).resolve()
     exe = app / ("tlstudio.exe" if os.name == "nt" else "tlstudio")
@@ -112,8 +114,7 @@ def main() -> int:
                 fig["train"] = {k: final.get(k) for k in ("status", "test_accuracy", "train_seconds")}
             except (json.JSONDecodeError, IndexError):
                 fig["train"] = {"status": f"exit {p.returncode}", "stderr": p.stderr[-2000:]}
-        internal = app / "_internal"
-        fig["has_window"] = (internal / "tlstudio" / "gui").is_dir() or any(internal.glob("tlstudio/gui*"))
+        fig["has_window"] = a.window
         if fig["has_window"] and shutil.which("Xvfb"):
             fig.update(window_figures(exe, env, a.screenshot))
         fig["load_after"] = open("/proc/loadavg").read().split()[:3]
