@@ -32,7 +32,7 @@ def timed(cmd: list[str], env: dict, timeout: float = 600) -> tuple[float, subpr
     return time.time() - t, p
 
 
-def window_figures(exe: Path, env: dict, screenshot: str | None) -> dict:
+def window_figures(exe: Path, env: dict, screenshot: str | None, project: Path) -> dict:
     """Start the frozen window on a private Xvfb display: seconds until its first frame
     (the window's own TLSTUDIO_STARTUP_PROBE), and optionally a screenshot (xwd + convert)."""
     import select
@@ -45,7 +45,6 @@ def window_figures(exe: Path, env: dict, screenshot: str | None) -> dict:
         time.sleep(2)
         genv = dict(env, DISPLAY=disp, TLSTUDIO_STARTUP_PROBE="1")
         genv.pop("QT_QPA_PLATFORM", None)
-        project = REPO / "resources" / "sample" / "project.toml"
         t = time.time()
         p = subprocess.Popen([str(exe), str(project)], env=genv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         visible = None
@@ -94,6 +93,8 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "TLSTUDIO_"))}
     env.update(TLSTUDIO_HOME=str(work / "home"), PATH="/usr/bin:/bin", QT_QPA_PLATFORM="offscreen")
     fig: dict = {"app": str(app), "load_before": open("/proc/loadavg").read().split()[:3]}
+    sample = work / "sample"  # a copy: a run stores its split beside the project file
+    shutil.copytree(REPO / "resources" / "sample", sample)
     fig["bytes"] = sum(f.stat().st_size for f in app.rglob("*") if f.is_file() and not f.is_symlink())
     fig["gib"] = round(fig["bytes"] / 2**30, 2)
     fig["files"] = sum(1 for f in app.rglob("*") if f.is_file())
@@ -105,7 +106,7 @@ def main() -> int:
         fig["doctor"] = {c["name"]: [c["status"], c["message"]] for c in json.loads(p.stdout)} if p.stdout.strip() else p.stderr[-2000:]
         fig["doctor_exit"] = p.returncode
         if not a.no_train:
-            secs, p = timed([str(exe), "train", str(REPO / "resources" / "sample" / "project.toml"), "--epochs", "1",
+            secs, p = timed([str(exe), "train", str(sample / "project.toml"), "--epochs", "1",
                              "--device", "cpu", "--threads", "2", "--set", "training.num_workers=2", "--json",
                              "--runs-dir", str(work / "runs")], env)
             fig["train_one_epoch_workers2_seconds"] = round(secs, 1)
@@ -116,7 +117,7 @@ def main() -> int:
                 fig["train"] = {"status": f"exit {p.returncode}", "stderr": p.stderr[-2000:]}
         fig["has_window"] = a.window
         if fig["has_window"] and shutil.which("Xvfb"):
-            fig.update(window_figures(exe, env, a.screenshot))
+            fig.update(window_figures(exe, env, a.screenshot, sample / "project.toml"))
         fig["load_after"] = open("/proc/loadavg").read().split()[:3]
     finally:
         shutil.rmtree(work, ignore_errors=True)
