@@ -247,7 +247,13 @@ def cmd_import_weights(args, plugins) -> int:
 def cmd_validate(args, plugins) -> int:
     from tlstudio.core.data import read_data
 
-    table = read_data(args.path, args.format or "auto", {}, plugins.readers() or None)
+    readers = plugins.readers() or None
+    if readers:
+        # detection / captioning readers recognise their files by content: let them look first
+        readers = sorted(readers, key=lambda r: getattr(r, "task", "image-classification") == "image-classification")
+        if args.task:
+            readers = [r for r in readers if getattr(r, "task", "image-classification") == args.task]
+    table = read_data(args.path, args.format or "auto", {}, readers)
     if args.json:
         print(json.dumps(table.report.to_dict(), indent=2, default=str))
     else:
@@ -342,6 +348,8 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate-data", help="check a data set and print its report")
     v.add_argument("path")
     v.add_argument("--format")
+    v.add_argument("--task", choices=("image-classification", "detection", "captioning"),
+                   help="only the readers of this task (default: any that recognises the data)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 

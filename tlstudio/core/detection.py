@@ -554,7 +554,7 @@ class DetectionTechnique(Technique):
                 results.append({"ref": str(p), "error": str(e)})
                 continue
             h, w = img.shape[:2]
-            x = torch.from_numpy(resize_image(img, size)).permute(2, 0, 1).float().div(255).to(ctx.device)
+            x = torch.tensor(resize_image(img, size)).permute(2, 0, 1).float().div(255).to(ctx.device)
             with torch.no_grad():
                 out = model([x])[0]
             scale = np.array([w / size, h / size, w / size, h / size])

@@ -136,7 +136,7 @@ def validate_annotated(reader: AnnotatedReader, source: Path, scan: Scan, option
             skipped.append(Skipped(item.ref, "no usable caption" + (" (all were skipped)" if had else "")))
             continue
         if task == "detection" and had and not left:
-            skipped.append(Skipped(item.ref, f"all {had} boxes of this image were unusable: image left out "
+            skipped.append(Skipped(item.ref, "none of this image's boxes is usable: image left out "
                                              "(it would teach that its objects are background)"))
             continue
         empty += not left

@@ -87,7 +87,7 @@ def compose_scenes(n: int, canvas_size: int = 96, digits: Sequence[int] = tuple(
     while len(scenes) < n:
         k = int(rng.integers(per_image[0], per_image[1] + 1))
         chosen = rng.choice(idx, size=k, replace=False)
-        patches = [_scaled(_ink_crop(x[i]), float(rng.uniform(*scale))) for i in chosen]
+        patches = [_ink_crop(_scaled(_ink_crop(x[i]), float(rng.uniform(*scale)))) for i in chosen]
         relation = str(rng.choice(["left", "above"])) if k == 2 else None
         corners = _place(rng, canvas_size, [p.shape for p in patches], relation)
         if corners is None:
