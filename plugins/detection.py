@@ -100,7 +100,10 @@ class FasterRCNN(DetectionTechnique):
 
     def build(self, ctx):
         c, d = ctx.config, ctx.data
-        spec = self.spec if ctx.for_inference and self.spec else self._choose(ctx)
+        if ctx.for_inference and not self.spec:
+            raise ModelError("This run's checkpoint does not say which detector it trained (no 'spec' in its "
+                             "technique state): it cannot be rebuilt for prediction.")
+        spec = self.spec if ctx.for_inference else self._choose(ctx)
         common = dict(rois_per_image=c.rois_per_image, score_thresh=0.05, nms_thresh=c.nms_threshold,
                       detections=c.max_detections)
         if spec["kind"] == "coco":

@@ -312,9 +312,47 @@ def test_caption_result_view_shows_caption_and_references(cap_run, qtbot):
     assert not view.picture.pixmap().isNull()
 
 
-def test_transformer_decoder_learns_too(cap_run):
+def test_transformer_decoder_learns_too_from_quick_flags(cap_run):
+    """`tlstudio train --data captions.csv --technique captioning`: the task follows the technique."""
     folder = cap_run["folder"]
     with _home(folder / "home"):
-        final = _train(folder, CAPTION_TOML.format(decoder="transformer", epochs=4), "transformer")
-    print(f"transformer BLEU-4 {final['test_bleu_4']:.3f} (untrained {final['untrained']['bleu_4']:.3f})")
-    assert final["test_bleu_4"] > final["untrained"]["bleu_4"] + 0.25
+        code, out = _cli("train", "--data", str(folder / "pairs" / "captions.csv"), "--technique", "captioning",
+                         "--image-size", "64", "--epochs", "4", "--batch-size", "32", "--lr", "0.003", "--threads", "1",
+                         "--device", "cpu", "--set", 'technique.settings.decoder="transformer"',
+                         "--set", "technique.settings.embed_size=128", "--json", "--runs-dir", str(folder / "runs"))
+        assert code == 0, out
+        final = json.loads(out)
+        untrained = untrained_test_metrics(Path(final["run_dir"]) / "project.toml")
+    print(f"transformer BLEU-4 {final['test_bleu_4']:.3f} (untrained {untrained['bleu_4']:.3f})")
+    assert final["test_bleu_4"] > untrained["bleu_4"] + 0.25
+    from tlstudio.core.runs import Run
+
+    project = Run(final["run_dir"]).project()
+    assert project.task == "captioning" and project.technique.settings["decoder"] == "transformer"
+
+
+def test_captioning_with_a_learning_encoder(cap_run):
+    """encoder_trainable_groups = 1: no feature cache; the encoder's top group learns, slower
+    than the decoder."""
+    from tlstudio.core.config import load_project
+    from tlstudio.core.engine import train
+
+    folder = cap_run["folder"]
+    events: list[dict] = []
+    with _home(folder / "home"):
+        project = load_project(folder / "captioning.toml")
+        project.training.epochs = 1
+        project.technique.settings["encoder_trainable_groups"] = 1
+        final = train(project, on_event=events.append, runs_dir=folder / "runs-encoder")
+    assert final["status"] == "done", final
+    assert not any(e["kind"] == "progress" and e["task"].startswith("Extracting") for e in events)
+    lr = next(e for e in events if e["kind"] == "epoch")["lr"]
+    assert set(lr) == {"encoder.head_conv", "decoder"}
+    assert lr["encoder.head_conv"] == pytest.approx(0.3 * lr["decoder"])
+    state = torch.load(Path(final["run_dir"]) / "checkpoints" / "last.pt", weights_only=True)["model"]
+    from tlstudio.core.models import ModelLibrary
+
+    ref = ModelLibrary().load_pretrained_state("mobilenet_v2")
+    key = "features.18.0.weight"
+    assert not torch.equal(state[f"encoder.backbone.{key}"], ref[key])  # the top group learned
+    assert torch.equal(state["encoder.backbone.features.0.0.weight"], ref["features.0.0.weight"])  # the rest did not

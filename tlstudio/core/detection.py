@@ -51,18 +51,18 @@ class DetectionData(AnnotatedData):
         super().__init__(table, assignments, images, valid, size, mean, std, augmentation, split_file)
         index = {c: k for k, c in enumerate(self.class_names)}
         self.boxes: list[np.ndarray] = []
-        self.labels: list[np.ndarray] = []
+        self.box_labels: list[np.ndarray] = []  # class index per box
         for it in table.items:
             w, h = it.meta["width"], it.meta["height"]
             b = np.asarray(it.meta.get("boxes", []), np.float32).reshape(-1, 4)
             self.boxes.append(b * np.array([size / w, size / h, size / w, size / h], np.float32))
-            self.labels.append(np.array([index[lab] for lab in it.meta.get("labels", [])], np.int64))
+            self.box_labels.append(np.array([index[lab] for lab in it.meta.get("labels", [])], np.int64))
         self._transforms: dict[bool, Any] = {}
 
     def box_counts(self) -> dict[str, dict[str, int]]:
         out = {}
         for s in SPLITS:
-            n = np.bincount(np.concatenate([self.labels[i] for i in self.indices[s]] or [np.zeros(0, np.int64)]),
+            n = np.bincount(np.concatenate([self.box_labels[i] for i in self.indices[s]] or [np.zeros(0, np.int64)]),
                             minlength=len(self.class_names))
             out[s] = {c: int(n[k]) for k, c in enumerate(self.class_names)}
         return out
@@ -78,7 +78,7 @@ class DetectionData(AnnotatedData):
         return self._transforms[train]
 
     def dataset(self, split: str, train: bool = False):
-        return DetectionDataset(self.images, self.boxes, self.labels, self.indices[split], self.transform(train))
+        return DetectionDataset(self.images, self.boxes, self.box_labels, self.indices[split], self.transform(train))
 
     @staticmethod
     def collate(batch):
