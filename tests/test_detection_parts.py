@@ -44,7 +44,7 @@ def test_map_rewards_right_boxes_and_classes():
     assert none["map_50"] == 0.0 and none["map"] == 0.0
 
 
-def test_augmentation_moves_boxes_with_the_digits():
+def test_augmentation_moves_boxes_with_the_digits(one_thread):
     """After random shifts, zooms, rotations and flips, every kept box still holds its digit's ink
     and no ink lies outside the boxes (real MNIST pixels)."""
     scenes = compose_scenes(6, canvas_size=64, digits=(3, 7), per_image=(2, 2), seed=3)
@@ -54,7 +54,7 @@ def test_augmentation_moves_boxes_with_the_digits():
     aug = AugmentationConfig(preset="standard", rotation=8, scale_min=0.8, horizontal_flip=True, vertical_flip=True)
     ds = DetectionDataset(images, boxes, labels, np.arange(len(scenes)), detection_transforms(aug, train=True))
     changed = 0
-    for seed in range(5):
+    for seed in range(4):
         torch.manual_seed(seed)
         for k in range(len(ds)):
             img, tg = ds[k]
@@ -69,7 +69,7 @@ def test_augmentation_moves_boxes_with_the_digits():
             if len(b) == 2:  # both digits kept: all their ink lies in the boxes
                 assert not (ink & ~covered).any()
             changed += not torch.equal(b, torch.from_numpy(boxes[k]))
-    assert changed > 20
+    assert changed > 15
     plain = DetectionDataset(images, boxes, labels, np.arange(len(scenes)), detection_transforms(aug, train=False))
     img, tg = plain[0]
     assert torch.equal(tg["boxes"].as_subclass(torch.Tensor), torch.from_numpy(boxes[0]))
@@ -83,7 +83,7 @@ def test_anchor_sizes_follow_the_boxes():
     assert big[0][0] > small[-1][-1]
 
 
-def test_coco_detector_weights_get_a_new_box_predictor(tmp_path, monkeypatch):
+def test_coco_detector_weights_get_a_new_box_predictor(tmp_path, monkeypatch, one_thread):
     """The torchvision recipe: COCO weights loaded, the box predictor replaced for the new classes.
     (No COCO file exists offline: the same architecture's weights are written here.)"""
     monkeypatch.setenv("TLSTUDIO_MODELS_DIR", str(tmp_path / "models"))
@@ -123,7 +123,7 @@ def test_coco_detector_weights_get_a_new_box_predictor(tmp_path, monkeypatch):
         coco_faster_rcnn(name, 3, path, 128)
 
 
-def test_imagenet_backbone_detector_freezes_and_groups():
+def test_imagenet_backbone_detector_freezes_and_groups(one_thread):
     lib = ModelLibrary()
     model, info = imagenet_faster_rcnn(lib, "mobilenet_v2", 2, "imagenet", 64, (0.485, 0.456, 0.406),
                                        (0.229, 0.224, 0.225), anchor_sizes=[[8, 11], [16, 22], [32, 45], [64, 90]],
@@ -146,3 +146,31 @@ def test_imagenet_backbone_detector_freezes_and_groups():
     assert bns and not any(m.training for m in bns)  # detection batches are too small for BN statistics
     with pytest.raises(ModelError, match="cannot be a detection backbone"):
         imagenet_faster_rcnn(lib, "densenet121", 2, "none", 64, (0, 0, 0), (1, 1, 1), anchor_sizes=[[8]] * 4)
+
+
+@pytest.mark.parametrize("name,groups", [
+    ("resnet18", ["stem", "layer1", "layer2", "layer3", "layer4"]),  # ResNet-50 has the same stages
+    ("mobilenet_v3_small", ["stem", "stage1", "stage2", "stage3", "head_conv"]),
+    ("efficientnet_b0", ["stem", "stages1-2", "stages3-4", "stages5-6", "stage7", "head_conv"]),
+    ("convnext_tiny", ["stem", "stage1", "stage2", "stage3", "stage4"]),
+])
+def test_other_imagenet_families_make_a_detector(name, groups, one_thread):
+    model, _ = imagenet_faster_rcnn(ModelLibrary(), name, 2, "none", 64, (0.5,) * 3, (0.25,) * 3,
+                                    anchor_sizes=[[8], [16], [32], [64]], fpn_channels=32, box_head_size=64)
+    assert [g.name for g in model.groups] == [*groups, "fpn", "rpn", "roi_heads"]
+    freeze_backbone(model, 1)
+    model.train()
+    losses = model([torch.rand(3, 64, 64)], [{"boxes": torch.tensor([[10., 10, 30, 30]]), "labels": torch.tensor([1])}])
+    sum(losses.values()).backward()
+    top = model.groups[len(groups) - 1]
+    assert all(p.grad is not None for p in top.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in model.groups[0].parameters())
+
+
+@pytest.fixture
+def one_thread():
+    """Small models run faster on one thread (and leave the other core to the other tests)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
