@@ -78,7 +78,7 @@ class FasterRCNN(DetectionTechnique):
         self.spec: dict = {}
 
     def recommended_training(self) -> dict:
-        return {"epochs": 20, "lr": 5e-4, "batch_size": 8, "schedule": "cosine", "warmup_epochs": 1.0,
+        return {"epochs": 20, "lr": 1e-3, "batch_size": 8, "schedule": "cosine", "warmup_epochs": 1.0,
                 "weight_decay": 1e-4, "optimizer": "adamw", "grad_clip": 10.0}
 
     def _choose(self, ctx) -> dict:
