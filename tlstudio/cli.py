@@ -55,6 +55,7 @@ def build_project(args, plugins) -> "Project":
         data["name"] = Path(args.data).stem or "Quick run"
         data["technique"]["id"] = tid
         try:
+            data["task"] = plugins.technique(tid).task  # --technique faster-rcnn: a detection project
             data["training"].update(plugins.technique(tid).recommended_training())
         except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
             pass
@@ -114,7 +115,8 @@ class _Progress:
                 self.what = what
             self.progress.update(self.task, completed=done, total=total, info=info)
         elif k == "epoch":
-            vals = "  ".join(f"{n[4:]} {e[n]:.4f}" for n in ("val_loss", "val_accuracy", "val_auc") if e.get(n) is not None)
+            vals = "  ".join(f"{n[4:]} {e[n]:.4f}" for n in ("val_loss", "val_accuracy", "val_auc", "val_map_50",
+                                                              "val_bleu_4") if e.get(n) is not None)
             series = "  ".join(f"{n} {v:.4f}" for n, v in e.get("series", {}).items())
             self.console.print(f"epoch {e['epoch']}/{e['epochs']}  train_loss {e.get('train_loss', float('nan')):.4f}  "
                                f"{vals}  {series}  {e['seconds']:.1f}s{'  *best' if e.get('best') else ''}")
@@ -175,7 +177,8 @@ def _print_final(final: dict) -> None:
     t = Table(title=f"Test results — {final.get('run_id')}")
     t.add_column("metric")
     t.add_column("value", justify="right")
-    for k in ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_f1_macro", "test_loss"):
+    for k in ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_f1_macro", "test_map_50", "test_map",
+              "test_bleu_1", "test_bleu_4", "test_cider", "test_loss"):
         if final.get(k) is not None:
             t.add_row(k[5:], f"{final[k]:.4f}")
     t.add_row("train seconds", f"{final.get('train_seconds', 0):.1f}")
@@ -247,7 +250,13 @@ def cmd_import_weights(args, plugins) -> int:
 def cmd_validate(args, plugins) -> int:
     from tlstudio.core.data import read_data
 
-    table = read_data(args.path, args.format or "auto", {}, plugins.readers() or None)
+    readers = plugins.readers() or None
+    if readers:
+        # detection / captioning readers recognise their files by content: let them look first
+        readers = sorted(readers, key=lambda r: getattr(r, "task", "image-classification") == "image-classification")
+        if args.task:
+            readers = [r for r in readers if getattr(r, "task", "image-classification") == args.task]
+    table = read_data(args.path, args.format or "auto", {}, readers)
     if args.json:
         print(json.dumps(table.report.to_dict(), indent=2, default=str))
     else:
@@ -408,6 +417,8 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate-data", help="check a data set and print its report")
     v.add_argument("path")
     v.add_argument("--format")
+    v.add_argument("--task", choices=("image-classification", "detection", "captioning"),
+                   help="only the readers of this task (default: any that recognises the data)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 

@@ -90,7 +90,8 @@ def prepare_image_data(ctx) -> ImageData:
 
         raise DataError("The project has no data yet: choose a folder, CSV, NPZ or DICOM files on the Data page "
                         "(or give --data on the command line).")
-    readers = (ctx.plugins.readers() if ctx.plugins else None) or None
+    readers = [r for r in (ctx.plugins.readers() if ctx.plugins else [])  # not the detection/captioning ones
+               if getattr(r, "task", "image-classification") == "image-classification"] or None
     source = proj.resolve(proj.data.source)
     ctx.log(f"Reading {source} ...")
     table = read_data(source, proj.data.format, proj.data.options, readers)

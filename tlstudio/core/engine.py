@@ -499,7 +499,8 @@ class Trainer:
             atomic_write_json(run.dir / "data.json", ctx.data.describe())
 
     def _checkpoint_meta(self, ctx: RunContext) -> dict:
-        return {"technique": ctx.technique.id, "architecture": self.project.model.architecture,
+        # "technique" holds the technique's own state (state_dict); its id goes under "technique_id"
+        return {"technique_id": ctx.technique.id, "architecture": self.project.model.architecture,
                 "class_names": list(getattr(ctx.data, "class_names", []) or []),
                 "model_info": {k: str(v) for k, v in ctx.model_info.items()}}
 

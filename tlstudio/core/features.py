@@ -16,14 +16,16 @@ from safetensors.torch import load_file, save
 from .io import atomic_write_bytes, stable_hash
 
 
-def cache_key(ctx, split: str, view: int = 0) -> str:
+def cache_key(ctx, split: str, view: int = 0, extra=None) -> str:
+    """``extra``: anything else that changes the features (a pooling grid ...), JSON-able."""
     d = ctx.data
     info = ctx.model_info
     weights_id = info.get("weights_sha256") or f"{info.get('weights_path')}"
     aug = ctx.project.augmentation.model_dump() if view else None
     idx = np.asarray(d.indices[split])
-    return stable_hash("features-v1", ctx.project.model.architecture, weights_id, d.size, d.mean, d.std,
-                       d.fingerprint, stable_hash(idx.tolist()), view, aug)
+    parts = ["features-v1", ctx.project.model.architecture, weights_id, d.size, d.mean, d.std,
+             d.fingerprint, stable_hash(idx.tolist()), view, aug]
+    return stable_hash(*parts, *(() if extra is None else (extra,)))
 
 
 @torch.no_grad()
@@ -42,11 +44,12 @@ def extract_features(backbone: torch.nn.Module, loader, ctx, task: str) -> tuple
 
 
 def cached_features(ctx, backbone: torch.nn.Module, split: str, view: int = 0,
-                    batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+                    batch_size: int = 128, extra=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of ``split`` from the frozen ``backbone``: from the disk cache when the
     same model, weights, preprocessing and data were seen before, else computed and stored.
-    ``view`` 0 is the plain (validation-style) preprocessing; views 1.. are augmented."""
-    key = cache_key(ctx, split, view)
+    ``view`` 0 is the plain (validation-style) preprocessing; views 1.. are augmented.
+    ``extra`` goes into the cache key (settings of ``backbone`` that change its output)."""
+    key = cache_key(ctx, split, view, extra)
     path = Path(ctx.cache_dir) / "features" / f"{key}.safetensors"
     if path.exists():
         try:

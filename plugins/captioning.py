@@ -1,0 +1,174 @@
+"""Image captioning: a pretrained CNN encoder (frozen by default) and a word-by-word
+decoder, an embedding + LSTM or a small Transformer."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from tlstudio.core import TechniqueConfig, hookimpl
+from tlstudio.core.blocks import set_trainable
+from tlstudio.core.captioning import CaptioningTechnique, build_caption_model
+from tlstudio.core.features import cached_features
+
+
+class CaptioningConfig(TechniqueConfig):
+    decoder: Literal["lstm", "transformer"] = Field(
+        "lstm", title="Decoder",
+        description="lstm: word embedding + LSTM, started from the image (the classic recipe); transformer: a small "
+                    "Transformer decoder that looks at every part of the image for every word.")
+    grid: int = Field(2, ge=1, le=4, title="Image grid",
+                      description="The encoder's features are pooled to grid x grid cells: 1 keeps what is in the "
+                                  "image, 2 or more also where (left, right, above, below).")
+    embed_size: int = Field(256, ge=16, le=1024, title="Word vector size",
+                            description="Width of the word embedding (the model width of the Transformer).")
+    hidden_size: int = Field(512, ge=16, le=2048, title="LSTM size", description="Hidden units of the LSTM.")
+    layers: int = Field(1, ge=1, le=6, title="Decoder layers")
+    heads: int = Field(4, ge=1, le=16, title="Attention heads (Transformer)")
+    dropout: float = Field(0.3, ge=0.0, le=0.8, title="Dropout")
+    min_count: int = Field(1, ge=1, le=100, title="Minimum word count",
+                           description="Words seen fewer times in the training captions become <unk>.")
+    max_length: int = Field(20, ge=4, le=100, title="Longest caption (words)",
+                            description="Captions are cut to this many words (plus start and end).")
+    encoder_trainable_groups: int = Field(
+        0, ge=-1, le=32, title="Encoder groups to train",
+        description="0: the pretrained encoder stays frozen (its features are computed once and cached); n: its top "
+                    "n layer groups learn too (-1: all).")
+    lr_decay: float = Field(0.3, gt=0.0, le=1.0, title="Encoder learning-rate decay",
+                            description="Each trainable encoder group learns at this times the rate of the group above.")
+    cache_features: bool = Field(True, title="Cache features",
+                                 description="With a frozen encoder, run it once per image and train on stored features.")
+    decoding: Literal["greedy", "beam"] = Field(
+        "beam", title="Decoding", description="greedy: the most likely word at each step; beam: keep the best few "
+                                              "partial captions (usually better, a little slower).")
+    beam_size: int = Field(3, ge=1, le=20, title="Beam size")
+
+
+class Captioning(CaptioningTechnique):
+    id = "captioning"
+    title = "Image captioning (CNN + LSTM)"
+    explanation = (
+        "Writes a sentence about each image. A network pretrained on ImageNet looks at the image (its layers stay as "
+        "they are unless you let the top ones learn), and a decoder learns your captions word by word: it is shown "
+        "the true previous word at each step while training (teacher forcing), and writes on its own afterwards, "
+        "greedily or keeping the best few candidate sentences (beam search). Quality is measured with BLEU and "
+        "CIDEr against your reference captions; several captions per image help."
+    )
+    Config = CaptioningConfig
+
+    def recommended_training(self) -> dict:
+        return {"epochs": 30, "lr": 2e-3, "batch_size": 32, "schedule": "cosine", "warmup_epochs": 1.0,
+                "weight_decay": 1e-4, "optimizer": "adamw", "grad_clip": 5.0}
+
+    def build(self, ctx):
+        c = ctx.config
+        weights = "none" if ctx.for_inference else ctx.project.model.weights
+        encoder, info = ctx.library.build(ctx.project.model.architecture, 1, weights=weights)
+        ctx.model_info = info
+        if not ctx.for_inference and weights != "none":
+            ctx.log(f"Encoder {ctx.project.model.architecture}: {info.get('weights_path') or weights}")
+        model = build_caption_model(encoder, c.decoder, len(ctx.data.vocabulary), c.grid, c.max_length,
+                                    embed=c.embed_size, hidden=c.hidden_size, layers=c.layers, dropout=c.dropout,
+                                    heads=c.heads)
+        groups = encoder.groups[:-1]  # the backbone's layer groups (its 1-class head is not used)
+        n = len(groups) if c.encoder_trainable_groups < 0 else min(c.encoder_trainable_groups, len(groups))
+        set_trainable(groups[: len(groups) - n], False)
+        set_trainable(groups[len(groups) - n:], True)
+        if n == 0:
+            model.encoder._tl_frozen = True  # stays in eval mode (batch-norm statistics, dropout)
+        object.__setattr__(model, "encoder_groups", groups)
+        return model
+
+    def param_groups(self, ctx) -> list[dict]:
+        lr, decay = ctx.training.lr, ctx.config.lr_decay
+        out = [{"params": list(ctx.model.decoder.parameters()), "lr": lr, "name": "decoder"}]
+        for k, g in enumerate(reversed(ctx.model.encoder_groups), 1):
+            params = [p for p in g.parameters() if p.requires_grad]
+            if params:
+                out.insert(0, {"params": params, "lr": lr * decay ** k, "name": f"encoder.{g.name}"})
+        return out
+
+    def on_fit_start(self, ctx) -> None:
+        c = ctx.config
+        self.features = {}
+        if c.cache_features and not any(p.requires_grad for p in ctx.model.encoder.parameters()):
+            enc = ctx.model.encoder
+            self.features = {s: cached_features(ctx, enc, s, extra={"grid": c.grid})[0]
+                             for s in ("train", "val", "test") if ctx.data.has_split(s)}
+
+    def result_view(self, run_dir, parent=None):
+        return CaptionResultView(run_dir, parent)
+
+
+def CaptionResultView(run_dir, parent=None):
+    """Each test image with the generated caption beside its reference captions."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QPixmap
+    from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QVBoxLayout, QWidget
+
+    class View(QWidget):
+        def __init__(self):
+            super().__init__(parent)
+            self.results = _load_results(run_dir)
+            self.images = self.results.get("images", [])
+            self.list = QListWidget()
+            for im in self.images:
+                self.list.addItem(Path(im["ref"]).name)
+            self.picture = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+            self.picture.setMinimumSize(256, 256)
+            self.generated = QLabel(wordWrap=True)
+            self.generated.setTextFormat(Qt.TextFormat.RichText)
+            self.references = QLabel(wordWrap=True)
+            side = QVBoxLayout()
+            side.addWidget(QLabel(f"<b>Generated</b> ({self.results.get('decoding', '')} decoding)"))
+            side.addWidget(self.generated)
+            side.addWidget(QLabel("<b>References</b>"))
+            side.addWidget(self.references)
+            side.addStretch(1)
+            lay = QHBoxLayout(self)
+            lay.addWidget(self.list, 1)
+            lay.addWidget(self.picture, 2)
+            lay.addLayout(side, 2)
+            self.list.currentRowChanged.connect(self.show_image)
+            if self.images:
+                self.list.setCurrentRow(0)
+            else:
+                self.picture.setText(self.results.get("message", "No test captions in this run."))
+
+        def show_image(self, row: int) -> None:
+            if not 0 <= row < len(self.images):
+                return
+            im = self.images[row]
+            pix = QPixmap(im["ref"])
+            if pix.isNull():
+                self.picture.setText(f"{Path(im['ref']).name}\n(image not found)")
+            else:
+                self.picture.setPixmap(pix.scaled(256, 256, Qt.AspectRatioMode.KeepAspectRatio,
+                                                  Qt.TransformationMode.SmoothTransformation))
+            cider = im.get("cider")
+            self.generated.setText(f"<i>{_html(im['caption']) or '(empty)'}</i>"
+                                   + (f"<br>CIDEr-D {cider:.2f}" if cider is not None else ""))
+            self.references.setText("<br>".join(f"• {_html(r)}" for r in im["references"]))
+
+    return View()
+
+
+def _html(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _load_results(run_dir) -> dict:
+    f = Path(run_dir) / "test_predictions.json"
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"images": [], "message": f"No test captions in {run_dir} (the run has no test split, or did not finish)."}
+    except (OSError, ValueError) as e:
+        return {"images": [], "message": f"{f}: cannot be read ({e})."}
+
+
+@hookimpl
+def tlstudio_techniques():
+    return [Captioning()]
