@@ -186,8 +186,8 @@ class RunContext:
         g = torch.Generator().manual_seed(self.training.seed * 7919 + epoch)
         sampler = None
         shuffle = train if shuffle is None else shuffle
-        if train and self.training.class_balance == "balanced_sampler" and dataset is None and hasattr(self.data, "labels"):
-            y = torch.as_tensor(self.data.labels(split))
+        y = self._sampler_labels(split, dataset) if train and self.training.class_balance == "balanced_sampler" else None
+        if y is not None:
             w = 1.0 / torch.bincount(y, minlength=self.num_classes).clamp(min=1).float()
             sampler = torch.utils.data.WeightedRandomSampler(w[y], num_samples=len(y), replacement=True, generator=g)
             shuffle = False
@@ -198,6 +198,16 @@ class RunContext:
             drop_last=bool(train and len(ds) > bs and len(ds) % bs == 1),
             collate_fn=getattr(self.data, "collate", None),
         )
+
+    def _sampler_labels(self, split: str, dataset) -> torch.Tensor | None:
+        """Labels for the balanced sampler: the split's, or those of a dataset of tensors
+        whose last tensor is the labels (cached features of the split)."""
+        if dataset is None:
+            return torch.as_tensor(self.data.labels(split)) if hasattr(self.data, "labels") else None
+        tensors = getattr(dataset, "tensors", None)
+        if tensors and tensors[-1].dim() == 1 and not tensors[-1].is_floating_point():
+            return tensors[-1].long()
+        return None
 
     def to_device(self, batch: Any) -> Any:
         return _to_device(batch, self.device, self.device.type == "cuda")
@@ -499,7 +509,8 @@ class Trainer:
             atomic_write_json(run.dir / "data.json", ctx.data.describe())
 
     def _checkpoint_meta(self, ctx: RunContext) -> dict:
-        return {"technique": ctx.technique.id, "architecture": self.project.model.architecture,
+        # "technique" holds the technique's state (state_dict); its id goes under "technique_id"
+        return {"technique_id": ctx.technique.id, "architecture": self.project.model.architecture,
                 "class_names": list(getattr(ctx.data, "class_names", []) or []),
                 "model_info": {k: str(v) for k, v in ctx.model_info.items()}}
 

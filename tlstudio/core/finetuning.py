@@ -1,0 +1,69 @@
+"""What every fine-tuning technique shares: the new head, per-group learning rates and
+the regularisers that keep the network near its pretrained point.
+
+``FineTuningSettings`` holds the settings (the config panels of the fine-tuning and
+progressive-unfreezing techniques extend it); ``FineTuningBase`` builds the model with
+the chosen head, takes the L2-SP snapshot of the pretrained weights, makes discriminative
+parameter groups (weight decay off where L2-SP replaces it) and adds the penalty to the
+loss (charted as ``l2sp``).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .blocks import discriminative_param_groups
+from .classification import ImageClassificationTechnique
+from .regularizers import L2SP, without_weight_decay
+from .technique import TechniqueConfig
+
+
+class FineTuningSettings(TechniqueConfig):
+    lr_decay: float = Field(
+        0.5, gt=0.0, le=1.0, title="Learning-rate decay per group",
+        description="Each group learns at this times the rate of the group above it: the general early layers change least.")
+    head: Literal["linear", "bn_dropout"] = Field(
+        "linear", title="Head",
+        description="linear: one new layer; bn_dropout: BatchNorm + dropout + a hidden layer (the article's regularised head).")
+    dropout: float = Field(0.2, ge=0.0, le=0.9, title="Dropout", description="Dropout before the new layer(s).")
+    hidden: int = Field(256, ge=8, le=4096, title="Hidden units", description="Width of the hidden layer of the bn_dropout head.")
+    l2sp: float = Field(
+        0.0, ge=0.0, le=10.0, title="L2-SP strength (λ)",
+        description="Pull the pretrained layers back toward their ImageNet values: λ·‖θ − θ_pretrained‖² is added to the "
+                    "loss, and replaces weight decay on those layers. 0 = off; try 1e-3 to 1e-2 with few images.")
+
+
+class FineTuningBase(ImageClassificationTechnique):
+    """Base of the fine-tuning techniques (see the module docstring)."""
+
+    Config = FineTuningSettings
+    series = {"l2sp": "L2-SP distance to the pretrained weights (λ·‖θ − θ₀‖²)"}
+
+    def __init__(self) -> None:
+        self.l2sp: L2SP | None = None
+
+    def build_model(self, ctx):
+        """The classifier with the configured head; the L2-SP snapshot is taken here, right
+        after the pretrained weights were loaded (a resumed run rebuilds it the same way)."""
+        c = ctx.config
+        model = ctx.build_classifier(head=c.head, dropout=c.dropout, hidden=c.hidden)
+        self.l2sp = L2SP(model.backbone, c.l2sp) if c.l2sp > 0 else None
+        return model
+
+    def group_lrs(self, ctx, head_lr: float) -> list[dict]:
+        groups = discriminative_param_groups(ctx.model, head_lr, ctx.config.lr_decay)
+        return without_weight_decay(groups) if self.l2sp is not None else groups
+
+    def training_step(self, ctx, batch) -> dict:
+        out = super().training_step(ctx, batch)
+        if self.l2sp is not None:
+            pen = self.l2sp.penalty()
+            out["loss"] = out["loss"] + pen
+            out["l2sp"] = pen.detach()
+        return out
+
+    def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> dict:
+        if self.l2sp is None:
+            return {}
+        return {"l2sp": float(self.l2sp.penalty().detach())}
