@@ -259,6 +259,8 @@ def _monitor(project: Project, technique) -> tuple[str, str]:
     name = project.training.monitor
     if name == "auto":
         name = getattr(technique, "default_monitor", "val_loss")
+    if name == "last":  # keep the last epoch (small validation sets make "best" a coin toss)
+        return "last", "max"
     if not name.startswith("val_"):
         name = "val_" + name
     return name, ("min" if name.endswith("loss") else "max")
@@ -376,6 +378,8 @@ class Trainer:
                 val_scalars = {f"val_{k}": v for k, v in scalar_metrics(val).items() if v is not None}
                 extra = tech.on_epoch_end(ctx, epoch, val) or {}
                 value = val_scalars.get(mon_name, None if has_val else -train_stats["train_loss"])
+                if mon_name == "last":
+                    value = float(epoch + 1)
                 loss = val_scalars.get("val_loss", train_stats.get("train_loss"))
                 improved = self._improved(value, best["value"], mon_mode) or (
                     value is not None and value == best["value"] and loss < best.get("loss", float("inf")))
