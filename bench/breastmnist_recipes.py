@@ -74,11 +74,20 @@ def make_project(recipe: str, seed: int, image_size: int, overrides: list[str]):
     return out
 
 
-def run_one(recipe: str, seed: int, image_size: int, overrides: list[str]) -> dict:
-    from tlstudio.core.engine import train
+def run_one(recipe: str, seed: int, image_size: int, overrides: list[str], trace: bool = False) -> dict:
+    from tlstudio.core.engine import Trainer
 
     p = make_project(recipe, seed, image_size, overrides)
-    res = train(p)
+    trainer = Trainer(p)
+    if trace:  # analysis only: the test split at every epoch (never used by the engine's choices)
+        def on_event(e):
+            if e["kind"] == "epoch":
+                t = trainer.ctx.technique.evaluate(trainer.ctx, "test")
+                print(f"    epoch {e['epoch']:>2}: val AUC {e.get('val_auc', 0):.3f} loss {e.get('val_loss', 0):.3f} "
+                      f"ACC {e.get('val_accuracy', 0):.3f} | test AUC {t['auc']:.3f} ACC {t['accuracy']:.3f}", flush=True)
+
+        trainer.on_event = on_event
+    res = trainer.fit()
     if res.get("status") != "done":
         raise SystemExit(f"{recipe} seed {seed}: {res.get('message')}")
     return {"recipe": recipe, "seed": seed, "auc": res["test_auc"], "acc": res["test_accuracy"],
@@ -104,6 +113,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a project field of every recipe, e.g. technique.settings.l2sp=0.003")
     ap.add_argument("--jsonl", help="append every run's figures to this file")
+    ap.add_argument("--trace", action="store_true",
+                    help="analysis: also print the test metrics of every epoch (the engine never sees them)")
     args = ap.parse_args()
     if not BREAST.exists():
         raise SystemExit(f"{BREAST} is absent: this benchmark needs ../shared/data/medmnist/breastmnist.npz")
@@ -119,7 +130,7 @@ def main() -> None:
     for recipe in recipes:
         runs = []
         for seed in seeds:
-            r = run_one(recipe, seed, args.image_size, args.set)
+            r = run_one(recipe, seed, args.image_size, args.set, args.trace)
             runs.append(r)
             print(f"  {recipe:<12} seed {seed}: AUC {r['auc']:.3f}  ACC {r['acc']:.3f}  {r['seconds']:.0f} s  "
                   f"(best epoch {r['best_epoch']} by {r['monitor']}, load {r['load']:.1f})", flush=True)

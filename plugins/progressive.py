@@ -106,6 +106,7 @@ class ProgressiveUnfreezing(FineTuningBase):
         return self.group_lrs(ctx, ctx.training.lr * self.stage_lr_factor(ctx, self.stage))
 
     def on_epoch_start(self, ctx, epoch: int) -> None:
+        ctx.control.check()  # a run stopped between epochs does not announce a stage it never trains
         stage = self.stage_of_epoch(ctx, epoch)
         if stage == self.stage and epoch > 0:
             return

@@ -111,3 +111,15 @@ def test_balanced_sampler_evens_the_classes(tmp_path, technique):
     share = float((y == 1).float().mean())
     assert np.bincount(ctx.data.labels("train"))[1] / len(ctx.data.labels("train")) < 0.2
     assert 0.35 < share < 0.65, f"rare class share {share:.2f} with the balanced sampler"
+
+
+def test_mixup_trains_on_blended_images_and_soft_labels(tiny_digits):
+    torch.manual_seed(0)
+    tech, ctx, _ = technique_context(tiny_digits, "fine-tuning", {"mixup": 0.4})
+    x, y = next(iter(tech.train_batches(ctx, 0)))
+    mx, my = tech._mix(ctx, (x, y))
+    assert my.shape == (len(y), 3) and torch.allclose(my.sum(1), torch.ones(len(y)))
+    assert ((my > 0) & (my < 1)).any(), "labels are blended"
+    assert not torch.equal(mx, x)
+    loss = one_step(ctx, tech)
+    assert np.isfinite(loss)

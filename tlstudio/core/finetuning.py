@@ -33,6 +33,11 @@ class FineTuningSettings(TechniqueConfig):
         description="Pull the pretrained layers back toward their ImageNet values: λ·‖θ − θ_pretrained‖² is added to the "
                     "loss, and replaces weight decay on those layers. 0 = off; try 1e-3 to 1e-2 with few images.")
 
+    mixup: float = Field(
+        0.0, ge=0.0, le=2.0, title="Mixup (α)",
+        description="Train on blends of two images and of their labels (mixup, torchvision's MixUp): a regulariser for "
+                    "small data sets. 0 = off; 0.2 is a usual value.")
+
 
 class FineTuningBase(ImageClassificationTechnique):
     """Base of the fine-tuning techniques (see the module docstring)."""
@@ -56,12 +61,22 @@ class FineTuningBase(ImageClassificationTechnique):
         return without_weight_decay(groups) if self.l2sp is not None else groups
 
     def training_step(self, ctx, batch) -> dict:
+        if ctx.config.mixup > 0:
+            batch = self._mix(ctx, batch)
         out = super().training_step(ctx, batch)
         if self.l2sp is not None:
             pen = self.l2sp.penalty()
             out["loss"] = out["loss"] + pen
             out["l2sp"] = pen.detach()
         return out
+
+    def _mix(self, ctx, batch):
+        from torchvision.transforms import v2
+
+        x, y = batch
+        if getattr(self, "_mixup", None) is None:
+            self._mixup = v2.MixUp(alpha=ctx.config.mixup, num_classes=ctx.num_classes)
+        return self._mixup(x, y)  # y becomes soft labels (N, classes); cross-entropy takes them as they are
 
     def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> dict:
         if self.l2sp is None:
