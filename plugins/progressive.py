@@ -125,9 +125,10 @@ class ProgressiveUnfreezing(FineTuningBase):
             ctx.log(msg)
 
     def state_dict(self) -> dict:
-        return {"stage": self.stage}
+        return {"stage": self.stage, **super().state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.stage = int(state.get("stage", 0))
 
 

@@ -123,3 +123,22 @@ def test_mixup_trains_on_blended_images_and_soft_labels(tiny_digits):
     assert not torch.equal(mx, x)
     loss = one_step(ctx, tech)
     assert np.isfinite(loss)
+
+
+def test_average_of_the_last_epochs_becomes_the_final_model(tiny_digits):
+    tech, ctx, _ = technique_context(tiny_digits, "fine-tuning", {"average_last": 2}, epochs=3, lr=3e-3)
+    snaps = []
+    for epoch in range(3):
+        one_step(ctx, tech)
+        snaps.append({k: v.clone() for k, v in ctx.model.state_dict().items()})
+        tech.on_epoch_end(ctx, epoch, {})
+    final = ctx.model.state_dict()
+    w = "head.1.weight"
+    assert not torch.equal(snaps[1][w], snaps[2][w])
+    assert torch.allclose(final[w], (snaps[1][w] + snaps[2][w]) / 2, atol=1e-6)  # epochs 2 and 3, not 1
+    bn = "backbone.features.1.conv.0.1.running_mean"
+    assert torch.allclose(final[bn], (snaps[1][bn] + snaps[2][bn]) / 2, atol=1e-6)
+    # the running average travels with the checkpoint (resume)
+    again = type(tech)()
+    again.load_state_dict(tech.state_dict())
+    assert again.avg_n == 2 and torch.equal(again.avg[w], tech.avg[w])
