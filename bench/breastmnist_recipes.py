@@ -25,7 +25,8 @@ from common import BREAST, fresh_home
 #: the foundation's fine-tuning defaults (kept here so that "plain" stays plain)
 PLAIN_TRAINING = {"epochs": 8, "lr": 1e-3, "batch_size": 32, "schedule": "cosine", "warmup_epochs": 0.5,
                   "weight_decay": 1e-4, "optimizer": "adamw"}
-PLAIN_SETTINGS = {"lr_decay": 0.5, "head": "linear", "dropout": 0.2, "hidden": 256, "l2sp": 0.0, "mixup": 0.0}
+PLAIN_SETTINGS = {"lr_decay": 0.5, "head": "linear", "dropout": 0.2, "hidden": 256, "l2sp": 0.0, "mixup": 0.0,
+                  "average_last": 0}
 
 RECIPES = {
     "plain": ("fine-tuning", PLAIN_SETTINGS, PLAIN_TRAINING),

@@ -20,16 +20,12 @@ class FineTuning(FineTuningBase):
     title = "Fine-tuning"
     explanation = (
         "The pretrained network keeps learning on your images. A new head is trained for your classes while the "
-        "pretrained layers adapt too, each at a smaller learning rate the deeper it lies, so that the general "
-        "features learned from millions of photos are adjusted rather than destroyed. It usually gives the best "
-        "accuracy from a few hundred images upwards; freeze the lower groups when you have very few images, and "
-        "raise L2-SP to keep the network close to what it learned on ImageNet."
+        "pretrained layers adapt too, held near what they learned from millions of photos by L2-SP (and, if you "
+        "lower the decay per group, at smaller learning rates the deeper they lie), so that the general features "
+        "are adjusted rather than destroyed. It usually gives the best accuracy from a few hundred images upwards; "
+        "freeze the lower groups when you have very few images."
     )
     Config = FineTuneConfig
-
-    def recommended_training(self) -> dict:
-        return {"epochs": 8, "lr": 1e-3, "batch_size": 32, "schedule": "cosine", "warmup_epochs": 0.5,
-                "weight_decay": 1e-4, "optimizer": "adamw"}
 
     def build(self, ctx):
         model = self.build_model(ctx)

@@ -61,10 +61,6 @@ class ProgressiveUnfreezing(FineTuningBase):
         super().__init__()
         self.stage = 0
 
-    def recommended_training(self) -> dict:
-        return {"epochs": 8, "lr": 1e-3, "batch_size": 32, "schedule": "cosine", "warmup_epochs": 0.5,
-                "weight_decay": 1e-4, "optimizer": "adamw"}
-
     # --- the plan ---------------------------------------------------------------------
     def n_stages(self, ctx) -> int:
         return min(ctx.config.stages, len(ctx.model.groups))
@@ -99,6 +95,7 @@ class ProgressiveUnfreezing(FineTuningBase):
         return model
 
     def on_fit_start(self, ctx) -> None:
+        super().on_fit_start(ctx)
         # a resumed run: load_state_dict set the stage; the optimizer groups follow it
         self._apply_stage(ctx, self.stage)
 

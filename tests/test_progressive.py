@@ -68,8 +68,8 @@ def test_bad_stage_settings_are_refused_with_the_field_named(tiny_digits):
 @pytest.mark.slow
 def test_resume_across_a_stage_change_matches_an_uninterrupted_run(tmp_path, tiny_digits):
     def project():
-        p = quick_project(tiny_digits, "progressive-unfreezing", epochs=3, deterministic=True, lr=2e-3)
-        p.technique.settings = {"stages": 3, "stage_epochs": "1", "l2sp": 0.01}
+        p = quick_project(tiny_digits, "progressive-unfreezing", epochs=3, deterministic=True, lr=2e-3, monitor="last")
+        p.technique.settings = {"stages": 3, "stage_epochs": "1", "l2sp": 0.01, "mixup": 0.2, "average_last": 3}
         return p
 
     ref = train(project(), runs_dir=tmp_path / "ref")
@@ -86,7 +86,8 @@ def test_resume_across_a_stage_change_matches_an_uninterrupted_run(tmp_path, tin
     stopped = train(project(), on_event=on_event, control=control, runs_dir=tmp_path / "runs")
     assert stopped["status"] == "stopped"
     last = torch.load(Run(stopped["run_dir"]).last_checkpoint, weights_only=True)
-    assert last["technique"] == {"stage": 1} and last["epoch"] == 2  # the stage travels with the checkpoint
+    # the stage, and the running average of the last epochs' weights, travel with the checkpoint
+    assert last["technique"]["stage"] == 1 and last["technique"]["avg_n"] == 2 and last["epoch"] == 2
 
     more: list[dict] = []
     done = resume(stopped["run_dir"], on_event=more.append)

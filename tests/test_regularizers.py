@@ -49,7 +49,7 @@ def test_l2sp_pulls_toward_the_pretrained_weights(tiny_digits):
 
 
 def test_without_l2sp_nothing_is_added(tiny_digits):
-    tech, ctx, _ = technique_context(tiny_digits, "fine-tuning", {})
+    tech, ctx, _ = technique_context(tiny_digits, "fine-tuning", {"l2sp": 0.0, "mixup": 0.0})
     assert tech.l2sp is None
     out = tech.training_step(ctx, next(iter(tech.train_batches(ctx, 0))))
     assert "l2sp" not in out

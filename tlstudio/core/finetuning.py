@@ -19,9 +19,17 @@ from .regularizers import L2SP, without_weight_decay
 from .technique import TechniqueConfig
 
 
+#: the training settings the fine-tuning techniques propose (measured: docs/results.md)
+RECOMMENDED_TRAINING = {"epochs": 10, "lr": 1e-3, "batch_size": 32, "optimizer": "adamw", "weight_decay": 1e-4,
+                        "schedule": "cosine", "warmup_epochs": 0.5, "monitor": "last"}
+
+
 class FineTuningSettings(TechniqueConfig):
+    """Defaults = the best recipe measured on BreastMNIST (docs/results.md): every group at
+    the same rate, L2-SP 0.01, mixup 0.2, the last 3 epochs averaged."""
+
     lr_decay: float = Field(
-        0.5, gt=0.0, le=1.0, title="Learning-rate decay per group",
+        1.0, gt=0.0, le=1.0, title="Learning-rate decay per group",
         description="Each group learns at this times the rate of the group above it: the general early layers change least.")
     head: Literal["linear", "bn_dropout"] = Field(
         "linear", title="Head",
@@ -29,17 +37,17 @@ class FineTuningSettings(TechniqueConfig):
     dropout: float = Field(0.2, ge=0.0, le=0.9, title="Dropout", description="Dropout before the new layer(s).")
     hidden: int = Field(256, ge=8, le=4096, title="Hidden units", description="Width of the hidden layer of the bn_dropout head.")
     l2sp: float = Field(
-        0.0, ge=0.0, le=10.0, title="L2-SP strength (λ)",
+        0.01, ge=0.0, le=10.0, title="L2-SP strength (λ)",
         description="Pull the pretrained layers back toward their ImageNet values: λ·‖θ − θ_pretrained‖² is added to the "
-                    "loss, and replaces weight decay on those layers. 0 = off; try 1e-3 to 1e-2 with few images.")
+                    "loss, and replaces weight decay on those layers. 0 = off.")
 
     mixup: float = Field(
-        0.0, ge=0.0, le=2.0, title="Mixup (α)",
+        0.2, ge=0.0, le=2.0, title="Mixup (α)",
         description="Train on blends of two images and of their labels (mixup, torchvision's MixUp): a regulariser for "
                     "small data sets. 0 = off; 0.2 is a usual value.")
 
     average_last: int = Field(
-        0, ge=0, le=50, title="Average the last epochs",
+        3, ge=0, le=50, title="Average the last epochs",
         description="The final model is the average of the weights at the end of the last N epochs (stochastic weight "
                     "averaging): steadier than any single epoch on small data. 0 = off. Pair it with the best-model "
                     "metric 'last'.")
@@ -55,6 +63,9 @@ class FineTuningBase(ImageClassificationTechnique):
         self.l2sp: L2SP | None = None
         self.avg: dict | None = None  # running mean of the weights over the last epochs
         self.avg_n = 0
+
+    def recommended_training(self) -> dict:
+        return dict(RECOMMENDED_TRAINING)
 
     def build_model(self, ctx):
         """The classifier with the configured head; the L2-SP snapshot is taken here, right
@@ -94,6 +105,12 @@ class FineTuningBase(ImageClassificationTechnique):
             if epoch == epochs - 1 and self.avg_n > 1:
                 self._load_average(ctx, metrics)
         return out
+
+    def on_fit_start(self, ctx) -> None:
+        if ctx.config.average_last > 1 and ctx.training.monitor != "last":
+            ctx.log(f"Weights of the last {ctx.config.average_last} epochs are averaged into the final model, but the "
+                    f"best-model metric is '{ctx.training.monitor}': an earlier epoch may be kept instead. Choose "
+                    "'last' to keep the average.", "warning")
 
     def _accumulate(self, sd: dict) -> None:
         if self.avg is None:
