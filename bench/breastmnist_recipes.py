@@ -1,7 +1,7 @@
 """Fine-tuning recipes on BreastMNIST (official split): plain fine-tuning, progressive
 unfreezing, L2-SP, and the recommended recipe (the technique defaults the window proposes).
 
-Each recipe trains MobileNetV2 (ImageNet weights, found offline) at 128 px with the
+Each recipe trains MobileNetV2 (or --model; ImageNet weights, found offline) at 128 px with the
 project's default 'light' augmentation through the studio's engine, once per seed; the
 table gives test AUC and accuracy (mean ± sd over the seeds) and the training time (the
 engine's train_seconds: data preparation, training, validation, test).
@@ -47,7 +47,7 @@ def _parse_value(text: str):
         return text
 
 
-def make_project(recipe: str, seed: int, image_size: int, overrides: list[str]):
+def make_project(recipe: str, seed: int, image_size: int, overrides: list[str], model: str = "mobilenet_v2"):
     from tlstudio.core.config import Project
     from tlstudio.core.plugins import get_plugin_manager
 
@@ -56,7 +56,7 @@ def make_project(recipe: str, seed: int, image_size: int, overrides: list[str]):
     p = Project()
     p.name = f"breastmnist-{recipe}"
     p.data.source = str(BREAST)
-    p.model.architecture = "mobilenet_v2"
+    p.model.architecture = model
     p.model.image_size = image_size
     p.technique.id = tid
     p.technique.settings = dict(settings) if settings is not None else tech.make_config({}).model_dump()
@@ -76,10 +76,11 @@ def make_project(recipe: str, seed: int, image_size: int, overrides: list[str]):
     return out
 
 
-def run_one(recipe: str, seed: int, image_size: int, overrides: list[str], trace: bool = False) -> dict:
+def run_one(recipe: str, seed: int, image_size: int, overrides: list[str], trace: bool = False,
+            model: str = "mobilenet_v2") -> dict:
     from tlstudio.core.engine import Trainer
 
-    p = make_project(recipe, seed, image_size, overrides)
+    p = make_project(recipe, seed, image_size, overrides, model)
     trainer = Trainer(p)
     if trace:  # analysis only: the test split at every epoch (never used by the engine's choices)
         def on_event(e):
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated: " + ", ".join(RECIPES))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--model", default="mobilenet_v2", help="architecture (its weights must be present offline)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a project field of every recipe, e.g. technique.settings.l2sp=0.003")
@@ -126,13 +128,13 @@ def main() -> None:
     fresh_home("recipes")
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"BreastMNIST (official split 546/78/156), MobileNetV2 ImageNet, {args.image_size} px, CPU, "
+    print(f"BreastMNIST (official split 546/78/156), {args.model} ImageNet, {args.image_size} px, CPU, "
           f"{args.threads} threads; load at start {os.getloadavg()[0]:.1f}" + (f"; overrides {args.set}" if args.set else ""))
     rows = []
     for recipe in recipes:
         runs = []
         for seed in seeds:
-            r = run_one(recipe, seed, args.image_size, args.set, args.trace)
+            r = run_one(recipe, seed, args.image_size, args.set, args.trace, args.model)
             runs.append(r)
             print(f"  {recipe:<12} seed {seed}: AUC {r['auc']:.3f}  ACC {r['acc']:.3f}  {r['seconds']:.0f} s  "
                   f"(best epoch {r['best_epoch']} by {r['monitor']}, load {r['load']:.1f})", flush=True)

@@ -13,7 +13,7 @@ from tlstudio.core.runs import Run
 
 def test_stage_change_unfreezes_exactly_the_intended_groups(tiny_digits):
     tech, ctx, events = technique_context(tiny_digits, "progressive-unfreezing",
-                                          {"stages": 3, "stage_epochs": "1, 2", "stage_lr": "1, 0.5"})
+                                          {"stages": 3, "stage_epochs": "1, 2", "stage_lr": "1, 0.5", "lr_decay": 0.5})
     groups = ctx.model.groups
     assert [g.name for g in groups][-1] == "head" and len(groups) == 8  # MobileNetV2: 7 pretrained groups + head
 
