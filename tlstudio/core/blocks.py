@@ -23,6 +23,8 @@ def set_trainable(groups: Iterable, trainable: bool) -> None:
     overwrite ImageNet's statistics of layers that are not being trained.
     """
     for g in groups:
+        for p in getattr(g, "params", ()):  # loose parameters (ViT's class token, position embedding)
+            p.requires_grad_(trainable)
         for m in _group_modules(g):
             for p in m.parameters():
                 p.requires_grad_(trainable)

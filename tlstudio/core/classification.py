@@ -50,8 +50,18 @@ class ImageData:
         if train not in self._transforms:
             from .data import make_transforms
 
-            self._transforms[train] = make_transforms(self.augmentation, self.mean, self.std, self.size, train)
+            self._transforms[train] = make_transforms(self.augmentation, self.mean, self.std, self.size, train,
+                                                      grayscale=self.grayscale)
         return self._transforms[train]
+
+    @property
+    def grayscale(self) -> bool:
+        """Every image has equal channels (X-ray, ultrasound ...): no colour augmentation."""
+        if not hasattr(self, "_grayscale"):
+            from .data.transforms import is_grayscale
+
+            self._grayscale = is_grayscale(self.images[self.indices["train"]]) if len(self.indices["train"]) else False
+        return self._grayscale
 
     def dataset(self, split: str, train: bool = False):
         from .data import ImageDataset

@@ -186,8 +186,8 @@ class RunContext:
         g = torch.Generator().manual_seed(self.training.seed * 7919 + epoch)
         sampler = None
         shuffle = train if shuffle is None else shuffle
-        if train and self.training.class_balance == "balanced_sampler" and dataset is None and hasattr(self.data, "labels"):
-            y = torch.as_tensor(self.data.labels(split))
+        y = self._sampler_labels(split, dataset) if train and self.training.class_balance == "balanced_sampler" else None
+        if y is not None:
             w = 1.0 / torch.bincount(y, minlength=self.num_classes).clamp(min=1).float()
             sampler = torch.utils.data.WeightedRandomSampler(w[y], num_samples=len(y), replacement=True, generator=g)
             shuffle = False
@@ -198,6 +198,16 @@ class RunContext:
             drop_last=bool(train and len(ds) > bs and len(ds) % bs == 1),
             collate_fn=getattr(self.data, "collate", None),
         )
+
+    def _sampler_labels(self, split: str, dataset) -> torch.Tensor | None:
+        """Labels for the balanced sampler: the split's, or those of a dataset of tensors
+        whose last tensor is the labels (cached features of the split)."""
+        if dataset is None:
+            return torch.as_tensor(self.data.labels(split)) if hasattr(self.data, "labels") else None
+        tensors = getattr(dataset, "tensors", None)
+        if tensors and tensors[-1].dim() == 1 and not tensors[-1].is_floating_point():
+            return tensors[-1].long()
+        return None
 
     def to_device(self, batch: Any) -> Any:
         return _to_device(batch, self.device, self.device.type == "cuda")
@@ -249,6 +259,8 @@ def _monitor(project: Project, technique) -> tuple[str, str]:
     name = project.training.monitor
     if name == "auto":
         name = getattr(technique, "default_monitor", "val_loss")
+    if name == "last":  # keep the last epoch (small validation sets make "best" a coin toss)
+        return "last", "max"
     if not name.startswith("val_"):
         name = "val_" + name
     return name, ("min" if name.endswith("loss") else "max")
@@ -366,6 +378,8 @@ class Trainer:
                 val_scalars = {f"val_{k}": v for k, v in scalar_metrics(val).items() if v is not None}
                 extra = tech.on_epoch_end(ctx, epoch, val) or {}
                 value = val_scalars.get(mon_name, None if has_val else -train_stats["train_loss"])
+                if mon_name == "last":
+                    value = float(epoch + 1)
                 loss = val_scalars.get("val_loss", train_stats.get("train_loss"))
                 improved = self._improved(value, best["value"], mon_mode) or (
                     value is not None and value == best["value"] and loss < best.get("loss", float("inf")))

@@ -17,7 +17,8 @@ from .report import Item, Skipped, ValidationReport
 from .split import load_split, make_split, save_split, split_counts
 from .table import DatasetReader, ImageTable, Scan, check_trainable
 
-_LAZY = {"ImageDataset": "cache", "build_image_cache": "cache", "make_transforms": "transforms"}
+_LAZY = {"ImageDataset": "cache", "build_image_cache": "cache", "make_transforms": "transforms", "preset_values": "transforms",
+         "is_grayscale": "transforms"}
 
 __all__ = [
     "Item", "Skipped", "ValidationReport", "ImageTable", "DatasetReader", "Scan", "FolderReader", "CsvReader",

@@ -36,7 +36,11 @@ class ModelStatus:
 class ModelLibrary:
     def __init__(self, sources: list[WeightSource] | None = None, extra_architectures: list[Architecture] | None = None):
         self.sources: list[WeightSource] = builtin_sources() if sources is None else list(sources)
-        self.architectures: dict[str, Architecture] = architectures(extra_architectures)
+        from .timm_local import local_timm_architectures
+
+        folder = next((s.folder for s in self.sources if isinstance(s, UserFolderSource)), None)
+        self.architectures: dict[str, Architecture] = architectures(
+            [*(extra_architectures or []), *local_timm_architectures(folder)])
 
     # --- finding --------------------------------------------------------------------------
     def arch(self, name: str) -> Architecture:

@@ -197,8 +197,22 @@ def _subdirs(folder: Path) -> list[Path]:
         return []
 
 
+class LocalTimmSource(WeightSource):
+    """Weights of timm models found on this computer (see :mod:`.timm_local`): the
+    architecture itself knows where its file or folder lies."""
+
+    id = "timm-local"
+    title = "timm models on this computer"
+
+    def find(self, arch):
+        path = getattr(arch, "local_path", None)
+        if path is None or not Path(path).exists():
+            return []
+        return [WeightCandidate(arch.name, Path(path), self.id, f"timm weights: {path}")]
+
+
 def builtin_sources() -> list[WeightSource]:
-    return [UserFolderSource(), PackageSource(), TorchHubSource(), HuggingFaceSource()]
+    return [UserFolderSource(), PackageSource(), TorchHubSource(), HuggingFaceSource(), LocalTimmSource()]
 
 
 @hookimpl
