@@ -216,3 +216,32 @@ def test_scratch_comparison_verdicts():
     # Student's t interval: 95% CI of (1, 2, 3) is 2 ± 4.303 * 1 / sqrt(3)
     lo, hi = t_interval([1.0, 2.0, 3.0])
     assert lo == pytest.approx(2 - 4.302653 / 3 ** 0.5, rel=1e-5) and hi == pytest.approx(2 + 4.302653 / 3 ** 0.5, rel=1e-5)
+
+
+# --- the target domain's data ----------------------------------------------------------------
+def test_target_classes_match_the_source_by_name_and_labels_stay_out_of_adaptation(tmp_path):
+    from types import SimpleNamespace
+
+    from conftest import make_digit_folder
+
+    from tlstudio.core.data import build_image_cache, read_data
+    from tlstudio.core.target import TargetData
+
+    root = make_digit_folder(tmp_path / "t", classes=(0, 1, 9), per_class=10)
+    (root / "1" / "broken.png").write_bytes(b"not an image")
+    table = read_data(root)
+    assert any("broken.png" in s.ref for s in table.report.skipped)  # reported, not fatal
+    images, valid = build_image_cache(table, 32, tmp_path / "cache")
+    source = SimpleNamespace(size=32, mean=(0.5,) * 3, std=(0.25,) * 3, class_names=["0", "1", "7"])
+    t = TargetData(table, images, valid, source, test_fraction=0.3, seed=0)
+    assert t.unknown_classes == ["9"]  # not a source class: used unlabelled
+    assert len(t.indices["test"]) == 6 and set(t.labels("test")) == {0, 1}  # 30% of each known class
+    assert len(t) == 30 and len(t.indices["adapt"]) == 24
+    assert not set(t.indices["test"]) & set(t.indices["adapt"])
+    x, y = t.dataset("test")[0]
+    assert x.shape == (3, 32, 32) and int(y) in (0, 1)
+    rec = t.split_record()["refs"]
+    assert sum(v == "test" for v in rec.values()) == 6
+    # the same seed gives the same held-out images
+    again = TargetData(table, images, valid, source, test_fraction=0.3, seed=0)
+    assert np.array_equal(again.indices["test"], t.indices["test"])
