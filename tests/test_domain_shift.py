@@ -2,16 +2,26 @@
 EWC penalty, the scratch comparison's verdict (fast, on real pixels where data are involved)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
-from conftest import mnist_arrays
+from conftest import mnist_arrays as _mnist_arrays
 from torch import nn
 
 from tlstudio.core.adaptation import DomainDiscriminator, GradientReversal, domain_adversarial_loss, gradient_reversal, grl_lambda
 from tlstudio.core.compare import Arm, ScratchComparison, t_interval
 from tlstudio.core.continual import EWCPenalty, _looped_squared_grads, diagonal_fisher
 from tlstudio.core.diagnostics import embed_2d, mmd2_unbiased, mmd_test
+
+
+@functools.lru_cache(maxsize=1)
+def mnist_arrays():
+    """MNIST-5k, parsed once for this module (read-only copies handed out)."""
+    X, y = _mnist_arrays()
+    X.flags.writeable = y.flags.writeable = False
+    return X, y
 
 
 def sklearn_digits_28() -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +150,7 @@ class _SmallNet(nn.Module):
 def _digit_batches(n=32, bs=16):
     X, y = mnist_arrays()
     keep = np.flatnonzero(np.isin(y, (0, 1, 7)))[:n]
-    x = torch.from_numpy(X[keep]).float().div(255).unsqueeze(1)
+    x = torch.from_numpy(X[keep].copy()).float().div(255).unsqueeze(1)
     lab = torch.from_numpy(np.searchsorted([0, 1, 7], y[keep])).long()
     return [(x[i:i + bs], lab[i:i + bs]) for i in range(0, n, bs)]
 

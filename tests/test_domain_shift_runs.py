@@ -135,7 +135,7 @@ def test_run_from_an_earlier_run_reports_forgetting_with_and_without_ewc(tmp_pat
     assert "## The earlier task" in (Run(ewc["run_dir"]).dir / "report.md").read_text()
     # EWC's spring held the weights that mattered for 0-vs-1 closer to their old values
     import torch
-    from tlstudio.core.continual import EWCPenalty  # noqa: F401 - the penalty's own definition
+
     old = torch.load(Run(first["run_dir"]).best_checkpoint, weights_only=True)["model"]
 
     def moved(res):
