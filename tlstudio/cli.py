@@ -78,6 +78,8 @@ def build_project(args, plugins) -> "Project":
             data[section][key] = v
     if args.deterministic:
         data["training"]["deterministic"] = True
+    if getattr(args, "from_run", None):
+        _apply_from_run(args, data)
     for s in args.set or []:
         _apply_set(data, s)
     where = str(path) if path else "command line"
@@ -132,10 +134,101 @@ class _Progress:
         self.progress.stop()
 
 
+def _apply_from_run(args, data: dict) -> None:
+    """--from-run: start from an earlier run's trained model (its architecture and image
+    size unless given)."""
+    from tlstudio.core.sequential import resolve_run
+
+    run = resolve_run(args.from_run, args.runs_dir)
+    data["model"]["from_run"] = str(run.dir.resolve())
+    if not args.project:
+        earlier = run.project()
+        if args.model is None:
+            data["model"]["architecture"] = earlier.model.architecture
+        if args.image_size is None:
+            data["model"]["image_size"] = earlier.model.image_size
+
+
+def cmd_compare_scratch(args, plugins) -> int:
+    """train --compare-scratch: the negative-transfer check."""
+    from tlstudio.core.compare import compare_with_scratch
+    from tlstudio.core.engine import RunControl
+
+    project = build_project(args, plugins)
+    show = _Progress(quiet=args.json)
+    try:
+        cmp = compare_with_scratch(project, args.compare_seeds, args.compare_metric, on_event=show,
+                                   control=RunControl(), runs_dir=args.runs_dir, plugins=plugins)
+    except KeyboardInterrupt:
+        _err("Interrupted.")
+        return EXIT_STOPPED
+    finally:
+        show.close()
+    if args.json:
+        print(json.dumps(cmp.to_dict(), default=str))
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"Negative-transfer check — test {cmp.metric}")
+        for c in ("arm", "weights", "seeds", "per seed", "mean ± sd", "95% CI"):
+            t.add_column(c)
+        for arm in (cmp.transfer, cmp.scratch):
+            lo, hi = arm.ci95
+            t.add_row(arm.name, arm.weights, str(len(arm.values)), " ".join(f"{v:.3f}" for v in arm.values),
+                      f"{arm.mean:.3f} ± {arm.sd or 0:.3f}" if arm.mean is not None else "–",
+                      f"{lo:.3f}–{hi:.3f}" if lo is not None else "–")
+        con = _console()
+        con.print(t)
+        con.print(("[bold red]" if cmp.negative_transfer else "[green]") + cmp.verdict
+                  + ("[/bold red]" if cmp.negative_transfer else "[/green]"))
+    failed = cmp.transfer.failures + cmp.scratch.failures
+    for f in failed:
+        _err(f"failed: {f}")
+    return EXIT_FAILED if failed and (cmp.transfer.mean is None or cmp.scratch.mean is None) else EXIT_OK
+
+
+def cmd_shift(args, plugins) -> int:
+    """tlstudio shift SOURCE TARGET: how different two image sets look to a model (MMD)."""
+    from tlstudio.core.diagnostics import measure_shift
+
+    show = _Progress(quiet=True)
+    try:
+        rep = measure_shift(args.source, args.target, args.model, weights=args.weights, image_size=args.image_size,
+                            max_images=args.max_images, permutations=args.permutations,
+                            multi_bandwidth=args.multi_bandwidth, embedding=args.embedding, seed=args.seed,
+                            device=args.device, plugins=plugins,
+                            progress=lambda task, done, total: show({"kind": "progress", "task": task, "done": done,
+                                                                     "total": total}))
+    finally:
+        show.close()
+    if args.embedding_csv and args.embedding != "none":
+        import csv
+        import io
+
+        from tlstudio.core.io import atomic_write_text
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["x", "y", "domain", "label"])
+        for (x, y), d, lab in zip(rep.embedding.tolist(), rep.domains.tolist(), rep.labels):
+            w.writerow([f"{x:.5f}", f"{y:.5f}", "target" if d else "source", "" if lab is None else lab])
+        atomic_write_text(args.embedding_csv, buf.getvalue())
+    if args.json:
+        print(json.dumps(rep.to_dict(with_embedding=False), default=str))
+    else:
+        m = rep.mmd
+        print(f"MMD^2 = {m.mmd2:.5f}   p-value = {m.p_value:.4g}   ({m.n_source} source, {m.n_target} target images; "
+              f"{rep.model} features at {rep.image_size} px)")
+        print(rep.explanation)
+    return EXIT_OK
+
+
 def cmd_train(args, plugins) -> int:
     from tlstudio.core.engine import RunControl, resume, train
     from tlstudio.core.errors import StudioError
 
+    if getattr(args, "compare_scratch", False) and not args.resume:
+        return cmd_compare_scratch(args, plugins)
     show = _Progress(quiet=args.json)
     control = RunControl()
     final: dict = {}
@@ -396,7 +489,28 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--runs-dir", help="where runs are stored")
     t.add_argument("--resume", metavar="RUN", help="continue a stopped or interrupted run (folder or id)")
     t.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    t.add_argument("--from-run", metavar="RUN", help="start from an earlier run's trained model (sequential transfer)")
+    t.add_argument("--compare-scratch", action="store_true",
+                   help="negative-transfer check: also train the same recipe from random initialisation, several seeds")
+    t.add_argument("--compare-seeds", type=int, default=3, metavar="N", help="seeds per arm for --compare-scratch (default 3)")
+    t.add_argument("--compare-metric", default="accuracy", help="test metric compared (default accuracy)")
     t.set_defaults(func=cmd_train)
+
+    sh = sub.add_parser("shift", help="measure the domain shift between two image sets (MMD and its p-value)")
+    sh.add_argument("source", help="source images (folder, CSV, NPZ, DICOM)")
+    sh.add_argument("target", help="target images")
+    sh.add_argument("--model", default="mobilenet_v2", help="architecture whose features are compared")
+    sh.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
+    sh.add_argument("--image-size", type=int, default=64)
+    sh.add_argument("--max-images", type=int, default=500, help="images drawn from each side (default 500)")
+    sh.add_argument("--permutations", type=int, default=500)
+    sh.add_argument("--multi-bandwidth", action="store_true", help="RBF kernels at 5 bandwidths around the median")
+    sh.add_argument("--embedding", choices=("pca", "tsne", "none"), default="pca")
+    sh.add_argument("--embedding-csv", metavar="FILE", help="write the 2-D embedding of both sets to this CSV")
+    sh.add_argument("--seed", type=int, default=0)
+    sh.add_argument("--device", default="cpu")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=cmd_shift)
 
     s = sub.add_parser("plugins", help="list plugins (loaded, failed, disabled)")
     s.add_argument("--json", action="store_true")

@@ -21,6 +21,10 @@ SPLITS = ("train", "val", "test")
 class ImageData:
     """The prepared images of one run: decoded once, cached, split, ready for loaders."""
 
+    #: the target domain (a :class:`tlstudio.core.target.TargetData`), when a technique
+    #: prepared one with :func:`tlstudio.core.target.prepare_target`
+    target = None
+
     def __init__(self, table, assignments: list[str], images: np.ndarray, valid: np.ndarray, size: int,
                  mean, std, augmentation, split_file: Path | None):
         self.table = table
@@ -74,7 +78,8 @@ class ImageData:
     def describe(self) -> dict:
         return {"reader": self.table.reader_id, "source": str(self.table.source), "fingerprint": self.fingerprint,
                 "class_names": self.class_names, "image_size": self.size, "mean": self.mean, "std": self.std,
-                "split_counts": self.counts(), "report": self.table.report.to_dict()}
+                "split_counts": self.counts(), "report": self.table.report.to_dict(),
+                **({"target": self.target.describe()} if self.target is not None else {})}
 
 
 def _split_path(ctx, table) -> Path:

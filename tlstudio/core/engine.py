@@ -217,11 +217,16 @@ class RunContext:
         """The project's architecture with its pretrained weights and a new head for this
         data's classes (random weights when only predicting: the checkpoint follows)."""
         m = self.project.model
-        weights = "none" if self.for_inference else m.weights
+        from_run = bool(m.from_run) and not self.for_inference
+        weights = "none" if self.for_inference or from_run else m.weights
         model, info = self.library.build(m.architecture, self.num_classes, weights=weights,
                                          head=head, dropout=dropout, hidden=hidden)
         self.model_info = info
-        if not self.for_inference and m.weights != "none":
+        if from_run:  # sequential transfer: the earlier run's trained model (see core.sequential)
+            from .sequential import start_from_run
+
+            start_from_run(self, model)
+        elif not self.for_inference and m.weights != "none":
             self.log(f"Pretrained weights: {info.get('weights_path') or info.get('weights')} ({info.get('weights_source', '')})")
         return model
 
@@ -562,6 +567,8 @@ class Trainer:
             "best_epoch": best["epoch"], "train_seconds": train_seconds, "device": describe_device(ctx.device),
             "test": test, **{f"test_{k}": v for k, v in scalar_metrics(test).items()},
         }
+        if ctx.state.get("source_task") is not None:  # started from an earlier run: what it kept of that task
+            final.update(ctx.state["source_task"].final_metrics(ctx))
         run.write_final(final)
         tech.write_report(ctx, final)
         run.set_status(DONE, best_value=best["value"], best_epoch=best["epoch"])
