@@ -67,6 +67,10 @@ def build_project(args, plugins) -> "Project":
         data["data"]["format"] = args.format
     if args.technique:
         data["technique"]["id"] = args.technique
+        try:  # the task follows the technique (text-classification, detection ...)
+            data["task"] = plugins.technique(args.technique).task
+        except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
+            pass
     for flag, section, key in (("model", "model", "architecture"), ("weights", "model", "weights"),
                                ("image_size", "model", "image_size"), ("epochs", "training", "epochs"),
                                ("batch_size", "training", "batch_size"), ("lr", "training", "lr"),
@@ -247,7 +251,11 @@ def cmd_import_weights(args, plugins) -> int:
 def cmd_validate(args, plugins) -> int:
     from tlstudio.core.data import read_data
 
-    table = read_data(args.path, args.format or "auto", {}, plugins.readers() or None)
+    options = {}
+    for o in args.option or []:
+        _apply_set(options, o)
+    task = None if args.task == "any" else args.task
+    table = read_data(args.path, args.format or "auto", options, plugins.readers() or None, task=task)
     if args.json:
         print(json.dumps(table.report.to_dict(), indent=2, default=str))
     else:
@@ -272,6 +280,19 @@ def cmd_predict(args, plugins) -> int:
                 p = r.get("probabilities", {}).get(r["predicted"]) if isinstance(r["predicted"], str) else None
                 print(f"{r['ref']}\t{r['predicted']}" + (f"\t{p:.3f}" if p is not None else ""))
     return EXIT_OK if all(not r.get("error") for r in results) else EXIT_FAILED
+
+
+def cmd_text_export(args, plugins) -> int:
+    from tlstudio.core.text_export import export_run_onnx
+
+    summary = export_run_onnx(args.run, args.out, runs_dir=args.runs_dir, plugins=plugins)
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(f"Exported {summary['run_dir']} to {args.out}: {', '.join(summary['files'])}")
+        print(f"Parity on {summary['parity_texts']} texts: max abs difference {summary['max_abs_diff']:.2e} "
+              f"(onnxruntime vs PyTorch; same class for {100 * summary['same_class_share']:.0f}%)")
+    return EXIT_OK
 
 
 def cmd_runs(args, plugins) -> int:
@@ -342,12 +363,23 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate-data", help="check a data set and print its report")
     v.add_argument("path")
     v.add_argument("--format")
+    v.add_argument("--task", default="image-classification",
+                   help="image-classification (default), text-classification ..., or any")
+    v.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a reader option, e.g. text_column=review or label_names='0=negative,1=positive'")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 
-    pr = sub.add_parser("predict", help="classify images with a trained run")
+    te = sub.add_parser("text-export", help="export a text-classification run to ONNX with its tokenizer (parity checked)")
+    te.add_argument("run", help="run folder or id")
+    te.add_argument("--out", required=True, help="folder to write model.onnx, the tokenizer files and labels into")
+    te.add_argument("--runs-dir")
+    te.add_argument("--json", action="store_true")
+    te.set_defaults(func=cmd_text_export)
+
+    pr = sub.add_parser("predict", help="classify images (or sentences, for a text run) with a trained run")
     pr.add_argument("run", help="run folder or id")
-    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("images", nargs="+", help="image files or folders (sentences for a text-classification run)")
     pr.add_argument("--csv", help="write the predictions to this CSV")
     pr.add_argument("--runs-dir")
     pr.add_argument("--json", action="store_true")
