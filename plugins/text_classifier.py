@@ -16,9 +16,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from tlstudio.core import TechniqueConfig, hookimpl
+from tlstudio.core import TechniqueConfig, TextClassificationTechnique, hookimpl
 from tlstudio.core.blocks import discriminative_param_groups, set_trainable
-from tlstudio.core.text import EXPLAIN_METHOD, TextClassificationTechnique, build_text_classifier
+from tlstudio.core.text import build_text_classifier
 
 
 class TextClassifierConfig(TechniqueConfig):
@@ -236,11 +236,18 @@ def make_result_view(technique: TextClassifier, run_dir: Path, parent=None):
             lay.addLayout(row)
             self.probabilities = table(["class", "probability", ""], "probabilities_table")
             self.probabilities.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+            self.probabilities.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
+            self.probabilities.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            self.probabilities.setMaximumHeight(36 + 30 * min(max(2, len(self.class_names)), 8))
             lay.addWidget(self.probabilities)
-            lay.addWidget(QLabel(f"Which words drove it ({EXPLAIN_METHOD} on the word embeddings, for the predicted "
-                                 "class): <span style='background-color: rgba(46,160,67,0.6)'>green</span> pushed "
-                                 "towards it, <span style='background-color: rgba(215,58,73,0.6)'>red</span> away from "
-                                 "it; hover a word for its score."))
+            why = QLabel("Which words drove it: integrated gradients on the word embeddings (gradient × input, "
+                         "averaged on the way from a blank text to yours), for the predicted class. "
+                         "<span style='background-color: rgba(46,160,67,0.6)'>Green</span> pushed towards it, "
+                         "<span style='background-color: rgba(215,58,73,0.6)'>red</span> away from it; hover a word "
+                         "for its score.")
+            why.setWordWrap(True)
+            why.setObjectName("explanation_caption")
+            lay.addWidget(why)
             self.explanation = QTextBrowser()
             self.explanation.setObjectName("explanation")
             lay.addWidget(self.explanation, 1)

@@ -99,6 +99,10 @@ def test_uci_folder_reader_with_label_names_and_test_files(tmp_path):
     assert sum(counts["test"].values()) == 20 and sum(counts["val"].values()) > 0
     assert all(s == "test" for it, s in zip(t.items, split) if it.ref.startswith("cinema"))
     assert UciTextReader().option_choices(tmp_path / "uci")["test_files"] == ["cinema_labelled", "shop_labelled"]
+    preview = t.preview(per_class=3)
+    assert list(preview) == ["negative", "positive"] and all(len(v) == 3 for v in preview.values())
+    assert all(any(w in s.lower() for w in ("great", "excellent", "wonderful", "love", "perfect", "superb"))
+               for s in preview["positive"])
     with pytest.raises(DataError, match="option test_files: no file 'imdb'"):
         read_data(tmp_path / "uci", options={"test_files": "imdb"}, task=TEXT)
 

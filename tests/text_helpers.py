@@ -49,7 +49,7 @@ def make_tiny_model(folder: Path, kind: str = "bert", layers: int = 3, hidden: i
         wp = BertWordPieceTokenizer(lowercase=True)
         wp.train_from_iterator(_corpus(), vocab_size=400, min_frequency=1)
         wp.save_model(str(folder))
-        tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=128)
+        tok = BertTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True, model_max_length=128)
     elif kind == "roberta":
         from tokenizers import ByteLevelBPETokenizer
         from transformers import RobertaTokenizerFast
@@ -58,8 +58,7 @@ def make_tiny_model(folder: Path, kind: str = "bert", layers: int = 3, hidden: i
         bpe.train_from_iterator(_corpus(), vocab_size=400, min_frequency=1,
                                 special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
         bpe.save_model(str(folder))
-        tok = RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),
-                                   model_max_length=128)
+        tok = RobertaTokenizerFast(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=128)
     else:
         raise ValueError(kind)
     tok.save_pretrained(str(folder))
@@ -87,7 +86,7 @@ def text_project(data: Path, model: str | Path, epochs: int = 2, fmt: str = "aut
     p = Project(name="text-test", task="text-classification")
     p.data.source = str(data)
     p.data.format = fmt
-    p.data.options = dict(options or {})
+    p.data.options = dict(options if options is not None else {"label_names": {"0": "negative", "1": "positive"}})
     p.data.split.mode = "stratified"
     p.data.split.val_fraction = 0.2
     p.data.split.test_fraction = 0.2
@@ -101,7 +100,7 @@ def text_project(data: Path, model: str | Path, epochs: int = 2, fmt: str = "aut
     p.training.warmup_epochs = training.pop("warmup_epochs", 0.0)
     p.training.weight_decay = training.pop("weight_decay", 0.01)
     p.training.device = "cpu"
-    p.training.threads = 2
+    p.training.threads = training.pop("threads", 1)  # tiny models: one thread is quickest on a shared machine
     for k, v in training.items():
         setattr(p.training, k, v)
     return p

@@ -15,6 +15,7 @@ _NAMES = {
     "hookimpl": "hookspecs", "hookspec": "hookspecs",
     "Technique": "technique", "TechniqueConfig": "technique",
     "ImageClassificationTechnique": "classification", "ImageData": "classification",
+    "TextClassificationTechnique": "text", "TextData": "text",
     # project
     "Project": "config", "load_project": "config", "project_from_dict": "config",
     # running

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,12 @@ FALLBACK_TEXTS = ["This is a short sentence.", "A second, somewhat longer senten
 
 def _export(wrapper: torch.nn.Module, sample: dict, path: Path, opset: int) -> str:
     args = (sample["input_ids"], sample["attention_mask"])
+    with warnings.catch_warnings():  # the exporters' notes on axis names and tracing are not the user's concern
+        warnings.simplefilter("ignore")
+        return _export_quietly(wrapper, args, path, opset)
+
+
+def _export_quietly(wrapper: torch.nn.Module, args: tuple, path: Path, opset: int) -> str:
     try:  # the torch.export based exporter (torch >= 2.5)
         batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2)
         torch.onnx.export(wrapper, args, str(path), input_names=INPUT_NAMES, output_names=["logits"],

@@ -117,6 +117,15 @@ class TextTable:
     def texts(self) -> list[str]:
         return [it.meta["text"] for it in self.items]
 
+    def preview(self, per_class: int = 5, seed: int = 0) -> dict[str, list[str]]:
+        """A few texts of each class, drawn at random (seeded): the Data page's preview."""
+        rng = np.random.default_rng(seed)
+        out = {}
+        for c in self.class_names:
+            texts = [it.meta["text"] for it in self.items if it.label == c]
+            out[c] = [texts[i] for i in sorted(rng.permutation(len(texts))[:per_class])]
+        return out
+
     def fingerprint(self) -> str:
         """Changes when a text, a label, a split or an option changes."""
         return stable_hash(self.reader_id, self.options, [(it.ref, it.label, it.split, it.meta["text"]) for it in self.items])
