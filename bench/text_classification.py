@@ -66,12 +66,13 @@ def project(name: str, options: dict, settings: dict, **training):
 def run(p, runs_dir: Path) -> dict:
     from tlstudio.core.engine import train
 
-    t0, l0 = time.time(), load()
+    t0, l0, c0 = time.time(), load(), time.process_time()
     stages = []
     res = train(p, runs_dir=runs_dir, on_event=lambda e: stages.append(e["message"]) if e["kind"] == "stage" else None)
     if res.get("status") != "done":
         raise SystemExit(f"{p.name}: {res.get('status')}: {res.get('message')}")
     res["wall_seconds"] = time.time() - t0
+    res["cpu_seconds"] = time.process_time() - c0
     res["load_start"], res["load_end"] = l0, load()
     res["stages"] = stages
     res["epochs"] = p.training.epochs
@@ -94,6 +95,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
     ap.add_argument("--cross-epochs", type=int, default=2,
                     help="epochs of the cross-domain runs (progressive unfreezing gets one more: its first is head-only)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (the figures: 2)")
     ap.add_argument("--out", help="also write the results as JSON here")
     args = ap.parse_args()
     if not UCI.exists():
@@ -101,11 +103,12 @@ def main() -> int:
         return 0
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    RECIPE["threads"] = args.threads
     home = fresh_home("text")
     runs = home / "runs"
     rows: list[dict] = []
-    print(f"Machine: {os.cpu_count()} CPUs visible, torch {torch.__version__}, 2 threads; load at start {load()}")
+    print(f"Machine: {os.cpu_count()} CPUs visible, torch {torch.__version__}, {args.threads} threads; load at start {load()}")
 
     if args.only in (None, "uci"):
         res = run(project("uci-all-sites", {}, {}, epochs=args.epochs), runs)
@@ -123,10 +126,11 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
 
     print()
-    print(f"{'experiment':<46} {'epochs':>6} {'test acc':>9} {'AUC':>6} {'train s':>8}  load (1/5/15 min) start -> end")
+    print(f"{'experiment':<58} {'epochs':>6} {'test acc':>9} {'AUC':>6} {'train s':>8} {'CPU s':>7} {'thr':>3}"
+          "  load (1/5/15 min) start -> end")
     for r in rows:
-        print(f"{r['experiment']:<46} {r['epochs']:>6} {r['accuracy']:>9.3f} {r['auc']:>6.3f} {r['train_seconds']:>8.0f}"
-              f"  {r['load_start']} -> {r['load_end']}")
+        print(f"{r['experiment']:<58} {r['epochs']:>6} {r['accuracy']:>9.3f} {r['auc']:>6.3f} {r['train_seconds']:>8.0f}"
+              f" {r['cpu_seconds']:>7.0f} {r['threads']:>3}  {r['load_start']} -> {r['load_end']}")
         if r.get("per_site"):
             print("    per site: " + ", ".join(f"{s} {a:.3f}" for s, a in r["per_site"].items()))
     if args.out:
@@ -138,6 +142,7 @@ def _figures(res: dict) -> dict:
     t = res["test"]
     return {"epochs": res["epochs"], "accuracy": t["accuracy"], "accuracy_ci95": t["accuracy_ci95"], "auc": t["auc"], "n_test": t["n"],
             "best_epoch": res["best_epoch"], "train_seconds": res["train_seconds"], "wall_seconds": res["wall_seconds"],
+            "cpu_seconds": res["cpu_seconds"], "threads": RECIPE["threads"],
             "load_start": res["load_start"], "load_end": res["load_end"], "run_dir": res["run_dir"]}
 
 

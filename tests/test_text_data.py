@@ -65,6 +65,12 @@ def test_csv_columns_found_by_name_and_offered_to_the_window(tmp_path):
     assert choices["text_column"] == ["review", "sentiment"] and "" in choices["split_column"]
     with pytest.raises(DataError, match=r"no column 'body' \(option text_column\); columns found: review, sentiment"):
         read_data(f, options={"text_column": "body"}, task=TEXT)
+    odd = tmp_path / "export.csv"
+    odd.write_text("Report_Body;Outcome\nNo fracture seen;normal\nDisplaced fracture;abnormal\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no text column .* columns found: Report_Body, Outcome.* option text_column"):
+        read_data(odd, task=TEXT)
+    t = read_data(odd, options={"text_column": "Report_Body", "label_column": "Outcome"}, task=TEXT)
+    assert t.texts() == ["No fracture seen", "Displaced fracture"]
 
 
 def test_jsonl_reader_skips_bad_lines_and_names_them(tmp_path):

@@ -236,6 +236,12 @@ def cmd_models(args, plugins) -> int:
     con.print(t)
     con.print(f"{sum(s.ready for s in st)} of {len(st)} models ready. Add weights with `tlstudio import-weights FILE` "
               "or by placing torchvision checkpoint files in your models folder or $TORCH_HOME/hub/checkpoints.")
+    from tlstudio.core.models.huggingface import hf_model_choices
+
+    text = hf_model_choices()
+    con.print("Text models (Hugging Face folders, for --model of text techniques): "
+              + ("; ".join(f"{c.name} ({c.model_type}, {c.path})" for c in text) if text else "none found")
+              + ". Add one by copying its folder (config.json, weights, tokenizer) into your models folder.")
     return EXIT_OK
 
 

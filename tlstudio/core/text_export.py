@@ -111,6 +111,7 @@ def export_text_onnx(model, tokenizer, class_names: list[str], max_length: int, 
                "seconds": round(time.time() - t0, 2),
                "files": sorted(p.name for p in out.iterdir() if p.is_file())}
     atomic_write_json(out / "export.json", summary)
+    _readable(out)
     if not diff <= tolerance:
         raise StudioError(f"ONNX parity check failed: onnxruntime and PyTorch differ by up to {diff:.2e} on "
                           f"{len(texts)} texts (tolerance {tolerance:.0e}); the files in {out} should not be used.")
@@ -138,7 +139,18 @@ def export_run_onnx(run_ref, out_dir: str | Path, runs_dir=None, plugins=None, m
     summary = tech.export_onnx(pred.ctx, out_dir, texts or None, tolerance)
     summary["run_dir"] = str(pred.run.dir)
     atomic_write_json(Path(out_dir) / "export.json", summary)
+    _readable(Path(out_dir))
     return summary
+
+
+def _readable(folder: Path) -> None:
+    """An export is for others to use: its files readable by all (atomic writes create them 0600)."""
+    for f in folder.iterdir():
+        if f.is_file():
+            try:
+                f.chmod(0o644)
+            except OSError:
+                pass
 
 
 def predict_exported(folder: str | Path, texts: list[str]) -> list[dict]:

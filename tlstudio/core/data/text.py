@@ -371,7 +371,9 @@ class TextTableReader(TextReader):
         p = Path(path)
         if not p.is_file() or p.suffix.lower() not in (".csv", ".tsv", ".txt"):
             return False
-        try:
+        if p.suffix.lower() == ".csv":  # columns not found by name are chosen in the options (a clear message says so)
+            return True
+        try:  # .tsv / .txt: a header naming a text column (else it is sentence<TAB>label lines)
             header = self._table(p, {}, head_only=True)[0]
         except DataError:
             return False
