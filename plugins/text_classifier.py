@@ -100,7 +100,7 @@ class TextClassifier(TextClassificationTechnique):
         set_trainable(train, True)
         if rebuild:
             ctx.set_param_groups(self.param_groups(ctx))
-        frozen = [g.name for g in ctx.model.groups if g not in train]
+        frozen = [g.name for g in ctx.model.groups if g.name not in names]
         what = "the head" + (f" and {_span(names[:-1])}" if len(names) > 1 else " only")
         msg = (f"Stage {stage + 1} of {stages}: training {what}" if stages > 1 else f"Training {what}") + \
               (f"; frozen: {_span(frozen)}" if frozen else "") + "."
