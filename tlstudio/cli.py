@@ -68,6 +68,10 @@ def build_project(args, plugins) -> "Project":
         data["data"]["format"] = args.format
     if args.technique:
         data["technique"]["id"] = args.technique
+        try:  # the task follows the technique (text-classification, detection ...)
+            data["task"] = plugins.technique(args.technique).task
+        except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
+            pass
     for flag, section, key in (("model", "model", "architecture"), ("weights", "model", "weights"),
                                ("image_size", "model", "image_size"), ("epochs", "training", "epochs"),
                                ("batch_size", "training", "batch_size"), ("lr", "training", "lr"),
@@ -328,6 +332,12 @@ def cmd_models(args, plugins) -> int:
     con.print(t)
     con.print(f"{sum(s.ready for s in st)} of {len(st)} models ready. Add weights with `tlstudio import-weights FILE` "
               "or by placing torchvision checkpoint files in your models folder or $TORCH_HOME/hub/checkpoints.")
+    from tlstudio.core.models.huggingface import hf_model_choices
+
+    text = hf_model_choices()
+    con.print("Text models (Hugging Face folders, for --model of text techniques): "
+              + ("; ".join(f"{c.name} ({c.model_type}, {c.path})" for c in text) if text else "none found")
+              + ". Add one by copying its folder (config.json, weights, tokenizer) into your models folder.")
     return EXIT_OK
 
 
@@ -343,13 +353,17 @@ def cmd_import_weights(args, plugins) -> int:
 def cmd_validate(args, plugins) -> int:
     from tlstudio.core.data import read_data
 
+    options = {}
+    for o in args.option or []:
+        _apply_set(options, o)
     readers = plugins.readers() or None
+    task = None if args.task in (None, "any") else args.task
     if readers:
-        # detection / captioning readers recognise their files by content: let them look first
-        readers = sorted(readers, key=lambda r: getattr(r, "task", "image-classification") == "image-classification")
-        if args.task:
-            readers = [r for r in readers if getattr(r, "task", "image-classification") == args.task]
-    table = read_data(args.path, args.format or "auto", {}, readers)
+        # detection / captioning readers recognise their files by content: let them look first;
+        # the text table reader takes any .csv, so it looks last
+        order = {"detection": 0, "captioning": 0, "image-classification": 1}
+        readers = sorted(readers, key=lambda r: order.get(getattr(r, "task", "image-classification"), 2))
+    table = read_data(args.path, args.format or "auto", options, readers, task=task)
     if args.json:
         print(json.dumps(table.report.to_dict(), indent=2, default=str))
     else:
@@ -442,6 +456,19 @@ def cmd_doctor(args, plugins) -> int:
     return EXIT_FAILED if any(c.status == FAIL for c in checks) else EXIT_OK
 
 
+def cmd_text_export(args, plugins) -> int:
+    from tlstudio.core.text_export import export_run_onnx
+
+    summary = export_run_onnx(args.run, args.out, runs_dir=args.runs_dir, plugins=plugins)
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(f"Exported {summary['run_dir']} to {args.out}: {', '.join(summary['files'])}")
+        print(f"Parity on {summary['parity_texts']} texts: max abs difference {summary['max_abs_diff']:.2e} "
+              f"(onnxruntime vs PyTorch; same class for {100 * summary['same_class_share']:.0f}%)")
+    return EXIT_OK
+
+
 def cmd_runs(args, plugins) -> int:
     from tlstudio.core.runs import list_runs, summarize
     from tlstudio.core.settings import load_settings
@@ -531,14 +558,23 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate-data", help="check a data set and print its report")
     v.add_argument("path")
     v.add_argument("--format")
-    v.add_argument("--task", choices=("image-classification", "detection", "captioning"),
+    v.add_argument("--task", choices=("any", "image-classification", "detection", "captioning", "text-classification"),
                    help="only the readers of this task (default: any that recognises the data)")
+    v.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a reader option, e.g. text_column=review or label_names='0=negative,1=positive'")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 
-    pr = sub.add_parser("predict", help="classify images with a trained run or an exported package")
+    te = sub.add_parser("text-export", help="export a text-classification run to ONNX with its tokenizer (parity checked)")
+    te.add_argument("run", help="run folder or id")
+    te.add_argument("--out", required=True, help="folder to write model.onnx, the tokenizer files and labels into")
+    te.add_argument("--runs-dir")
+    te.add_argument("--json", action="store_true")
+    te.set_defaults(func=cmd_text_export)
+
+    pr = sub.add_parser("predict", help="predict with a trained run or an exported package (images; sentences for a text run)")
     pr.add_argument("run", help="run folder or id, or an exported package folder")
-    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("images", nargs="+", help="image files or folders (sentences for a text-classification run)")
     pr.add_argument("--csv", help="write the predictions to this CSV")
     pr.add_argument("--runs-dir")
     pr.add_argument("--json", action="store_true")

@@ -16,6 +16,7 @@ _NAMES = {
     "Technique": "technique", "TechniqueConfig": "technique",
     "ImageClassificationTechnique": "classification", "ImageData": "classification",
     "DetectionTechnique": "detection", "CaptioningTechnique": "captioning",
+    "TextClassificationTechnique": "text", "TextData": "text",
     # project
     "Project": "config", "load_project": "config", "project_from_dict": "config",
     # running

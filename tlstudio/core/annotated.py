@@ -37,7 +37,7 @@ def read_annotated(ctx, task: str):
         raise DataError(f"No data reader for {task} is available (are the built-in readers disabled?).")
     source = proj.resolve(proj.data.source)
     ctx.log(f"Reading {source} ...")
-    table = read_data(source, proj.data.format, proj.data.options, readers,
+    table = read_data(source, proj.data.format, proj.data.options, readers, task=task,
                       progress=lambda d, t: ctx.progress("Checking images", d, t),
                       should_stop=lambda: ctx.control.stopped)
     if getattr(table, "task", None) != task:

@@ -95,6 +95,8 @@ def lr_factor(step: int, total: int, steps_per_epoch: int, training) -> float:
     rest = max(1, total - warm)
     if kind == "none":
         return 1.0
+    if kind == "linear":  # linear decay to zero after the warm-up (BERT's recipe)
+        return max(0.0, 1.0 - s / rest)
     if kind == "cosine":
         return 0.01 + 0.99 * (1 + math.cos(math.pi * min(1.0, s / rest))) / 2
     if kind == "cosine_warm_restarts":

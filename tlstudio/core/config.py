@@ -71,7 +71,7 @@ class TrainingConfig(_Strict):
     lr: float = Field(1e-3, gt=0.0, le=10.0, title="Learning rate", description="Learning rate of the new head; techniques scale it for the pretrained layers.")
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0, title="Weight decay", description="AdamW/SGD weight decay.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, title="Momentum (SGD)")
-    schedule: Literal["none", "cosine", "cosine_warm_restarts", "onecycle", "step"] = Field("cosine", title="LR schedule")
+    schedule: Literal["none", "cosine", "cosine_warm_restarts", "onecycle", "step", "linear"] = Field("cosine", title="LR schedule")
     warmup_epochs: float = Field(0.0, ge=0.0, le=100.0, title="Warm-up epochs", description="Linear warm-up of the learning rate.")
     restart_epochs: int = Field(5, ge=1, le=1000, title="Restart period T_0 (epochs)", description="Cosine warm restarts: epochs until the first restart.")
     restart_mult: int = Field(1, ge=1, le=10, title="Period multiplier T_mult")

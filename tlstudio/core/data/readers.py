@@ -400,13 +400,21 @@ def tlstudio_dataset_readers():
 
 
 def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None, readers: list | None = None,
-              progress: Progress = None, should_stop: ShouldStop = None) -> ImageTable:
+              progress: Progress = None, should_stop: ShouldStop = None,
+              task: str | None = "image-classification") -> ImageTable:
     """Read and validate a data source with the reader ``fmt`` (an id) or the first that
-    recognises it ("auto": the plain folder reader last)."""
+    recognises it ("auto": the plain folder reader last).  Only readers of ``task`` are
+    considered (None: readers of every task)."""
     source = Path(source).expanduser().absolute()
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
-    readers = builtin_readers() if readers is None else list(readers)
+    if readers is None:
+        readers = builtin_readers()
+        if task != "image-classification":
+            from .text import text_readers
+
+            readers += text_readers()
+    readers = [r for r in readers if task is None or getattr(r, "task", "image-classification") == task]
     ids = ", ".join(sorted(r.id for r in readers))
     if fmt in ("auto", "", None):
         def recognises(r) -> bool:
@@ -417,8 +425,9 @@ def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None
         reader = next((r for r in sorted(readers, key=lambda r: bool(getattr(r, "catch_all", False)))
                        if recognises(r)), None)
         if reader is None:
-            raise DataError(f"{source}: no reader recognises this data (readers: {ids}); "
-                            "expected a folder of class folders, a .csv, an .npz or DICOM files")
+            expected = ("a folder of class folders, a .csv, an .npz or DICOM files" if task == "image-classification"
+                        else "; ".join(f"{r.title}" for r in readers))
+            raise DataError(f"{source}: no reader recognises this data (readers: {ids}); expected {expected}")
     else:
         reader = next((r for r in readers if r.id == fmt), None)
         if reader is None:

@@ -1,0 +1,91 @@
+"""The text technique's result view (offscreen, pytest-qt): type a sentence and read the
+prediction, its probabilities and the words that drove it; per-class metrics; the test
+texts of each class."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from text_helpers import keyword_sentences, make_tiny_model, text_project, write_uci
+
+pytest.importorskip("pytestqt")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from tlstudio.core.engine import train
+
+    root = tmp_path_factory.mktemp("view")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TLSTUDIO_HOME", str(root / "home"))
+        import tlstudio.core.plugins as plugins_mod
+
+        mp.setattr(plugins_mod, "_default", None)
+        model = make_tiny_model(root / "tiny-bert", "bert")
+        data = write_uci(root / "kw.txt", keyword_sentences(30))
+        res = train(text_project(data, model, epochs=1), runs_dir=root / "runs")
+    assert res["status"] == "done", res
+    return res["run_dir"]
+
+
+def _view(qtbot, run_dir):
+    from tlstudio.core.plugins import get_plugin_manager
+
+    tech = get_plugin_manager().technique("bert-text-classification")
+    view = tech.result_view(run_dir)
+    qtbot.addWidget(view)
+    view.resize(900, 600)
+    view.show()
+    return view
+
+
+def test_typing_a_sentence_shows_prediction_probabilities_and_words(qtbot, finished_run):
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QPlainTextEdit, QPushButton, QTableWidget, QTextBrowser
+
+    view = _view(qtbot, finished_run)
+    box = view.findChild(QPlainTextEdit, "sentence_input")
+    button = view.findChild(QPushButton, "predict_button")
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert "Type a text first" in view.verdict.text()  # an empty box is answered, not a crash
+
+    box.setPlainText("The battery was excellent and I love the screen.")
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    result = view.last
+    assert result["predicted"] in ("negative", "positive")
+    assert result["predicted"] in view.verdict.text() and "%" in view.verdict.text()
+    probs = view.findChild(QTableWidget, "probabilities_table")
+    assert probs.rowCount() == 2
+    shown = sum(float(probs.item(i, 1).text().rstrip("%")) for i in range(2))
+    assert shown == pytest.approx(100.0, abs=0.2)
+    assert probs.item(0, 0).text() == result["predicted"]  # most probable first
+    html = view.findChild(QTextBrowser, "explanation").toHtml()
+    for word in ("battery", "excellent", "love", "screen"):
+        assert word in html
+    assert "background-color" in html  # each word coloured by its gradient × input score
+    assert [w["word"] for w in result["words"]][:3] == ["The", "battery", "was"]
+
+
+def test_per_class_metrics_and_texts_by_class(qtbot, finished_run):
+    from PySide6.QtWidgets import QComboBox, QTableWidget
+
+    view = _view(qtbot, finished_run)
+    evaluation = json.loads(open(f"{finished_run}/evaluation_test.json").read())
+    per = view.findChild(QTableWidget, "per_class_table")
+    assert per.rowCount() == 2
+    assert {per.item(i, 0).text(): int(per.item(i, 5).text()) for i in range(2)} == \
+        {c: v["support"] for c, v in evaluation["per_class"].items()}
+    assert "accuracy" in view.findChild(type(view.verdict), "metrics_summary").text()
+
+    with open(f"{finished_run}/test_predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    texts = view.findChild(QTableWidget, "texts_table")
+    assert texts.rowCount() == len(rows)
+    assert {texts.item(i, 0).text() for i in range(texts.rowCount())} == {r["text"] for r in rows}
+    view.findChild(QComboBox, "class_filter").setCurrentText("positive")
+    assert texts.rowCount() == sum(r["label"] == "positive" for r in rows)
+    assert {texts.item(i, 1).text() for i in range(texts.rowCount())} <= {"positive"}
+    view.findChild(QComboBox, "class_filter").setCurrentText("all classes")
+    view.findChild(QComboBox, "outcome_filter").setCurrentText("misclassified")
+    assert texts.rowCount() == sum(r["correct"] == "0" for r in rows)

@@ -1,0 +1,583 @@
+"""Text-classification data: readers for CSV / TSV / JSONL tables and the UCI two-column
+format (``sentence<TAB>label``), and the validation every read goes through.
+
+    table = read_data("reviews.csv", options={"text_column": "review", "label_column": "stars"},
+                      task="text-classification")
+    print(table.report.summary())     # usable texts per class; empty texts, unknown labels, duplicates
+
+Readers are registered through ``tlstudio_dataset_readers`` with ``task = "text-classification"``
+(entry point ``text-readers``), exactly like the image readers.  Each reader describes its
+options in ``options_help`` and offers the values it can see in a file with
+:meth:`TextReader.option_choices` (the column names of a table, the files of a folder), so
+that the window can show them as choices.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..hookspecs import hookimpl
+from ..io import stable_hash
+from .report import SHOWN_SKIPPED, Item, Skipped, ValidationReport
+from .table import DatasetReader, natural_key
+
+TASK = "text-classification"
+FEW_TEXTS = 10
+IMBALANCE = 10.0
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test"}
+
+_TEXT_NAMES = ("text", "sentence", "sentences", "review", "reviewtext", "comment", "content", "document", "body",
+               "note", "notes", "report", "message", "utterance", "abstract", "description", "tweet")
+_LABEL_NAMES = ("label", "labels", "class", "target", "category", "sentiment", "classname", "diagnosis", "y")
+_SPLIT_COLS = ("split", "set", "fold", "subset")
+
+_COMMON_HELP = {
+    "label_names": "names for the raw labels, e.g. {\"0\" = \"negative\", \"1\" = \"positive\"} or '0=negative,1=positive'",
+    "classes": "the labels to keep (after label_names); rows with other labels are skipped as unknown labels",
+    "duplicates": "drop (default): a text seen before is skipped, and texts that occur with different labels are "
+                  "all skipped; keep: keep every copy (both are listed in the report)",
+}
+
+
+# --- report -------------------------------------------------------------------------------------
+@dataclass
+class TextReport(ValidationReport):
+    """The validation report of a text data set (the image report's fields, in words of texts)."""
+
+    lengths: dict = field(default_factory=dict)  # words per text: min, max, mean, median, p95
+
+    def summary(self) -> str:
+        k = len(self.counts)
+        lines = [f"{self.total:,} usable texts in {k} class{'es' if k != 1 else ''} (read from {self.source} as {self.reader})."]
+        lines += [f"  {name}: {n:,}" for name, n in self.counts.items()]
+        for split, per_class in self.split_counts.items():
+            lines.append(f"  {split}: {sum(per_class.values()):,} (" + ", ".join(f"{c} {n}" for c, n in per_class.items()) + ")")
+        if self.skipped:
+            reasons = Counter(_reason_kind(s.reason) for s in self.skipped)
+            lines.append(f"Skipped {len(self.skipped):,} (not used): " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
+            lines += [f"  {s.ref}: {s.reason}" for s in self.skipped[:SHOWN_SKIPPED]]
+            if len(self.skipped) > SHOWN_SKIPPED:
+                lines.append(f"  ... and {len(self.skipped) - SHOWN_SKIPPED:,} more")
+        if self.duplicates:
+            n = sum(len(g) for g in self.duplicates)
+            lines.append(f"Duplicates: {len(self.duplicates):,} texts occur more than once ({n:,} rows), "
+                         f"e.g. {' = '.join(self.duplicates[0][:3])}")
+        if self.lengths:
+            s = self.lengths
+            lines.append(f"Length: {s['min_words']} to {s['max_words']} words per text (mean {s['mean_words']:.1f}, "
+                         f"95% have at most {s['p95_words']})")
+        lines += [f"Warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _reason_kind(reason: str) -> str:
+    for key in ("empty text", "no label", "unknown label", "duplicate", "different label", "unknown split",
+                "JSON", "no tab"):
+        if key in reason:
+            return key
+    return "other"
+
+
+# --- the table ----------------------------------------------------------------------------------
+class TextTable:
+    """The usable texts a reader found, their classes, and the validation report.
+
+    Items are :class:`Item` with the text in ``meta["text"]``; ``ref`` is ``file:line``."""
+
+    def __init__(self, reader: "TextReader", source: Path, items: list[Item], class_names: list[str],
+                 report: TextReport, options: dict | None = None):
+        self.reader, self.reader_id = reader, reader.id
+        self.source, self.items, self.class_names = Path(source), items, class_names
+        self.report, self.options = report, dict(options or {})
+        self._index = {c: i for i, c in enumerate(class_names)}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"<TextTable {self.reader_id} {self.source}: {len(self)} texts, classes {self.class_names}>"
+
+    @property
+    def has_given_split(self) -> bool:
+        return bool(self.items) and all(it.split for it in self.items)
+
+    def labels(self) -> np.ndarray:
+        return np.array([self._index.get(it.label, -1) for it in self.items], dtype=np.int64)
+
+    def texts(self) -> list[str]:
+        return [it.meta["text"] for it in self.items]
+
+    def preview(self, per_class: int = 5, seed: int = 0) -> dict[str, list[str]]:
+        """A few texts of each class, drawn at random (seeded): the Data page's preview."""
+        rng = np.random.default_rng(seed)
+        out = {}
+        for c in self.class_names:
+            texts = [it.meta["text"] for it in self.items if it.label == c]
+            out[c] = [texts[i] for i in sorted(rng.permutation(len(texts))[:per_class])]
+        return out
+
+    def fingerprint(self) -> str:
+        """Changes when a text, a label, a split or an option changes."""
+        return stable_hash(self.reader_id, self.options, [(it.ref, it.label, it.split, it.meta["text"]) for it in self.items])
+
+
+# --- option helpers -------------------------------------------------------------------------------
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def _as_list(value) -> list[str] | None:
+    if value in (None, "", []):
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(v).strip() for v in items if str(v).strip()] or None
+
+
+def _label_names(value) -> dict[str, str]:
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return {str(k).strip(): str(v).strip() for k, v in value.items()}
+    if isinstance(value, (list, tuple)):  # index -> name
+        return {str(i): str(v).strip() for i, v in enumerate(value)}
+    out = {}
+    for part in str(value).split(","):
+        k, sep, v = part.partition("=")
+        if not sep or not k.strip() or not v.strip():
+            raise DataError(f"option label_names: expected raw=name pairs such as '0=negative,1=positive', got {value!r}")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _find_column(path: Path, header: list[str], given, names: tuple, what: str, option: str,
+                 required: bool = True) -> int | None:
+    found = ", ".join(map(str, header)) or "none"
+    if given not in (None, ""):
+        for i, h in enumerate(header):
+            if str(h) == str(given) or _norm(h) == _norm(given):
+                return i
+        raise DataError(f"{path}: no column '{given}' (option {option}); columns found: {found}")
+    by_name = {_norm(h): i for i, h in reversed(list(enumerate(header)))}
+    for n in names:
+        if n in by_name:
+            return by_name[n]
+    if not required:
+        return None
+    raise DataError(f"{path}: no {what} column (looked for {', '.join(names[:5])}; columns found: {found}). "
+                    f"Choose it with the option {option}.")
+
+
+# --- rows -> validated table ----------------------------------------------------------------------
+@dataclass
+class Row:
+    """One record as read: where it came from, its text, raw label and raw split."""
+
+    where: str  # "file.csv:12"
+    text: str | None
+    label: str | None
+    split: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _clean(s) -> str:
+    return "" if s is None else str(s).strip()
+
+
+def _dup_key(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def validate_rows(reader: "TextReader", source: Path, rows: list[Row], options: dict,
+                  skipped: list[Skipped] | None = None, warnings: list[str] | None = None) -> TextTable:
+    """Turn raw rows into a :class:`TextTable`: empty texts, missing and unknown labels, unknown
+    splits and duplicates are skipped and reported (nothing is lost silently)."""
+    skipped = list(skipped or [])
+    warnings = list(warnings or [])
+    names = _label_names(options.get("label_names"))
+    classes = _as_list(options.get("classes"))
+    mode = str(options.get("duplicates") or "drop").lower()
+    if mode not in ("drop", "keep"):
+        raise DataError(f"option duplicates: expected drop or keep, got {options.get('duplicates')!r}")
+
+    items: list[Item] = []
+    for r in rows:
+        text, raw_label, raw_split = _clean(r.text), _clean(r.label), _clean(r.split)
+        label = names.get(raw_label, raw_label)
+        split = SPLIT_NAMES.get(raw_split.lower()) if raw_split else None
+        if not text:
+            problem = "empty text"
+        elif not raw_label:
+            problem = "no label"
+        elif classes and label not in classes:
+            problem = f"unknown label '{label}' (known: {', '.join(classes)})"
+        elif raw_split and not split:
+            problem = f"unknown split '{raw_split}' (expected train, val or test)"
+        else:
+            items.append(Item(r.where, label, split, {"text": text, **r.meta}))
+            continue
+        skipped.append(Skipped(r.where, problem))
+
+    # duplicates (same words, ignoring case and spacing)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        groups[_dup_key(it.meta["text"])].append(i)
+    dup_groups = [g for g in groups.values() if len(g) > 1]
+    conflicts = [g for g in dup_groups if len({items[i].label for i in g}) > 1]
+    if conflicts:
+        eg = "; ".join(f"{items[i].ref} ({items[i].label})" for i in conflicts[0][:3])
+        warnings.append(f"{len(conflicts):,} text{'s' if len(conflicts) != 1 else ''} occur with different labels, e.g. {eg}"
+                        + (": all their copies are skipped" if mode == "drop" else ""))
+    if mode == "drop":
+        drop: set[int] = set()
+        for g in dup_groups:
+            first = items[g[0]]
+            if g in conflicts:
+                for i in g:
+                    others = ", ".join(f"{items[j].ref} ({items[j].label})" for j in g if j != i)[:200]
+                    skipped.append(Skipped(items[i].ref, f"same text with a different label at {others}"))
+                drop.update(g)
+            else:
+                for i in g[1:]:
+                    skipped.append(Skipped(items[i].ref, f"duplicate of {first.ref}"))
+                drop.update(g[1:])
+        dup_refs = [[items[i].ref for i in g] for g in dup_groups]
+        items = [it for i, it in enumerate(items) if i not in drop]
+    else:
+        dup_refs = [[items[i].ref for i in g] for g in dup_groups]
+
+    # labels that never occur in the training split cannot be learned
+    train_labels = {it.label for it in items if it.split == "train"}
+    if train_labels:
+        unseen = [it for it in items if it.split in ("val", "test") and it.label not in train_labels]
+        skipped += [Skipped(it.ref, f"unknown label '{it.label}': it never occurs in the training split")
+                    for it in unseen]
+        gone = {id(it) for it in unseen}
+        items = [it for it in items if id(it) not in gone]
+
+    found = Counter(it.label for it in items)
+    wanted = classes or sorted(found, key=natural_key)
+    for c in wanted:
+        if not found.get(c):
+            warnings.append(f"class '{c}' has no usable texts: left out")
+    class_names = [c for c in wanted if found.get(c)]
+    class_names += sorted(set(found) - set(class_names), key=natural_key)
+    counts = {c: found[c] for c in class_names}
+    warnings += _class_warnings(counts)
+    words = np.array([len(it.meta["text"].split()) for it in items]) if items else np.zeros(0)
+    lengths = ({"min_words": int(words.min()), "max_words": int(words.max()), "mean_words": round(float(words.mean()), 1),
+                "median_words": int(np.median(words)), "p95_words": int(np.percentile(words, 95))} if len(words) else {})
+    report = TextReport(source=str(source), reader=reader.id, counts=counts, skipped=skipped, duplicates=dup_refs,
+                        warnings=warnings, lengths=lengths)
+    return TextTable(reader, source, items, class_names, report, options)
+
+
+def _class_warnings(counts: dict[str, int]) -> list[str]:
+    out = []
+    if len(counts) == 1:
+        out.append(f"only one class ('{next(iter(counts))}'): at least two are needed to train")
+    out += [f"class '{c}' has only {n} text{'s' if n != 1 else ''}" for c, n in counts.items() if n < FEW_TEXTS]
+    if len(counts) > 1:
+        big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+        if counts[big] >= IMBALANCE * counts[small]:
+            out.append(f"classes are imbalanced: '{big}' has {counts[big]:,} texts, '{small}' {counts[small]:,} "
+                       "(consider class balance in the training settings)")
+    return out
+
+
+def check_trainable_texts(table: TextTable) -> None:
+    """Raise :class:`DataError` when the table cannot train a classifier."""
+    where = table.source
+    if not table.items:
+        s = table.report.skipped
+        extra = f" ({len(s):,} rows skipped, e.g. {s[0].reason})" if s else ""
+        raise DataError(f"no usable texts found in {where}{extra}")
+    counts = table.report.counts
+    if len(counts) < 2:
+        raise DataError(f"only one class ('{next(iter(counts))}') found in {where}: at least two are needed")
+    few = [f"'{c}' ({n})" for c, n in counts.items() if n < 2]
+    if few:
+        raise DataError(f"class{'es' if len(few) > 1 else ''} {', '.join(few)} in {where} "
+                        f"{'have' if len(few) > 1 else 'has'} fewer than two texts: each class needs at least two")
+
+
+# --- readers --------------------------------------------------------------------------------------
+def _read_text_file(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    if b"\0" in raw[:4096]:
+        raise DataError(f"{path}: not a text file")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")  # spreadsheets on Windows save cp1252
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split at newlines only (str.splitlines also splits at \\x85, \\u2028 ... inside sentences)."""
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+
+
+class TextReader(DatasetReader):
+    """Base class of text readers: :meth:`rows` lists the records; :meth:`read` validates them."""
+
+    task = TASK
+
+    def rows(self, path: Path, options: dict) -> tuple[list[Row], list[Skipped], list[str]]:
+        raise NotImplementedError
+
+    def option_choices(self, path: Path) -> dict[str, list[str]]:
+        """Values the window can offer for the options (column names found in the file ...)."""
+        return {"duplicates": ["drop", "keep"]}
+
+    def read(self, path: Path, options: dict | None = None, progress=None, should_stop=None) -> TextTable:
+        path, options = Path(path), dict(options or {})
+        rows, skipped, warnings = self.rows(path, options)
+        unknown = sorted(set(options) - set(self.options_help))
+        if unknown:
+            warnings.insert(0, f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                               f"for the {self.id} reader (known: {', '.join(self.options_help)}): ignored")
+        if progress:
+            progress(len(rows), len(rows))
+        return validate_rows(self, path, rows, options, skipped, warnings)
+
+
+class TextTableReader(TextReader):
+    id = "text-csv"
+    title = "Text table (CSV / TSV)"
+    description = ("A CSV or TSV file with a header row: one column of texts and one of labels (chosen in the "
+                   "options, or found by name: text, sentence, review ... / label, class, target ...); an optional "
+                   "split column (train/val/test) gives the split.")
+    options_help = {
+        "text_column": "column of texts (default: text, sentence, review, comment, note ...)",
+        "label_column": "column of labels (default: label, class, target, category, sentiment ...)",
+        "split_column": "column of splits train/val/test (default: split, set or fold, when present)",
+        "delimiter": "column separator: ',', ';', '\\t' or '|' (default: from the file name and header row)",
+        **_COMMON_HELP,
+    }
+
+    def can_read(self, path: Path) -> bool:
+        p = Path(path)
+        if not p.is_file() or p.suffix.lower() not in (".csv", ".tsv", ".txt"):
+            return False
+        if p.suffix.lower() == ".csv":  # columns not found by name are chosen in the options (a clear message says so)
+            return True
+        try:  # .tsv / .txt: a header naming a text column (else it is sentence<TAB>label lines)
+            header = self._table(p, {}, head_only=True)[0]
+        except DataError:
+            return False
+        return _find_column(p, header, None, _TEXT_NAMES, "text", "text_column", required=False) is not None
+
+    def _table(self, path: Path, options: dict, head_only: bool = False) -> tuple[list[str], list[tuple[int, list[str]]]]:
+        text = _read_text_file(path)
+        if head_only:
+            text = text[:65536]
+        first = next((ln for ln in text.splitlines() if ln.strip()), "")
+        delim = options.get("delimiter")
+        if delim in ("\\t", "tab", "TAB"):
+            delim = "\t"
+        if not delim:
+            if path.suffix.lower() == ".tsv":
+                delim = "\t"
+            else:
+                counts = {d: first.count(d) for d in (",", "\t", ";", "|")}
+                delim = max(counts, key=counts.get) if max(counts.values()) else ","
+        try:
+            reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+            header = [h.strip() for h in next(reader, [])]
+            rows = [] if head_only else [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
+        except csv.Error as e:
+            raise DataError(f"{path}: cannot read as a table: {e}") from None
+        if not any(header):
+            raise DataError(f"{path}: empty file (expected a header row such as text,label)")
+        return header, rows
+
+    def option_choices(self, path: Path) -> dict[str, list[str]]:
+        header = self._table(Path(path), {}, head_only=True)[0]
+        return {"text_column": header, "label_column": header, "split_column": ["", *header],
+                "delimiter": [",", ";", "\\t", "|"], "duplicates": ["drop", "keep"]}
+
+    def rows(self, path: Path, options: dict):
+        header, table = self._table(path, options)
+        tcol = _find_column(path, header, options.get("text_column"), _TEXT_NAMES, "text", "text_column")
+        lcol = _find_column(path, header, options.get("label_column"), _LABEL_NAMES, "label", "label_column")
+        scol = _find_column(path, header, options.get("split_column"), _SPLIT_COLS, "split", "split_column", required=False)
+
+        def cell(row, i):
+            return row[i] if i is not None and i < len(row) else None
+
+        rows = [Row(f"{path.name}:{line}", cell(r, tcol), cell(r, lcol), cell(r, scol)) for line, r in table]
+        warnings = [] if rows else [f"{path}: the table has a header but no rows"]
+        return rows, [], warnings
+
+
+class JsonlTextReader(TextReader):
+    id = "text-jsonl"
+    title = "JSON lines"
+    description = ("A .jsonl file: one JSON object per line with a text field and a label field (chosen in the "
+                   "options, or found by name), optionally a split field.  A .json file holding a list of such "
+                   "objects is read too.")
+    options_help = {
+        "text_column": "field of the text (default: text, sentence, review, comment, note ...)",
+        "label_column": "field of the label (default: label, class, target, category, sentiment ...)",
+        "split_column": "field of the split train/val/test (default: split, set or fold, when present)",
+        **_COMMON_HELP,
+    }
+
+    def can_read(self, path: Path) -> bool:
+        p = Path(path)
+        return p.is_file() and p.suffix.lower() in (".jsonl", ".ndjson", ".json")
+
+    def _records(self, path: Path) -> tuple[list[tuple[int, dict]], list[Skipped]]:
+        text = _read_text_file(path)
+        if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: not valid JSON: {e}") from None
+            recs = [(i + 1, r) for i, r in enumerate(data)]
+        else:
+            recs, bad = [], []
+            for n, line in enumerate(_lines(text), 1):
+                if not line.strip():
+                    continue
+                try:
+                    recs.append((n, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    bad.append(Skipped(f"{path.name}:{n}", f"not valid JSON ({e.msg})"))
+            good = [(n, r) for n, r in recs if isinstance(r, dict)]
+            bad += [Skipped(f"{path.name}:{n}", f"not a JSON object (a {type(r).__name__})")
+                    for n, r in recs if not isinstance(r, dict)]
+            return good, bad
+        good = [(n, r) for n, r in recs if isinstance(r, dict)]
+        bad = [Skipped(f"{path.name}:{n}", f"not a JSON object (a {type(r).__name__})")
+               for n, r in recs if not isinstance(r, dict)]
+        return good, bad
+
+    def _keys(self, recs) -> list[str]:
+        keys: dict[str, None] = {}
+        for _, r in recs[:200]:
+            keys.update(dict.fromkeys(map(str, r)))
+        return list(keys)
+
+    def option_choices(self, path: Path) -> dict[str, list[str]]:
+        keys = self._keys(self._records(Path(path))[0])
+        return {"text_column": keys, "label_column": keys, "split_column": ["", *keys], "duplicates": ["drop", "keep"]}
+
+    def rows(self, path: Path, options: dict):
+        recs, bad = self._records(path)
+        if not recs:
+            raise DataError(f"{path}: no JSON objects found" + (f" ({bad[0].reason})" if bad else ""))
+        keys = self._keys(recs)
+        tk = keys[_find_column(path, keys, options.get("text_column"), _TEXT_NAMES, "text", "text_column")]
+        lk = keys[_find_column(path, keys, options.get("label_column"), _LABEL_NAMES, "label", "label_column")]
+        si = _find_column(path, keys, options.get("split_column"), _SPLIT_COLS, "split", "split_column", required=False)
+        sk = keys[si] if si is not None else None
+
+        def get(r, k):
+            v = r.get(k) if k is not None else None
+            return None if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+
+        return [Row(f"{path.name}:{n}", get(r, tk), get(r, lk), get(r, sk)) for n, r in recs], bad, []
+
+
+class UciTextReader(TextReader):
+    id = "text-uci"
+    title = "Sentences with labels (sentence TAB label)"
+    description = ("The UCI format: lines of 'sentence<TAB>label' without a header, in one file or in a folder of "
+                   ".txt/.tsv files (each a site or source; files that are not in this format, such as a readme, "
+                   "are ignored).  test_files keeps whole files aside as the test set (train on some sources, "
+                   "test on another).")
+    options_help = {
+        "files": "only these files of the folder (names or stems, e.g. amazon_cells_labelled, yelp)",
+        "test_files": "files (names or stems) that form the test set; the others are for training (and validation)",
+        "val_files": "files (names or stems) that form the validation set",
+        **_COMMON_HELP,
+    }
+    FILE_SUFFIXES = (".txt", ".tsv")
+
+    @staticmethod
+    def _looks_uci(path: Path, probe: int = 50) -> bool:
+        try:
+            text = _read_text_file(path)[:65536]
+        except DataError:
+            return False
+        lines = [ln for ln in _lines(text) if ln.strip()][:probe]
+        good = [ln for ln in lines if "\t" in ln and ln.rsplit("\t", 1)[0].strip() and 0 < len(ln.rsplit("\t", 1)[1].strip()) <= 40]
+        return bool(lines) and len(good) >= 0.9 * len(lines)
+
+    def _files(self, path: Path) -> tuple[list[Path], list[Path]]:
+        """(data files, ignored files) of a folder, or ([path], []) for a file."""
+        if path.is_file():
+            return [path], []
+        files = sorted((f for f in path.iterdir() if f.is_file() and f.suffix.lower() in self.FILE_SUFFIXES
+                        and not f.name.startswith(".")), key=lambda f: natural_key(f.name))
+        good = [f for f in files if self._looks_uci(f)]
+        return good, [f for f in files if f not in good]
+
+    def can_read(self, path: Path) -> bool:
+        p = Path(path)
+        if p.is_file():
+            return p.suffix.lower() in self.FILE_SUFFIXES and self._looks_uci(p)
+        return p.is_dir() and bool(self._files(p)[0])
+
+    def option_choices(self, path: Path) -> dict[str, list[str]]:
+        names = [f.stem for f in self._files(Path(path))[0]]
+        return {"files": names, "test_files": names, "val_files": names, "duplicates": ["drop", "keep"]}
+
+    @staticmethod
+    def _pick(files: list[Path], wanted, option: str) -> set[Path]:
+        names = _as_list(wanted)
+        if not names:
+            return set()
+        out = set()
+        for n in names:
+            hit = [f for f in files if n in (f.name, f.stem) or f.stem.startswith(n + "_") or f.stem.split("_")[0] == n]
+            if not hit:
+                raise DataError(f"option {option}: no file '{n}' (files: {', '.join(f.name for f in files)})")
+            out.update(hit)
+        return out
+
+    def rows(self, path: Path, options: dict):
+        files, ignored = self._files(path)
+        if not files:
+            raise DataError(f"{path}: no 'sentence<TAB>label' lines found (expected one sentence and its label per line)")
+        if options.get("files"):
+            files = [f for f in files if f in self._pick(files, options["files"], "files")]
+        test = self._pick(files, options.get("test_files"), "test_files")
+        val = self._pick(files, options.get("val_files"), "val_files")
+        split_given = bool(test or val)
+        rows, skipped = [], []
+        for f in files:
+            split = "test" if f in test else "val" if f in val else ("train" if split_given else None)
+            for n, line in enumerate(_lines(_read_text_file(f)), 1):
+                if not line.strip():
+                    continue
+                where = f"{f.name}:{n}"
+                if "\t" not in line:
+                    skipped.append(Skipped(where, "no tab between the sentence and its label"))
+                    continue
+                text, label = line.rsplit("\t", 1)
+                rows.append(Row(where, text, label, split, {"file": f.stem}))
+        warnings = [f"{f.name}: not 'sentence<TAB>label' lines: ignored" for f in ignored]
+        return rows, skipped, warnings
+
+
+def text_readers() -> list[TextReader]:
+    return [JsonlTextReader(), TextTableReader(), UciTextReader()]
+
+
+@hookimpl
+def tlstudio_dataset_readers():
+    return text_readers()
