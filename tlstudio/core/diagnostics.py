@@ -287,7 +287,7 @@ def measure_shift(source: str | Path, target: str | Path, model: str = "mobilene
     rng = np.random.default_rng(seed)
     picked = []
     for name, path, fmt in (("source", source, source_format), ("target", target, target_format)):
-        table = read_data(path, fmt, {}, readers)
+        table = read_data(path, fmt, {}, readers, task="image-classification")
         if not len(table):
             raise DataError(f"{path}: no usable images for the {name} side")
         images, valid = build_image_cache(table, size, cache_dir(),

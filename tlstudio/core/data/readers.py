@@ -401,16 +401,17 @@ def tlstudio_dataset_readers():
 
 def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None, readers: list | None = None,
               progress: Progress = None, should_stop: ShouldStop = None,
-              task: str | None = "image-classification") -> ImageTable:
+              task: str | None = None) -> ImageTable:
     """Read and validate a data source with the reader ``fmt`` (an id) or the first that
-    recognises it ("auto": the plain folder reader last).  Only readers of ``task`` are
-    considered (None: readers of every task)."""
+    recognises it ("auto": the plain folder reader last).  With ``task``, only readers of
+    that task are considered; without ``readers``, the built-in image readers (and the text
+    readers for a text task) are."""
     source = Path(source).expanduser().absolute()
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
     if readers is None:
         readers = builtin_readers()
-        if task != "image-classification":
+        if task not in (None, "image-classification"):
             from .text import text_readers
 
             readers += text_readers()
