@@ -141,7 +141,7 @@ def test_truncation_is_counted_and_reported(tiny, sentences, tmp_path):
     assert "truncated" in (Run(res["run_dir"]).dir / "report.md").read_text()
 
 
-def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentences, tmp_path):
+def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentences, tmp_path, capsys):
     from tlstudio.cli import main
     from tlstudio.core.predict import Predictor
     from tlstudio.core.text_export import predict_exported
@@ -163,13 +163,16 @@ def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentence
     assert all(-1 <= w["weight"] <= 1 for w in why["words"]) and max(abs(w["weight"]) for w in why["words"]) == 1
 
     out_dir = tmp_path / "export"
-    assert main(["text-export", str(run_dir), "--out", str(out_dir), "--json"]) == 0
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out_dir), "--json"]) == 0
     summary = json.loads((out_dir / "export.json").read_text())
     assert summary["max_abs_diff"] <= 1e-4 and summary["parity_texts"] >= 10  # the run's own test texts
     assert {"model.onnx", "tokenizer.json", "tokenizer_config.json", "labels.json", "preprocessing.json"} <= set(summary["files"])
     texts = ["The screen is great.", "Terrible, broken phone.", "A wonderful meal, really."]
     exported = predict_exported(out_dir, texts)
     assert [r["predicted"] for r in exported] == [r["predicted"] for r in pred.predict(texts)]
+    capsys.readouterr()
+    assert main(["predict", str(out_dir), *texts, "--json"]) == 0  # the exported folder alone
+    assert [r["predicted"] for r in json.loads(capsys.readouterr().out)] == [r["predicted"] for r in exported]
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():

@@ -375,6 +375,11 @@ def cmd_predict(args, plugins) -> int:
     from tlstudio.core.package import ModelPackage, is_package
     from tlstudio.core.predict import Predictor
 
+    if _is_text_export(args.run):  # model.onnx + tokenizer files from a text run's export
+        from tlstudio.core.text_export import predict_exported
+
+        results = predict_exported(args.run, args.images)
+        return _print_predictions(args, results)
     if is_package(args.run):  # an exported model package: no project, run or checkpoint needed
         pred = ModelPackage.open(args.run, plugins=plugins)
         task = pred.task
@@ -384,6 +389,27 @@ def cmd_predict(args, plugins) -> int:
     results = pred.predict_paths(args.images) if task != "text-classification" else pred.predict(args.images)
     if args.csv:
         pred.write_csv(results, args.csv)
+    return _print_predictions(args, results, csv_written=True)
+
+
+def _is_text_export(path: str) -> bool:
+    pre = Path(path) / "preprocessing.json"
+    try:
+        return pre.is_file() and json.loads(pre.read_text(encoding="utf-8")).get("kind") == "text-classification"
+    except (OSError, ValueError):
+        return False
+
+
+def _print_predictions(args, results: list[dict], csv_written: bool = False) -> int:
+    if args.csv and not csv_written:
+        import csv
+
+        names = sorted({k for r in results for k in r.get("probabilities", {})})
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["ref", "predicted", *names])
+            for r in results:
+                w.writerow([r["ref"], r["predicted"], *(r["probabilities"].get(n, "") for n in names)])
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -396,9 +422,26 @@ def cmd_predict(args, plugins) -> int:
     return EXIT_OK if all(not r.get("error") for r in results) else EXIT_FAILED
 
 
+def _run_task(ref: str, runs_dir) -> str | None:
+    from tlstudio.core.runs import open_run
+    from tlstudio.core.settings import load_settings
+
+    try:
+        return open_run(ref, runs_dir or load_settings().runs_path()).project().task
+    except Exception:  # noqa: BLE001 - export_run says what is wrong with the run
+        return None
+
+
 def cmd_export(args, plugins) -> int:
     from tlstudio.core.export import export_run
 
+    if _run_task(args.run, args.runs_dir) == "text-classification":
+        if args.format != "onnx":
+            from tlstudio.core.errors import StudioError
+
+            raise StudioError("A text-classification run exports to ONNX with its tokenizer: use --format onnx.")
+        args.out = str(args.out)
+        return cmd_text_export(args, plugins)
     con = _console(stderr=True)
 
     def show(e: dict) -> None:
