@@ -90,24 +90,27 @@ def test_stop_request_stops_a_torchrun_job_which_resumes_in_one_process(tmp_path
     from tlstudio.core.distributed import RunProcess
 
     project, path = project_file(tmp_path, epochs=3)
-    job = RunProcess.start(path, nproc=2, runs_dir=tmp_path / "runs", stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
+    log = open(tmp_path / "job.log", "w+")
+    job = RunProcess.start(path, nproc=2, runs_dir=tmp_path / "runs", stdout=subprocess.DEVNULL, stderr=log)
     run = job.run
     assert run.dir.is_dir()  # known before the job has started
     deadline = time.time() + 500
     seen_epoch = False
+    followed: list[dict] = []
     while time.time() < deadline and job.running():
-        if any(e["kind"] == "epoch" for e in run.iter_events({"epoch"})):
+        followed += job.new_events()  # what the window's timer does
+        if any(e["kind"] == "epoch" for e in followed):
             seen_epoch = True
             job.stop()
             break
         time.sleep(0.2)
-    assert seen_epoch, job.proc.stderr.read()[-3000:] if not job.running() else "no epoch in time"
-    _, err = job.proc.communicate(timeout=300)
-    assert job.proc.returncode == 3, err[-3000:]  # the command line's "stopped"
+    assert seen_epoch, (tmp_path / "job.log").read_text()[-3000:]
+    assert job.wait(timeout=300) == 3, (tmp_path / "job.log").read_text()[-3000:]  # the command line's "stopped"
+    log.close()
     assert run.status() == "stopped" and run.resumable()
     ev = run.events()
     assert [e["kind"] for e in ev].count("stopped") == 1 and ev[-1]["kind"] == "stopped"
+    assert followed + job.new_events() == ev  # followed piece by piece: every event, once
     done_epochs = [e["epoch"] for e in run.epochs()]
     assert done_epochs and done_epochs[0] == 1 and len(done_epochs) < 3
     assert not (run.dir / "stop.request").exists()  # carried out, so a resume does not stop at once

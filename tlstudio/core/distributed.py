@@ -544,8 +544,10 @@ class RunProcess:
     @classmethod
     def start(cls, project_file: str | Path, nproc: int = 1, *, runs_dir: str | Path | None = None,
               resume: bool = False, extra_args: Sequence[str] = (), python: str | None = None,
-              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) -> "RunProcess":
-        """``project_file``: a project.toml (a new run) or, with ``resume=True``, a run folder."""
+              stdout=subprocess.DEVNULL, stderr=None) -> "RunProcess":
+        """``project_file``: a project.toml (a new run) or, with ``resume=True``, a run folder.
+        ``stderr`` (warnings, a failing process's traceback) goes to the caller's by default;
+        pass an open file to keep it (not a pipe nobody reads: the job would block on it)."""
         from .config import load_project
         from .runs import open_run
         from .settings import load_settings
