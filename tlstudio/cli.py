@@ -228,18 +228,31 @@ def cmd_shift(args, plugins) -> int:
 
 
 def cmd_train(args, plugins) -> int:
-    from tlstudio.core.engine import RunControl, resume, train
+    from tlstudio.core import distributed as D
+    from tlstudio.core.engine import RunControl, Trainer, resume, train
     from tlstudio.core.errors import StudioError
 
-    if getattr(args, "compare_scratch", False) and not args.resume:
+    if getattr(args, "compare_scratch", False) and not args.resume and not D.in_torchrun():
         return cmd_compare_scratch(args, plugins)
-    show = _Progress(quiet=args.json)
+    if (args.nproc or 1) > 1 and not D.in_torchrun():
+        return _train_with_torchrun(args, plugins)
+    if D.in_torchrun() and args.into_run and D.restart_count() > 0 and D.finished(args.into_run):
+        return EXIT_OK  # torchrun restarted a job whose run already ended: nothing to do
+    main = D.is_main_process()  # under torchrun only rank 0 shows progress
+    show = _Progress(quiet=args.json) if main else _Quiet()
     control = RunControl()
     final: dict = {}
     try:
         if args.resume:
             final = resume(args.resume, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins,
                            epochs=args.epochs)
+        elif args.into_run and (Path(args.into_run) / "project.toml").exists():
+            # the run's files exist: an earlier attempt of this job got that far, continue it
+            final = resume(args.into_run, on_event=show, control=control, plugins=plugins)
+        elif args.into_run:
+            project = build_project(args, plugins)
+            final = Trainer(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins,
+                            into_run=D.create_run_folder(args.into_run)).fit()
         else:
             project = build_project(args, plugins)
             final = train(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins)
@@ -247,12 +260,21 @@ def cmd_train(args, plugins) -> int:
         show.close()
         _err(f"error: {e}")
         return EXIT_FAILED
+    except D.OutOfMemoryRestart as e:
+        show.close()
+        _err(f"Out of GPU memory ({e}): the launcher restarts the job with fewer images at a time.")
+        return D.EXIT_OOM
     except KeyboardInterrupt:
         show.close()
         _err("Interrupted: resume with `tlstudio train --resume <run>`.")
         return EXIT_STOPPED
     show.close()
     status = final.get("status")
+    if D.in_torchrun():  # all processes stopped together, or rank 0 recorded the outcome
+        if status == "failed":
+            return EXIT_FAILED  # the others are ended by torchrun
+        if not main or status == "stopped":
+            return EXIT_OK
     if args.json:
         print(json.dumps({k: v for k, v in final.items() if k != "test"} | {"test": final.get("test", {})},
                          default=str))
@@ -263,6 +285,61 @@ def cmd_train(args, plugins) -> int:
         return EXIT_FAILED
     if status == "stopped":
         _err(f"Stopped. Resume with: tlstudio train --resume {final.get('run_dir')}")
+        return EXIT_STOPPED
+    return EXIT_OK
+
+
+class _Quiet:
+    """The console of a process other than rank 0: silent."""
+
+    def __call__(self, e: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _train_with_torchrun(args, plugins) -> int:
+    """``tlstudio train ... --nproc N``: the run folder first, then torchrun with N processes
+    re-invoking this command line; waits, and reports like a single-process run."""
+    from tlstudio.core import distributed as D
+    from tlstudio.core.runs import open_run
+    from tlstudio.core.settings import load_settings
+
+    argv = list(getattr(args, "_argv", None) or sys.argv[1:])
+    glob = D.global_args(argv)
+    if args.resume:
+        root = Path(args.runs_dir) if args.runs_dir else load_settings().runs_path()
+        run = open_run(args.resume, root)
+        if args.epochs:
+            project = run.project()
+            project.training.epochs = args.epochs
+            run.save_project(project)
+        else:
+            project = run.project()
+        D.clear_stop_request(run.dir)
+        worker_args = glob + ["train"]
+    else:
+        project = build_project(args, plugins)  # bad settings are reported before anything starts
+        if args.into_run:
+            run = D.create_run_folder(args.into_run)
+        else:
+            root = Path(args.runs_dir) if args.runs_dir else load_settings().runs_path()
+            run = D.new_run_folder(root, project)
+        worker_args = D.strip_args(argv, {"--nproc": True, "--json": False, "--into-run": True})
+    D.check_processes(project.training.device, args.nproc)
+    if not args.json:
+        _console().print(f"Starting {args.nproc} processes with torchrun; run folder {run.dir}")
+    final = D.launch(run.dir, worker_args, args.nproc, stdout=sys.stderr if args.json else None)
+    status = final.get("status")
+    if args.json:
+        print(json.dumps({k: v for k, v in final.items() if k != "test"} | {"test": final.get("test", {})},
+                         default=str))
+    if status == "failed":
+        _err(f"Training failed: {final.get('message')}")
+        return EXIT_FAILED
+    if status == "stopped":
+        _err(f"Stopped. Resume with: tlstudio train --resume {final.get('run_dir')} (with any --nproc)")
         return EXIT_STOPPED
     return EXIT_OK
 
@@ -564,6 +641,12 @@ def make_parser() -> argparse.ArgumentParser:
                    help="negative-transfer check: also train the same recipe from random initialisation, several seeds")
     t.add_argument("--compare-seeds", type=int, default=3, metavar="N", help="seeds per arm for --compare-scratch (default 3)")
     t.add_argument("--compare-metric", default="accuracy", help="test metric compared (default accuracy)")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train in N processes with torchrun (DistributedDataParallel): one per GPU, or N CPU "
+                        "processes; the batch size stays the global batch")
+    t.add_argument("--into-run", metavar="DIR",
+                   help="train into this run folder (made if missing; continued if it holds an earlier attempt): "
+                        "lets a caller know the folder before the run starts")
     t.set_defaults(func=cmd_train)
 
     sh = sub.add_parser("shift", help="measure the domain shift between two image sets (MMD and its p-value)")
@@ -656,7 +739,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = make_parser().parse_args(argv)
+    args._argv = argv
     from tlstudio.core.errors import StudioError
     from tlstudio.core.plugins import get_plugin_manager
 

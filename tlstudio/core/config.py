@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .errors import ProjectError
 from .io import atomic_write_text
@@ -88,7 +88,14 @@ class TrainingConfig(_Strict):
     amp: bool = Field(True, title="Mixed precision (GPU)", description="bf16/fp16 autocast on CUDA; ignored on CPU.")
     monitor: str = Field("auto", title="Best-model metric", description="Validation metric that picks the best epoch: auto, val_loss, val_accuracy, val_balanced_accuracy, val_auc ...")
     early_stopping: int = Field(0, ge=0, title="Early stopping patience", description="Stop after this many epochs without improvement (0 = off).")
-    num_workers: int = Field(0, ge=0, le=64, title="Loader workers")
+    num_workers: int = Field(-1, ge=-1, le=64, title="Loader workers",
+                             description="Processes that prepare batches beside the training (-1 = auto: none on "
+                             "the CPU, several on a GPU so that it never waits for data).")
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers_auto(cls, v):
+        return -1 if isinstance(v, str) and v.strip().lower() == "auto" else v
     threads: int = Field(0, ge=0, le=512, title="CPU threads (0 = all)")
 
 

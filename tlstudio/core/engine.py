@@ -36,6 +36,22 @@ class RunControl:
         self._stop = threading.Event()
         self._go = threading.Event()
         self._go.set()
+        self._watch: Path | None = None
+        self._next_poll = 0.0
+
+    def watch(self, path: str | Path) -> None:
+        """Also stop when ``path`` appears (a stop request written by another process, see
+        :func:`tlstudio.core.distributed.request_stop`); polled at most twice a second."""
+        self._watch = Path(path)
+        self._next_poll = 0.0
+
+    def _poll(self) -> None:
+        if self._watch is not None and not self._stop.is_set():
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + 0.5
+                if self._watch.exists():
+                    self.stop()
 
     def stop(self) -> None:
         self._stop.set()
@@ -49,6 +65,7 @@ class RunControl:
 
     @property
     def stopped(self) -> bool:
+        self._poll()
         return self._stop.is_set()
 
     @property
@@ -57,10 +74,16 @@ class RunControl:
 
     def check(self) -> None:
         """Block while paused; raise :class:`RunStopped` once Stop was pressed."""
+        self._poll()
         while not self._go.wait(0.2):
-            pass
+            self._poll()
         if self._stop.is_set():
             raise RunStopped()
+
+    def sync(self) -> None:
+        """Where every process of a distributed run agrees on Stop (each training batch);
+        one process: the same as :meth:`check`."""
+        self.check()
 
 
 # --- devices and seeds ------------------------------------------------------------------
@@ -143,6 +166,9 @@ class RunContext:
         self.eval_details: dict = {}
         self.model_info: dict = {}
         self.amp_dtype = None
+        self.dist = None  # a tlstudio.core.distributed.Distributed under torchrun
+        self.micro_batch: int | None = None  # images at a time after an out-of-memory (None: whole batches)
+        self._loaders: dict = {}
         if device.type == "cuda" and project.training.amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -177,27 +203,77 @@ class RunContext:
         self.control.check()
 
     # data
+    @property
+    def num_workers(self) -> int:
+        """Loader worker processes: the project's number, or for "auto" (-1) none on the CPU
+        (the images are decoded once into the cache; workers would only compete for the
+        same cores) and several on a GPU, so that augmentation runs beside the training."""
+        n = self.training.num_workers
+        if n is None or n < 0:
+            if self.device.type != "cuda":
+                return 0
+            per_proc = (os.cpu_count() or 2) // max(1, self.dist.local_world if self.dist else 1)
+            return max(2, min(8, per_proc - 1))
+        return int(n)
+
     def loader(self, split: str, train: bool = False, epoch: int = 0, batch_size: int | None = None,
                dataset=None, shuffle: bool | None = None) -> torch.utils.data.DataLoader:
         """A DataLoader over ``split`` (or ``dataset``), seeded per epoch so that a resumed
-        run sees exactly the batches an uninterrupted one would have seen."""
+        run sees exactly the batches an uninterrupted one would have seen.
+
+        Under torchrun a training loader is sharded (DistributedSampler, seeded per epoch) and
+        each process takes ``batch_size / processes`` images: the project's batch size is the
+        global batch.  With loader workers (and not deterministic) the loaders of the data's
+        own splits are kept between epochs with persistent workers and prefetching."""
         ds = dataset if dataset is not None else self.data.dataset(split, train=train)
         bs = batch_size or self.training.batch_size
         g = torch.Generator().manual_seed(self.training.seed * 7919 + epoch)
         sampler = None
         shuffle = train if shuffle is None else shuffle
+        shard = self.dist is not None and train
+        workers = self.num_workers
+        keep = workers > 0 and not self.training.deterministic and dataset is None
+        key = (split, train, bs, shuffle, self.training.class_balance)
+        if keep and key in self._loaders:
+            dl = self._loaders[key]
+            if hasattr(dl.sampler, "set_epoch"):
+                dl.sampler.set_epoch(epoch)
+            if dl.generator is not None:
+                dl.generator.manual_seed(self.training.seed * 7919 + epoch)
+            return dl
         y = self._sampler_labels(split, dataset) if train and self.training.class_balance == "balanced_sampler" else None
         if y is not None:
             w = 1.0 / torch.bincount(y, minlength=self.num_classes).clamp(min=1).float()
             sampler = torch.utils.data.WeightedRandomSampler(w[y], num_samples=len(y), replacement=True, generator=g)
             shuffle = False
-        workers = self.training.num_workers
-        return torch.utils.data.DataLoader(
+            if shard:  # the same draw on every process, each takes its share
+                idx = list(sampler)
+                per = math.ceil(len(idx) / self.dist.world)
+                idx = (idx * 2)[:per * self.dist.world]
+                sampler = idx[self.dist.rank::self.dist.world]
+                keep = False
+        elif shard:
+            sampler = torch.utils.data.DistributedSampler(ds, num_replicas=self.dist.world, rank=self.dist.rank,
+                                                          shuffle=shuffle, seed=self.training.seed * 7919)
+            sampler.set_epoch(epoch)
+            shuffle = False
+        if shard:
+            bs = max(1, bs // self.dist.world)
+        n = len(sampler) if sampler is not None else len(ds)
+        extra = {"persistent_workers": True, "prefetch_factor": 4} if keep else {}
+        dl = torch.utils.data.DataLoader(
             ds, batch_size=bs, shuffle=shuffle if sampler is None else False, sampler=sampler, generator=g,
-            num_workers=workers, persistent_workers=False, pin_memory=self.device.type == "cuda",
-            drop_last=bool(train and len(ds) > bs and len(ds) % bs == 1),
-            collate_fn=getattr(self.data, "collate", None),
+            num_workers=workers, pin_memory=self.device.type == "cuda",
+            drop_last=bool(train and n > bs and n % bs == 1),
+            collate_fn=getattr(self.data, "collate", None), **extra,
         )
+        if keep:
+            self._loaders[key] = dl
+        return dl
+
+    def close_loaders(self) -> None:
+        """End the persistent loader workers of this run."""
+        self._loaders.clear()
 
     def _sampler_labels(self, split: str, dataset) -> torch.Tensor | None:
         """Labels for the balanced sampler: the split's, or those of a dataset of tensors
@@ -292,7 +368,8 @@ class Trainer:
     """Runs one project (fresh or resumed) and reports through events."""
 
     def __init__(self, project: Project, *, on_event: EventCallback | None = None, control: RunControl | None = None,
-                 runs_dir: str | Path | None = None, plugins=None, resume_run: Run | None = None):
+                 runs_dir: str | Path | None = None, plugins=None, resume_run: Run | None = None,
+                 into_run: Run | None = None):
         from .plugins import get_plugin_manager
 
         self.plugins = plugins or get_plugin_manager()
@@ -300,12 +377,17 @@ class Trainer:
         self.on_event = on_event
         self.control = control or RunControl()
         self.runs_dir = Path(runs_dir) if runs_dir else load_settings().runs_path()
-        self.run: Run | None = resume_run
+        self.run: Run | None = resume_run or into_run  # into_run: a new run in a folder made beforehand
+        self._resuming = resume_run is not None
         self.ctx: RunContext | None = None
         self.result: dict = {}
+        self.dist = None  # tlstudio.core.distributed.Distributed when torchrun started this process
+        self._main = True  # rank 0 (or the only process): the one that writes, logs and evaluates
 
     # events go to the caller, the run store and observer plugins
     def _emit(self, event: dict) -> None:
+        if not self._main:
+            return
         event.setdefault("time", time.time())
         if self.run is not None:
             try:
@@ -322,7 +404,8 @@ class Trainer:
 
     def fit(self) -> dict:
         t_start = time.time()
-        resuming = self.run is not None
+        resuming = self._resuming
+        dist = None
         try:
             tech, cfg = _technique_for(self.project, self.plugins)
             tr = self.project.training
@@ -332,22 +415,35 @@ class Trainer:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.use_deterministic_algorithms(True, warn_only=True)
                 torch.backends.cudnn.benchmark = False
-            device = select_device(tr.device)
+            from . import distributed as _dist
+
+            if _dist.in_torchrun():  # one of several processes: DDP, rank 0 writes the run store
+                self._main = _dist.is_main_process()
+                dist = self.dist = _dist.Distributed.setup(tr.device)
+                self._main = dist.is_main
+                self.control = _dist.make_control(dist, self.control)
+                device = dist.device
+            else:
+                device = select_device(tr.device)
             if device.type == "cuda" and not tr.deterministic:
                 torch.backends.cudnn.benchmark = True
-            if self.run is None:
+            if self.run is None and self._main:
                 self.run = Run.create(self.runs_dir, self.project)
             run = self.run
+            if run is not None:
+                self.control.watch(run.dir / _dist.STOP_FILE)
             ctx = self.ctx = RunContext(self.project, tech, cfg, device, run=run, plugins=self.plugins,
                                         control=self.control, emit=self._emit)
+            ctx.dist = dist
             mon_name, mon_mode = _monitor(self.project, tech)
-            self._emit({"kind": "start", "run_dir": str(run.dir), "run_id": run.id, "technique": tech.id,
-                        "model": self.project.model.architecture, "device": describe_device(device),
-                        "epochs": tr.epochs, "resumed": resuming, "monitor": mon_name,
-                        "series": dict(getattr(tech, "series", {}))})
+            if self._main:
+                self._emit({"kind": "start", "run_dir": str(run.dir), "run_id": run.id, "technique": tech.id,
+                            "model": self.project.model.architecture, "device": self._device_text(device),
+                            "epochs": tr.epochs, "resumed": resuming, "monitor": mon_name,
+                            "series": dict(getattr(tech, "series", {})), "processes": dist.world if dist else 1})
             seed_everything(tr.seed)
-            tech.prepare_data(ctx)
-            if not resuming:
+            self._rank0_first(ctx, lambda: tech.prepare_data(ctx))  # caches filled once, by rank 0
+            if not resuming and self._main:
                 self._write_run_files(ctx)
             torch.manual_seed(tr.seed)
             ctx.model = tech.build(ctx).to(device)
@@ -358,7 +454,7 @@ class Trainer:
             best = state["best"] if state else {"value": None, "epoch": None, "loss": float("inf")}
             bad_epochs = state["bad_epochs"] if state else 0
             ctx.epoch = max(0, start_epoch - 1)
-            tech.on_fit_start(ctx)
+            self._rank0_first(ctx, lambda: tech.on_fit_start(ctx))
             ctx.set_param_groups(tech.param_groups(ctx))
             if state:
                 ctx.optimizer.load_state_dict(state["optimizer"])
@@ -366,18 +462,22 @@ class Trainer:
                 ctx.scaler = torch.amp.GradScaler("cuda")
                 if state and state.get("scaler"):
                     ctx.scaler.load_state_dict(state["scaler"])
-            run.set_status(RUNNING, monitor=mon_name)
+            if self._main:
+                run.set_status(RUNNING, monitor=mon_name)
             has_val = self._has_split(ctx, "val")
             ctx.steps_per_epoch = self._steps_per_epoch(tech, ctx)
             total_steps = ctx.steps_per_epoch * tr.epochs
+            self._restore_scale(ctx, state, start_epoch)
 
             for epoch in range(start_epoch, tr.epochs):
                 ctx.epoch = epoch
-                seed_everything(tr.seed, epoch + 1)
+                seed_everything(tr.seed + (7_777_777 * dist.rank if dist else 0), epoch + 1)
                 tech.on_epoch_start(ctx, epoch)
                 t0 = time.time()
                 train_stats = self._train_epoch(tech, ctx, epoch, total_steps)
-                val = tech.evaluate(ctx, "val") if has_val else {}
+                val = tech.evaluate(ctx, "val") if has_val and self._main else {}
+                if dist is not None:  # every process sees rank 0's validation
+                    val = dist.broadcast(val)
                 from .metrics import scalar_metrics
 
                 val_scalars = {f"val_{k}": v for k, v in scalar_metrics(val).items() if v is not None}
@@ -391,41 +491,116 @@ class Trainer:
                 if improved:
                     best = {"value": value, "epoch": epoch + 1, "loss": loss}
                     bad_epochs = 0
-                    self._save_best(ctx, epoch, value, mon_name)
+                    if self._main:
+                        self._save_best(ctx, epoch, value, mon_name)
                 else:
                     bad_epochs += 1
-                self._save_last(ctx, epoch + 1, best, bad_epochs)
+                if self._main:
+                    self._save_last(ctx, epoch + 1, best, bad_epochs)
                 self._emit({"kind": "epoch", "epoch": epoch + 1, "epochs": tr.epochs, **train_stats, **val_scalars,
                             "lr": ctx.lr_by_group(), "series": {k: float(v) for k, v in extra.items()},
                             "seconds": time.time() - t0, "best": improved, "monitor": mon_name})
-                run.set_status(RUNNING, epoch=epoch + 1, best_value=best["value"], best_epoch=best["epoch"])
+                if self._main:
+                    run.set_status(RUNNING, epoch=epoch + 1, best_value=best["value"], best_epoch=best["epoch"])
                 if tr.early_stopping and bad_epochs >= tr.early_stopping:
                     ctx.log(f"Early stopping: {mon_name} did not improve for {bad_epochs} epochs.")
                     break
 
-            self.result = self._finish(tech, ctx, best, mon_name, t_start)
+            if self._main:
+                self.result = self._finish(tech, ctx, best, mon_name, t_start)
+            else:
+                self.result = {"status": DONE, "rank": dist.rank}
             return self.result
         except RunStopped:
-            if self.run is not None:
+            if self.run is not None and self._main:
                 self.run.set_status(STOPPED)
+                _clear_stop(self.run)
             self._emit({"kind": "stopped", "run_dir": str(self.run.dir) if self.run else None,
                         "message": "Stopped. The run can be resumed from its last completed epoch."})
             self.result = {"status": STOPPED, "run_dir": str(self.run.dir) if self.run else None}
             return self.result
         except BaseException as e:  # noqa: BLE001 - every failure becomes a readable event
             if isinstance(e, KeyboardInterrupt):
-                if self.run is not None:
+                if self.run is not None and self._main:
                     self.run.set_status(STOPPED)
                 raise
+            if dist is not None and isinstance(e, torch.OutOfMemoryError):
+                self._oom_restart(e)  # raises: the launcher restarts the job smaller
             msg = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
-            if self.run is not None:
+            if self.run is not None and self._main:
                 self.run.set_status(FAILED, message=msg)
+                _clear_stop(self.run)
+            if not self._main:
+                traceback.print_exc()  # a non-zero rank has no run store: its error goes to the job's output
             self._emit({"kind": "failed", "message": msg, "details": traceback.format_exc(),
                         "advice": advice_for(e), "run_dir": str(self.run.dir) if self.run else None})
             self.result = {"status": FAILED, "message": msg, "run_dir": str(self.run.dir) if self.run else None}
             return self.result
+        finally:
+            if self.ctx is not None:
+                self.ctx.close_loaders()
+            if dist is not None:
+                dist.close()
 
     # --- pieces -----------------------------------------------------------------------
+    def _device_text(self, device: torch.device) -> str:
+        text = describe_device(device)
+        return f"{text} x {self.dist.world} processes ({self.dist.backend})" if self.dist else text
+
+    def _rank0_first(self, ctx: RunContext, fn: Callable[[], Any]) -> None:
+        """``fn`` on rank 0 first, then on the other processes (which find rank 0's image and
+        feature caches and its split); one process: just ``fn``."""
+        if self.dist is None:
+            fn()
+            return
+        if not self._main:
+            self.control.sync()  # waits for rank 0 (and learns of a stop)
+        fn()
+        if self._main:
+            self.control.sync()
+
+    def _restore_scale(self, ctx: RunContext, state: dict | None, start_epoch: int) -> None:
+        """After a resume: the step count for another number of processes, and the images at
+        a time left by an earlier out-of-memory."""
+        from .distributed import read_oom
+
+        world = self.dist.world if self.dist else 1
+        if state and int(state.get("world_size", 1)) != world:
+            ctx.step = start_epoch * ctx.steps_per_epoch
+            ctx.log(f"Resuming a run trained with {state.get('world_size', 1)} process(es) on {world}: "
+                    f"the learning-rate schedule continues at epoch {start_epoch + 1}.")
+        oom = read_oom(self.run.dir if self.run is not None else None) if self.dist else {}
+        known = [int(m) for m in ((state or {}).get("micro_batch"), oom.get("micro_batch")) if m]
+        micro = min(known) if known else 0
+        if self.dist is not None:
+            micro = self.dist.min(micro or 1 << 30)
+            micro = 0 if micro == 1 << 30 else micro
+        if micro:
+            ctx.micro_batch = micro
+            if oom.get("micro_batch") == micro:
+                ctx.log(f"Out of GPU memory on process {oom.get('rank')} with {oom.get('from')} images at a time: "
+                        f"the job restarted from its last checkpoint with {micro} at a time (gradient accumulation "
+                        "keeps the batch, so the results do not change).", "warning")
+            else:
+                ctx.log(f"{micro} images at a time on each device (set after an out-of-memory; gradient "
+                        "accumulation keeps the batch).")
+
+    def _oom_restart(self, err: BaseException) -> None:
+        """Several processes, one ran out of GPU memory: the others may be waiting for it in
+        a collective, so no process can carry on alone.  Record half the images at a time and
+        end this process; the launcher restarts the job from the last checkpoint."""
+        from .distributed import OutOfMemoryRestart, record_oom
+
+        ctx = self.ctx
+        per_proc = ctx.micro_batch or max(1, ctx.training.batch_size // self.dist.world)
+        if per_proc <= 1:
+            return  # nothing left to halve: reported as a failure
+        micro = per_proc // 2
+        record_oom(self.run.dir if self.run is not None else None, self.dist.rank, per_proc, micro)
+        ctx.log(f"Out of GPU memory with {per_proc} images at a time: the job restarts from its last "
+                f"checkpoint with {micro} at a time.", "warning")
+        raise OutOfMemoryRestart(f"process {self.dist.rank}: out of GPU memory with {per_proc} images at a time") from err
+
     @staticmethod
     def _has_split(ctx: RunContext, split: str) -> bool:
         has = getattr(ctx.data, "has_split", None)
@@ -447,53 +622,155 @@ class Trainer:
         return value < best if mode == "min" else value > best
 
     def _train_epoch(self, tech, ctx: RunContext, epoch: int, total_steps: int) -> dict:
-        model = ctx.model
+        plain = ctx.model
+        model = ctx.model = self.dist.wrap(plain, tech) if self.dist is not None else plain
+        try:  # DistributedDataParallel only inside the training loop; hooks and checkpoints see the plain model
+            return self._epoch_loop(tech, ctx, model, epoch, total_steps)
+        finally:
+            ctx.model = plain
+
+    def _epoch_loop(self, tech, ctx: RunContext, model, epoch: int, total_steps: int) -> dict:
         model.train()
         blocks.keep_frozen_bn_in_eval(model)
         tr = ctx.training
-        sums: dict[str, float] = {}
+        # on a GPU the loop never waits for the device: losses are read when they are shown
+        lazy = ctx.device.type == "cuda"
+        world = self.dist.world if self.dist else 1
+        sums: dict[str, Any] = {}
         n = 0
         seen = 0
+        waited = 0.0
         t0 = time.time()
+        last_shown = 0.0
         batches = tech.train_batches(ctx, epoch)
         nb = len(batches) if hasattr(batches, "__len__") else ctx.steps_per_epoch
-        for i, batch in enumerate(batches):
-            ctx.control.check()
+        it = iter(batches)
+        i = 0
+        while True:
+            tw = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            waited += time.perf_counter() - tw
+            ctx.control.sync()
             batch = ctx.to_device(batch)
             blocks.apply_lr(ctx.optimizer, blocks.lr_factor(ctx.step, total_steps, ctx.steps_per_epoch, tr))
-            with ctx.autocast():
-                out = tech.training_step(ctx, batch)
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise StudioError(f"The loss became {float(loss)} at epoch {epoch + 1}, batch {i + 1}: the learning "
-                                  "rate is probably too high. Lower it (for example by 10x) and train again.")
-            ctx.optimizer.zero_grad(set_to_none=True)
-            if ctx.scaler is not None:
-                ctx.scaler.scale(loss).backward()
-                if tr.grad_clip:
-                    ctx.scaler.unscale_(ctx.optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
-                ctx.scaler.step(ctx.optimizer)
-                ctx.scaler.update()
-            else:
-                loss.backward()
-                if tr.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
-                ctx.optimizer.step()
+            out = self._step(tech, ctx, model, batch, epoch, i, lazy)
             ctx.step += 1
             bs = _batch_size(batch)
             seen += bs
             n += 1
-            scalars = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
-            for k, v in scalars.items():
-                sums[k] = sums.get(k, 0.0) + v
-            el = time.time() - t0
-            self._emit({"kind": "batch", "epoch": epoch + 1, "batch": i + 1, "batches": nb, "step": ctx.step,
-                        "loss": scalars["loss"], "values": {k: v for k, v in scalars.items() if k != "loss"},
-                        "lr": ctx.lr_by_group(), "images_per_s": seen / el if el > 0 else 0.0})
-        stats = {f"train_{k}": v / max(1, n) for k, v in sums.items()}
-        stats["train_images_per_s"] = seen / max(1e-9, time.time() - t0)
+            now = time.time()
+            show = not lazy or now - last_shown >= 0.25 or i + 1 == nb
+            if lazy:
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v))
+            if show:
+                scalars = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+                if lazy:
+                    _check_loss(scalars["loss"], epoch, i)
+                else:
+                    for k, v in scalars.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                last_shown = now
+                el = now - t0
+                self._emit({"kind": "batch", "epoch": epoch + 1, "batch": i + 1, "batches": nb, "step": ctx.step,
+                            "loss": scalars["loss"], "values": {k: v for k, v in scalars.items() if k != "loss"},
+                            "lr": ctx.lr_by_group(), "images_per_s": seen * world / el if el > 0 else 0.0})
+            i += 1
+        elapsed = max(1e-9, time.time() - t0)
+        keys = sorted(sums)
+        totals = [float(sums[k]) for k in keys] + [n, seen, waited, elapsed]
+        if self.dist is not None:  # the epoch's figures over all processes
+            totals = self.dist.sum(totals)
+        *vals, n_all, seen_all, waited_all, elapsed_all = totals
+        stats = {f"train_{k}": v / max(1, n_all) for k, v in zip(keys, vals)}
+        stats["train_images_per_s"] = seen_all / (elapsed_all / world)
+        stats["data_wait_share"] = waited_all / elapsed_all  # share of the epoch spent waiting for the loader
         return stats
+
+    def _step(self, tech, ctx: RunContext, model, batch, epoch: int, i: int, lazy: bool) -> dict:
+        """Forward, backward and optimizer step of one batch.  After an out-of-memory on the
+        device the batch goes through in halves (gradient accumulation: the optimizer sees the
+        same batch) and the run carries on, and says so."""
+        while True:
+            try:
+                return self._apply_batch(tech, ctx, model, batch, epoch, i, lazy)
+            except torch.OutOfMemoryError:
+                if self.dist is not None:
+                    raise  # several processes: the job restarts smaller (see fit)
+            # outside the except block, so that the failed attempt's tensors are freed
+            self._halve_micro_batch(ctx, batch)
+
+    def _halve_micro_batch(self, ctx: RunContext, batch) -> None:
+        n = _batch_size(batch)
+        cur = min(ctx.micro_batch or n, n)
+        new = cur // 2
+        ctx.optimizer.zero_grad(set_to_none=True)
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if new < 1 or _split_batch(batch, new) is None:
+            raise StudioError(f"Out of GPU memory even with {cur} image(s) at a time. Choose a smaller image size "
+                              "or a smaller model, or close other programs that use the graphics card.")
+        ctx.micro_batch = new
+        ctx.emit("log", level="warning", oom={"from": cur, "to": new, "batch": n},
+                 message=f"Out of GPU memory with {cur} images at a time: continuing with {new} at a time "
+                         f"(gradient accumulation keeps the batch of {n}, so the results do not change).")
+        if self.run is not None and self._main:
+            self.run.set_status(RUNNING, micro_batch=new)
+
+    def _apply_batch(self, tech, ctx: RunContext, model, batch, epoch: int, i: int, lazy: bool) -> dict:
+        tr = ctx.training
+        n = _batch_size(batch)
+        micro = ctx.micro_batch
+        parts = _split_batch(batch, micro) if micro and micro < n else None
+        ddp = model is not unwrap_model(model)
+        if ddp:
+            model._tl_used = False
+        if parts is None:
+            with ctx.autocast():
+                out = tech.training_step(ctx, batch)
+            loss = out["loss"]
+            if not lazy:
+                _check_loss(loss, epoch, i)
+            ctx.optimizer.zero_grad(set_to_none=True)
+            self._backward(ctx, loss)
+        else:
+            ctx.optimizer.zero_grad(set_to_none=True)
+            out = {}
+            for k, part in enumerate(parts):
+                w = _batch_size(part) / n
+                last = k == len(parts) - 1
+                with (model.no_sync() if ddp and not last else contextlib.nullcontext()):
+                    with ctx.autocast():
+                        o = tech.training_step(ctx, part)
+                    if not lazy:
+                        _check_loss(o["loss"], epoch, i)
+                    self._backward(ctx, o["loss"] * w)
+                for key, v in o.items():
+                    out[key] = out.get(key, 0.0) + (v.detach() if torch.is_tensor(v) else float(v)) * w
+                del o
+        if ddp and not model._tl_used:  # the step did not go through the DDP forward (ctx.model.head(f))
+            self.dist.average_gradients(p for g in ctx.optimizer.param_groups for p in g["params"])
+        if ctx.scaler is not None:
+            if tr.grad_clip:
+                ctx.scaler.unscale_(ctx.optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
+            ctx.scaler.step(ctx.optimizer)
+            ctx.scaler.update()
+        else:
+            if tr.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
+            ctx.optimizer.step()
+        return out
+
+    @staticmethod
+    def _backward(ctx: RunContext, loss: torch.Tensor) -> None:
+        if ctx.scaler is not None:
+            ctx.scaler.scale(loss).backward()
+        else:
+            loss.backward()
 
     def _write_run_files(self, ctx: RunContext) -> None:
         run = self.run
@@ -509,9 +786,10 @@ class Trainer:
         self.project = proj
         self.project._path = run.project_file.resolve()
         ctx.project = self.project
-        run.write_env(device=describe_device(ctx.device), seed=ctx.training.seed,
+        run.write_env(device=self._device_text(ctx.device), seed=ctx.training.seed,
                       data_fingerprint=getattr(ctx.data, "fingerprint", ""),
-                      deterministic=ctx.training.deterministic)
+                      deterministic=ctx.training.deterministic,
+                      **({"processes": self.dist.world, "backend": self.dist.backend} if self.dist else {}))
         if hasattr(ctx.data, "describe"):
             from .io import atomic_write_json
 
@@ -534,14 +812,19 @@ class Trainer:
             "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
             "technique": ctx.technique.state_dict(), "epoch": epochs_done, "step": ctx.step,
             "best": best, "bad_epochs": bad_epochs, **self._checkpoint_meta(ctx),
+            "world_size": self.dist.world if self.dist else 1, "micro_batch": ctx.micro_batch,
         }, self.run.last_checkpoint)
 
     def _load_checkpoint(self, ctx: RunContext) -> dict | None:
-        path = self.run.last_checkpoint
-        if not path.exists():
+        path = self.run.last_checkpoint if self.run is not None else None
+        if self.dist is None:
+            state = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        else:  # rank 0 reads it, every process gets it (the run folder may be on rank 0's machine only)
+            state = torch.load(path, map_location="cpu", weights_only=True) if self._main and path.exists() else None
+            state = self.dist.broadcast(state)
+        if state is None:
             ctx.log("No checkpoint yet: the run starts again from its first epoch.", "warning")
             return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
         ctx.model.load_state_dict(state["model"])
         ctx.technique.load_state_dict(state.get("technique") or {})
         ctx.step = int(state.get("step", 0))
@@ -564,16 +847,62 @@ class Trainer:
         final = {
             "status": DONE, "run_dir": str(run.dir), "run_id": run.id, "technique": tech.id,
             "model": self.project.model.architecture, "monitor": mon_name, "best_value": best["value"],
-            "best_epoch": best["epoch"], "train_seconds": train_seconds, "device": describe_device(ctx.device),
-            "test": test, **{f"test_{k}": v for k, v in scalar_metrics(test).items()},
+            "best_epoch": best["epoch"], "train_seconds": train_seconds, "device": self._device_text(ctx.device),
+            "processes": self.dist.world if self.dist else 1, "test": test, **{f"test_{k}": v for k, v in scalar_metrics(test).items()},
         }
         if ctx.state.get("source_task") is not None:  # started from an earlier run: what it kept of that task
             final.update(ctx.state["source_task"].final_metrics(ctx))
         run.write_final(final)
         tech.write_report(ctx, final)
         run.set_status(DONE, best_value=best["value"], best_epoch=best["epoch"])
+        _clear_stop(run)
         self._emit({"kind": "done", **{k: v for k, v in final.items() if k != "test"}, "test": scalar_metrics(test)})
         return final
+
+
+def _check_loss(loss, epoch: int, i: int) -> None:
+    v = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
+    if not math.isfinite(v):
+        raise StudioError(f"The loss became {v} at epoch {epoch + 1}, batch {i + 1}: the learning "
+                          "rate is probably too high. Lower it (for example by 10x) and train again.")
+
+
+def _clear_stop(run: Run) -> None:
+    from .distributed import clear_stop_request
+
+    clear_stop_request(run.dir)
+
+
+def unwrap_model(model):
+    """The plain model inside a DistributedDataParallel wrapper (or ``model`` itself)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _split_batch(batch: Any, size: int) -> list | None:
+    """``batch`` cut into parts of at most ``size`` samples (tensors along their first
+    dimension, lists of per-sample items, recursively); None when it cannot be cut."""
+    n = _batch_size(batch)
+    if n <= size:
+        return [batch]
+    found = []
+
+    def cut(x, a: int, b: int):
+        if torch.is_tensor(x):
+            if x.dim() and x.shape[0] == n:
+                found.append(True)
+                return x[a:b]
+            return x
+        if isinstance(x, dict):
+            return {k: cut(v, a, b) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            if len(x) == n and not any(isinstance(v, (torch.Tensor, list, tuple, dict)) for v in x):
+                found.append(True)
+                return type(x)(x[a:b])
+            return type(x)(cut(v, a, b) for v in x)
+        return x
+
+    parts = [cut(batch, a, min(n, a + size)) for a in range(0, n, size)]
+    return parts if found else None
 
 
 def _batch_size(batch: Any) -> int:
