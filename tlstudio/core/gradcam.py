@@ -44,26 +44,48 @@ def _spatial(act: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"Grad-CAM: the layer's output has shape {tuple(act.shape)}; expected (N, C, H, W) or tokens")
 
 
+def _candidates(model: nn.Module, cam_layer: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's layer-group modules, input to output (the head left out), ending with
+    the Grad-CAM layer: where a finer map can come from when images are small."""
+    out: list[tuple[str, nn.Module]] = []
+    for g in list(getattr(model, "groups", []) or [])[:-1]:
+        mods = list(getattr(g, "modules", []) or [])
+        for i, m in enumerate(mods):
+            out.append((g.name if len(mods) == 1 else f"{g.name}[{i}]", m))
+    out.append(("cam_layer", cam_layer))
+    return out
+
+
 def grad_cam(model: nn.Module, x: torch.Tensor, target: int | list[int] | None = None,
-             layer: nn.Module | None = None) -> tuple[np.ndarray, np.ndarray]:
+             layer: nn.Module | None = None, min_cells: int = 6,
+             info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM heat maps of a batch ``x`` (N, 3, H, W), already preprocessed.
 
     ``target``: the class to explain (one for all, or one per image); None = each image's
-    predicted class.  ``layer``: default ``model.cam_layer``.  Returns ``(heat, probs)``:
-    heat maps (N, H, W) float32 in [0, 1] at the input's size, and the class
-    probabilities (N, K).  Parameters' ``.grad`` are left untouched.
+    predicted class.  ``layer``: default ``model.cam_layer``; when that layer's map is
+    smaller than ``min_cells`` a side (small images: MobileNetV2 at 64 px gives 2 x 2), the
+    last layer group whose map has at least ``min_cells`` a side is used instead (0 =
+    always ``cam_layer``).  Returns ``(heat, probs)``: heat maps (N, H, W) float32 in
+    [0, 1] at the input's size, and the class probabilities (N, K).  ``info``, when given,
+    receives the layer used and its map size.  Parameters' ``.grad`` are left untouched.
     """
+    fixed = layer is not None
     layer = layer if layer is not None else getattr(model, "cam_layer", None)
     if layer is None:
         raise ValueError("Grad-CAM needs a layer: this model has no cam_layer")
-    captured: dict[str, torch.Tensor] = {}
+    cands = [("layer", layer)] if fixed or not min_cells else _candidates(model, layer)
+    captured: dict[int, torch.Tensor] = {}
+    handles = []
 
-    def hook(_mod, _inp, out):
-        captured["act"] = out[0] if isinstance(out, (tuple, list)) else out
+    def hook_for(i):
+        def hook(_mod, _inp, out):
+            captured[i] = out[0] if isinstance(out, (tuple, list)) else out
+        return hook
 
     was_training = model.training
     model.eval()
-    handle = layer.register_forward_hook(hook)
+    for i, (_n, m) in enumerate(cands):
+        handles.append(m.register_forward_hook(hook_for(i)))
     try:
         with torch.enable_grad():
             xin = x.detach().clone().requires_grad_(True)  # a graph even through a frozen backbone
@@ -76,14 +98,26 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | list[int] | None =
             else:
                 t = torch.as_tensor(list(target), dtype=torch.long, device=logits.device)
             score = logits.gather(1, t[:, None]).sum()
-            act = captured.get("act")
-            if act is None:
+            last = len(cands) - 1
+            if last not in captured:
                 raise ValueError("Grad-CAM: the layer was not used by the model's forward pass")
+            pick = last
+            if min_cells and min(_spatial(captured[last]).shape[-2:]) < min_cells:
+                for i in range(last - 1, -1, -1):
+                    a = captured.get(i)
+                    if a is not None and a.dim() == 4 and a.requires_grad and min(a.shape[-2:]) >= min_cells:
+                        pick = i
+                        break
+            act = captured[pick]
             grad, = torch.autograd.grad(score, act)
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
         model.train(was_training)
     a, g = _spatial(act.detach().float()), _spatial(grad.float())
+    if info is not None:
+        info["layer"] = cands[pick][0]
+        info["cells"] = tuple(int(v) for v in a.shape[-2:])
     weights = g.mean(dim=(2, 3), keepdim=True)
     cam = torch.relu((weights * a).sum(1, keepdim=True))
     cam = torch.nn.functional.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
@@ -101,8 +135,9 @@ _TURBO = (  # polynomial fit of Google's Turbo colormap (R, G, B), x in [0, 1]
 
 
 def colorize(heat: np.ndarray) -> np.ndarray:
-    """A heat map in [0, 1] (H x W) as H x W x 3 uint8 colours (Turbo: blue = cold, red = hot)."""
-    x = np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
+    """A heat map in [0, 1] (H x W) as H x W x 3 uint8 colours (Turbo from blue = cold to red
+    = hot; its near-black ends are left out so that both ends read on an image)."""
+    x = 0.1 + 0.85 * np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0)
     chans = []
     for c in _TURBO:
         v = np.zeros_like(x)
@@ -121,7 +156,7 @@ def _resize_heat(heat: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     """The image (H x W x 3 uint8, or H x W grey) with the coloured heat map blended on top;
     the heat map is stretched to the image's size (as the model's input was squashed).
     Returns H x W x 3 uint8."""
@@ -131,7 +166,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
     img = img[..., :3].astype(np.float32)
     h = _resize_heat(heat, img.shape[0], img.shape[1])
     color = colorize(h).astype(np.float32)
-    a = float(alpha) * (0.35 + 0.65 * h[..., None])  # cold areas stay readable
+    a = float(alpha) * (0.3 + 0.7 * h[..., None])  # cold areas stay readable
     return np.clip(img * (1 - a) + color * a + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -146,10 +181,12 @@ class CamResult:
     probabilities: dict[str, float]
     predicted: str
     target: str  # the class the heat map explains
+    layer: str = "cam_layer"  # where the map comes from ("cam_layer", or a layer group for small images)
+    cells: tuple = ()  # the map's own resolution (h, w) before it was stretched to the image
 
 
 def explain(predictor: Any, image: str | Path | np.ndarray, target: int | str | None = None,
-            alpha: float = 0.45, ref: str | None = None) -> CamResult:
+            alpha: float = 0.55, ref: str | None = None) -> CamResult:
     """Grad-CAM of one image (a file, or an H x W x 3 uint8 array) with a trained run's model
     (a :class:`tlstudio.core.predict.Predictor` of an image classifier).  ``target``: a class
     index or name; None = the predicted class."""
@@ -170,10 +207,12 @@ def explain(predictor: Any, image: str | Path | np.ndarray, target: int | str | 
     if isinstance(target, str):
         target = names.index(target)
     x = data.preprocess([img]).to(predictor.ctx.device)
-    heat, probs = grad_cam(predictor.model, x, target)
+    info: dict = {}
+    heat, probs = grad_cam(predictor.model, x, target, info=info)
     p = probs[0]
     k = int(p.argmax())
     t = k if target is None else int(target)
     big = _resize_heat(heat[0], img.shape[0], img.shape[1])
     return CamResult(ref=ref or "", image=img, heat=big, overlay=overlay(img, heat[0], alpha),
-                     probabilities={c: float(v) for c, v in zip(names, p)}, predicted=names[k], target=names[t])
+                     probabilities={c: float(v) for c, v in zip(names, p)}, predicted=names[k], target=names[t],
+                     layer=info.get("layer", "cam_layer"), cells=info.get("cells", ()))

@@ -125,8 +125,8 @@ def _pg():
     return pg
 
 
-def styled_plot(title: str, xlabel: str = "epoch", ylabel: str = "", parent=None):
-    """A pyqtgraph PlotWidget in the studio's style (white, grid, legend)."""
+def styled_plot(title: str, xlabel: str = "epoch", ylabel: str = "", legend: bool = True, parent=None):
+    """A pyqtgraph PlotWidget in the studio's style (white, grid, a legend on a light box)."""
     pg = _pg()
     w = pg.PlotWidget(parent=parent)
     pi = w.getPlotItem()
@@ -135,7 +135,12 @@ def styled_plot(title: str, xlabel: str = "epoch", ylabel: str = "", parent=None
     pi.setLabel("bottom", xlabel)
     if ylabel:
         pi.setLabel("left", ylabel)
-    pi.addLegend(offset=(-10, 10), labelTextSize="8pt")
+    for side in ("left", "bottom"):
+        pi.getAxis(side).enableAutoSIPrefix(False)
+    if legend:
+        lg = pi.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        lg.setBrush(pg.mkBrush(255, 255, 255, 215))
+        lg.setPen(pg.mkPen("#cccccc"))
     w.setMinimumHeight(170)
     return w
 
@@ -153,21 +158,40 @@ class LiveCharts(QWidget):
         self._markers: list = []
         self._stage_count = 0
         self.redraws = 0
-        grid = QGridLayout(self)
+        self.grid = grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
-        for i, (key, title) in enumerate(PLOTS.items()):
-            w = styled_plot(title, ylabel={"loss": "loss", "lr": "learning rate"}.get(key, ""))
+        for key, title in PLOTS.items():
+            w = styled_plot(title, ylabel={"loss": "loss", "lr": "learning rate"}.get(key, ""), legend=key != "metric")
             if key == "lr":
                 w.getPlotItem().setLogMode(y=True)
             w.getPlotItem().setClipToView(True)
             w.getPlotItem().setDownsampling(auto=True, mode="peak")
             self.plots[key] = w
-            grid.addWidget(w, i // 2, i % 2)
+        grid.addWidget(self.plots["loss"], 0, 0)
+        grid.addWidget(self.plots["metric"], 0, 1)
+        self._technique_shown = True
+        self._show_technique_plot(False)
         self._empty = {k: self._empty_label(w) for k, w in self.plots.items()}
         self._timer = QTimer(self)
         self._timer.setInterval(int(1000 / max_fps))
         self._timer.timeout.connect(self.redraw)
         self._timer.start()
+
+    def _show_technique_plot(self, on: bool) -> None:
+        """The technique chart appears once a technique reports a series of its own; until
+        then the learning-rate chart takes the whole row."""
+        if on == self._technique_shown:
+            return
+        self._technique_shown = on
+        for key in ("lr", "technique"):
+            self.grid.removeWidget(self.plots[key])
+        if on:
+            self.grid.addWidget(self.plots["lr"], 1, 0)
+            self.grid.addWidget(self.plots["technique"], 1, 1)
+            self.plots["technique"].show()
+        else:
+            self.grid.addWidget(self.plots["lr"], 1, 0, 1, 2)
+            self.plots["technique"].hide()
 
     def _empty_label(self, w):
         ti = self.pg.TextItem("no data yet", color="#999999", anchor=(0.5, 0.5))
@@ -194,6 +218,10 @@ class LiveCharts(QWidget):
         self.curves.clear()
         self._drawn.clear()
         self._stage_count = 0
+        self._show_technique_plot(False)
+        lg = self.plots["lr"].getPlotItem().legend
+        if lg is not None:
+            lg.setColumnCount(1)
         self.model = ChartModel()
         for ti in self._empty.values():
             ti.show()
@@ -216,6 +244,13 @@ class LiveCharts(QWidget):
             c = self.plots[plot].plot([], [], pen=pen, name=label, **kw)
             self.curves[key] = c
             self._empty[plot].hide()
+            if plot == "technique":
+                self._show_technique_plot(True)
+            if plot == "lr":
+                lg = self.plots["lr"].getPlotItem().legend
+                n = len([k for k in self.curves if k[0] == "lr"])
+                if lg is not None and n in (5, 9):
+                    lg.setColumnCount(2 if n == 5 else 3)
         return c
 
     def redraw(self) -> None:

@@ -151,6 +151,8 @@ class PluginsDialog(QDialog):
                     it.setForeground(QColor({"loaded": "#1e8449", "failed": "#b03a2e"}.get(p.status, "#7f7f7f")))
                 self.table.setItem(r, c, it)
         self.table.resizeColumnsToContents()
+        if self.table.columnWidth(5) > 300:
+            self.table.setColumnWidth(5, 300)
         self.table.horizontalHeader().setSectionResizeMode(len(self.COLS) - 1, QHeaderView.ResizeMode.Stretch)
         self.apply_btn.setEnabled(False)
 
@@ -167,7 +169,7 @@ class PluginsDialog(QDialog):
         p = self.infos[rows[0].row()]
         if p.errors:
             self.details.show_error("\n".join(p.errors), "\n\n".join(p.details),
-                                    title=f"{p.name} ({p.dist} {p.version}): {p.status}")
+                                    title=f"{p.name} — {p.dist} {p.version}".rstrip() + f": {p.status}")
         else:
             self.details.show_error(f"{p.name}: {p.status}. Module {p.module}.", title=p.name)
             self.details.setStyleSheet("QFrame#errorPanel { background: #f4f6f7; border: 1px solid #d5d8dc; }")

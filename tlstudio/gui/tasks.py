@@ -73,12 +73,20 @@ class TaskRunner(QObject):
                        "model": ThreadPoolExecutor(1, thread_name_prefix="tlstudio-model"),
                        "plugins": ThreadPoolExecutor(1, thread_name_prefix="tlstudio-plugins")}
         self._live: set[Task] = set()
+        self.closed = False
 
     def submit(self, fn: Callable, *args: Any, pool: str = "io", name: str = "", on_done: Callable | None = None,
                on_error: Callable | None = None, on_progress: Callable | None = None, pass_task: bool = False,
                **kwargs: Any) -> Task:
-        """Run ``fn(*args, **kwargs)`` (plus ``task=`` when ``pass_task``) in a pool thread."""
+        """Run ``fn(*args, **kwargs)`` (plus ``task=`` when ``pass_task``) in a pool thread.
+
+        Give the callbacks here: they are connected before the work starts (a quick task can
+        finish before a connection made after ``submit`` returns)."""
         task = Task(name or getattr(fn, "__name__", "task"))
+        if self.closed:  # the window is closing: late callbacks start nothing new
+            task.cancel()
+            task.done = True
+            return task
         self._live.add(task)
         if on_done:
             task.finished.connect(on_done)
@@ -108,6 +116,7 @@ class TaskRunner(QObject):
         return any(not t.done for t in self._live)
 
     def shutdown(self) -> None:
+        self.closed = True
         for t in list(self._live):
             t.cancel()
         for p in self._pools.values():

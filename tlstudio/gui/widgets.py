@@ -84,7 +84,7 @@ class ImageView(QLabel):
 class ThumbStrip(QListWidget):
     """A row (or a wrapping grid) of captioned thumbnails."""
 
-    def __init__(self, size: int = 72, wrap: bool = False, parent=None):
+    def __init__(self, size: int = 72, wrap: bool = False, captions: bool = True, parent=None):
         super().__init__(parent)
         self.thumb = size
         self.setViewMode(QListWidget.ViewMode.IconMode)
@@ -96,7 +96,7 @@ class ThumbStrip(QListWidget):
         self.setSpacing(4)
         self.setUniformItemSizes(True)
         if not wrap:
-            self.setFixedHeight(size + 46)
+            self.setFixedHeight(size + (46 if captions else 30))
             self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
             self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
 
@@ -283,6 +283,8 @@ def clear_layout(layout) -> None:
         item = layout.takeAt(0)
         w = item.widget()
         if w is not None:
+            w.hide()
+            w.setParent(None)
             w.deleteLater()
         elif item.layout() is not None:
             clear_layout(item.layout())

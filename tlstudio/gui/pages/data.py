@@ -20,7 +20,7 @@ from ..widgets import Banner, ErrorPanel, ThumbStrip, clear_layout, heading, hin
 from . import Page, scrolled
 
 BUILTIN_FORMATS = ["auto", "folder", "csv", "npz", "dicom"]
-THUMBS_PER_CLASS = 10
+THUMBS_PER_CLASS = 8
 PREVIEW_IMAGES = 6
 PREVIEW_DRAWS = 2
 SPLIT_COLORS = {"train": "#0072B2", "val": "#E69F00", "test": "#009E73"}
@@ -91,6 +91,7 @@ class DataPage(Page):
         super().__init__(studio, window, parent)
         self.table = None
         self._read_task = None
+        self._read_token = None
         self._preview_task = None
         self._preview_seed = 0
         self.preview_generation = 0  # how many previews were drawn (tests read it)
@@ -215,6 +216,7 @@ class DataPage(Page):
         self.preview_host = QWidget()
         self.preview_grid = QGridLayout(self.preview_host)
         self.preview_grid.setSpacing(3)
+        self.preview_grid.setColumnStretch(PREVIEW_IMAGES + 1, 1)
         self.preview_note = hint("Read the data to see examples.")
         av.addWidget(self.preview_note)
         av.addWidget(self.preview_host)
@@ -376,12 +378,12 @@ class DataPage(Page):
         self.progress.setRange(0, 0)
         self.summary.setText("Reading and checking every image…")
         readers = self.studio.plugins.readers() if self.studio.plugins else None
-        task = self.studio.tasks.submit(read_table, str(p.resolve(p.data.source)), p.data.format,
-                                        dict(p.data.options), readers, pass_task=True, name="read-data")
-        task.progress.connect(self._progress)
-        task.finished.connect(lambda t, task=task: self._read_done(task, t))
-        task.failed.connect(lambda info, task=task: self._read_failed(task, info))
-        self._read_task = task
+        token = object()  # which read a result belongs to (a newer read makes older ones moot)
+        self._read_token = token
+        self._read_task = self.studio.tasks.submit(
+            read_table, str(p.resolve(p.data.source)), p.data.format, dict(p.data.options), readers, pass_task=True,
+            name="read-data", on_progress=self._progress, on_done=lambda t, token=token: self._read_done(token, t),
+            on_error=lambda info, token=token: self._read_failed(token, info))
 
     def _progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(1, total))
@@ -391,19 +393,19 @@ class DataPage(Page):
         if self._read_task is not None:
             self._read_task.cancel()
 
-    def _read_failed(self, task, info: ErrorInfo) -> None:
-        if task is not self._read_task:
+    def _read_failed(self, token, info: ErrorInfo) -> None:
+        if token is not self._read_token:
             return
-        self._read_task = None
+        task, self._read_task = self._read_task, None
         self.progress_row.hide()
-        if task.cancelled:
+        if task is not None and task.cancelled:
             self.summary.setText("Reading was cancelled.")
             return
         self.summary.setText("The data could not be read.")
         self.error.show_info(info, "The data could not be read")
 
-    def _read_done(self, task, table) -> None:
-        if task is not self._read_task:
+    def _read_done(self, token, table) -> None:
+        if token is not self._read_token:
             return
         self._read_task = None
         self.progress_row.hide()
@@ -478,7 +480,8 @@ class DataPage(Page):
 
         t = self.table
         if self.chart is None:
-            self.chart = styled_plot("Images per class", xlabel="class", ylabel="images")
+            self.chart = styled_plot("Images per class and split", xlabel="class", ylabel="images")
+            self.chart.getPlotItem().showGrid(x=False, y=True, alpha=0.25)
             self.chart.setObjectName("classChart")
             self.chart.setMinimumHeight(220)
             self.chart_box.addWidget(self.chart)
@@ -500,13 +503,14 @@ class DataPage(Page):
         legend = self.chart.getPlotItem().legend
         if legend is not None:
             legend.clear()
+            legend.setColumnCount(len(self.bar_items))
             for split_name, _h in self.bar_items:
                 legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=SPLIT_COLORS.get(split_name, "#0072B2")),
                                split_name)
         ax = self.chart.getPlotItem().getAxis("bottom")
         ax.setTicks([[(i, n if len(n) <= 12 else n[:11] + "…") for i, n in enumerate(names)]])
         self.chart.getPlotItem().setXRange(-0.6, len(names) - 0.4, padding=0)
-        self.chart.getPlotItem().setYRange(0, max(1.0, float(bottom.max())) * 1.15, padding=0)
+        self.chart.getPlotItem().setYRange(0, max(1.0, float(bottom.max(initial=0))) * 1.2, padding=0)
 
     def chart_heights(self) -> dict[str, int]:
         """Total bar height per class (what the chart shows)."""
@@ -526,10 +530,10 @@ class DataPage(Page):
             self.thumbs.clear()
             for c, items in by_class.items():
                 self.thumb_layout.addWidget(heading(f"{c}  ({table.report.counts.get(c, 0):,} images)"))
-                strip = ThumbStrip(72)
+                strip = ThumbStrip(56, captions=False)
                 strip.setObjectName(f"thumbs_{c}")
                 for ref, arr in items:
-                    strip.add(arr, Path(ref).name[:14], ref)
+                    strip.add(arr, "", Path(ref).name + "\n" + ref)
                 self.thumb_layout.addWidget(strip)
                 self.thumbs[c] = strip
             self.thumb_layout.addStretch(1)
@@ -570,8 +574,8 @@ class DataPage(Page):
         for c, row in enumerate(rows):
             for r, arr in enumerate(row):
                 cell = QLabel()
-                cell.setPixmap(pixmap_from_array(arr, 84, smooth=False))
-                cell.setFixedSize(86, 86)
+                cell.setPixmap(pixmap_from_array(arr, 64, smooth=False))
+                cell.setFixedSize(66, 66)
                 cell.setAlignment(Qt.AlignmentFlag.AlignCenter)
                 cell.setStyleSheet("background: #202020;")
                 self.preview_grid.addWidget(cell, r, c + 1)

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLay
                                QVBoxLayout, QWidget)
 
 from ..widgets import Banner, ErrorPanel, ImageView, ThumbStrip, fmt_num, heading, hint, pixmap_from_array, thumbnail
-from . import Page, scrolled
+from . import Page
 
 MAX_CELL_IMAGES = 60
 
@@ -114,9 +114,11 @@ class EvaluatePage(Page):
         self.per_class.setHorizontalHeaderLabels(["Class", "Sensitivity", "Specificity", "Precision", "F1", "Support"])
         self.per_class.verticalHeader().hide()
         self.per_class.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.per_class.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.per_class.setMinimumHeight(160)
-        lv.addWidget(self.per_class, 1)
+        hh = self.per_class.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.per_class.setMinimumHeight(90)
+        lv.addWidget(self.per_class)
         self.roc_box = QGroupBox("ROC curve (two classes)")
         rv = QVBoxLayout(self.roc_box)
         self.roc_plot = None
@@ -139,8 +141,9 @@ class EvaluatePage(Page):
         self.op_label.setWordWrap(True)
         rv.addWidget(self.op_label)
         self.roc_box.hide()
-        lv.addWidget(self.roc_box, 2)
-        main.addWidget(scrolled(left))
+        lv.addWidget(self.roc_box, 1)
+        lv.addStretch(0)
+        main.addWidget(left)
 
         # right: confusion matrix, the cell's images, one image in detail
         right = QWidget()
@@ -154,7 +157,7 @@ class EvaluatePage(Page):
         self.matrix.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.matrix.cellClicked.connect(self.open_cell)
         self.matrix.setMinimumHeight(180)
-        rr.addWidget(self.matrix, 2)
+        rr.addWidget(self.matrix, 3)
         self.cell_title = heading("")
         self.cell_title.setObjectName("cellTitle")
         rr.addWidget(self.cell_title)
@@ -162,7 +165,7 @@ class EvaluatePage(Page):
         self.cell_list.setObjectName("cellImages")
         self.cell_list.setMinimumHeight(150)
         self.cell_list.currentItemChanged.connect(self._image_selected)
-        rr.addWidget(self.cell_list, 2)
+        rr.addWidget(self.cell_list, 1)
         detail = QHBoxLayout()
         self.view_image = ImageView(min_size=150)
         self.view_cam = ImageView(min_size=150)
@@ -180,6 +183,7 @@ class EvaluatePage(Page):
         main.addWidget(right)
         main.setStretchFactor(0, 2)
         main.setStretchFactor(1, 3)
+        main.setSizes([470, 930])
         self.tabs.addTab(main, "Classification")
 
         studio.runsChanged.connect(self.fill_runs)
@@ -188,7 +192,7 @@ class EvaluatePage(Page):
 
     def activated(self) -> None:
         if self.run_dir is None and self.run_combo.count():
-            self.load_run(self.run_combo.itemData(0))
+            self.load_run(self.run_combo.currentData() or self.run_combo.itemData(0))
 
     # --- runs ------------------------------------------------------------------------------------
     def fill_runs(self) -> None:
@@ -361,13 +365,16 @@ class EvaluatePage(Page):
                 self.matrix.setItem(i, j, it)
         self.matrix.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.matrix.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.matrix.setMinimumHeight(min(420, 24 * k + 30))
+        self.per_class.setFixedHeight(min(360, self.per_class.verticalHeader().length()
+                                          + self.per_class.horizontalHeader().height() + 6))
 
     # --- ROC ---------------------------------------------------------------------------------------
     def _show_roc(self) -> None:
         from ..charts import styled_plot
 
         if self.roc_plot is None:
-            self.roc_plot = styled_plot("ROC", xlabel="1 − specificity (false-positive rate)", ylabel="sensitivity")
+            self.roc_plot = styled_plot("ROC", xlabel="1 − specificity", ylabel="sensitivity")
             self.roc_plot.setObjectName("rocPlot")
             self.roc_plot.setMinimumHeight(240)
             self.roc_host.addWidget(self.roc_plot)
@@ -377,10 +384,13 @@ class EvaluatePage(Page):
         p.clear()
         res = self.results
         auc = res.metrics.get("auc")
-        p.getPlotItem().setTitle(f"<span style='font-size:10pt; font-weight:600'>ROC — AUC {fmt_num(auc)} "
-                                 f"(positive class: {res.class_names[1]})</span>")
+        p.getPlotItem().setTitle(f"<span style='font-size:10pt; font-weight:600'>ROC, positive class "
+                                 f"{res.class_names[1]}</span>")
         p.plot([0, 1], [0, 1], pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
         p.plot(self.roc["fpr"], self.roc["tpr"], pen=pg.mkPen("#0072B2", width=2.5), name=f"AUC {fmt_num(auc)}")
+        lg = p.getPlotItem().legend
+        if lg is not None:
+            lg.anchor(itemPos=(1, 1), parentPos=(1, 1), offset=(-10, -10))
         self.op_marker = pg.ScatterPlotItem(size=12, brush=pg.mkBrush("#D55E00"), pen=pg.mkPen("w"))
         p.addItem(self.op_marker)
         p.getPlotItem().setXRange(0, 1, padding=0.02)
@@ -510,7 +520,8 @@ class EvaluatePage(Page):
         if cam is not None:
             self.view_image.set_array(cam.image)
             self.view_cam.set_array(cam.overlay)
-            lines += ["", f"Heat map: where the model looked for <i>{cam.target}</i>."]
+            lines += ["", f"Heat map: where the model looked for <i>{cam.target}</i>"
+                      + (f" (layer {cam.layer}, {cam.cells[0]}×{cam.cells[1]} cells)." if cam.cells else ".")]
         else:
             self.view_cam.set_array(None)
             lines += ["", "Heat map: computing…"]

@@ -64,7 +64,8 @@ class ModelPage(Page):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.setSortingEnabled(True)
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self.table.setSortingEnabled(True)  # a click on a header sorts; first shown: ready models first
         self.table.itemSelectionChanged.connect(self._selected)
         tv.addWidget(self.table)
         brow = QHBoxLayout()
@@ -228,11 +229,13 @@ class ModelPage(Page):
             self.sel_info.setText("Looking for pretrained weights on this computer…")
             return
         rows = [s for s in status.values() if s.ready or not self.only_ready.isChecked()]
+        rows.sort(key=lambda s: (not s.ready, s.params_m))  # ready first, then small to large
         self.table.setRowCount(len(rows))
         for r, s in enumerate(rows):
             name = QTableWidgetItem(f"{s.title}  ({s.name})")
             name.setData(Qt.ItemDataRole.UserRole, s.name)
-            ready = QTableWidgetItem("✓ ready" if s.ready else "not ready")
+            ready = _NumItem(1 if s.ready else 0, "✓ ready" if s.ready else "not ready")
+            ready.setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
             ready.setForeground(QColor("#1e8449" if s.ready else "#b03a2e"))
             where = QTableWidgetItem(s.source or "—")
             where.setToolTip(s.path or s.how_to_add)

@@ -49,7 +49,8 @@ class PredictPage(Page):
         top.addStretch(1)
         root.addLayout(top)
         drow = QHBoxLayout()
-        self.drop = DropArea("Drop images or a folder here")
+        self.drop = DropArea("Drop images or a folder here — or use the buttons on the right")
+        self.drop.setFixedHeight(110)
         self.drop.dropped.connect(self.predict)
         drow.addWidget(self.drop, 1)
         col = QVBoxLayout()
@@ -102,6 +103,7 @@ class PredictPage(Page):
         split.addWidget(right)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
+        split.setSizes([820, 580])
         root.addWidget(split, 1)
 
         studio.runsChanged.connect(self.fill_runs)
@@ -127,8 +129,9 @@ class PredictPage(Page):
             self.run_combo.addItem(label, str(r.dir))
         if cur and self.run_combo.findData(str(cur)) >= 0:
             self.run_combo.setCurrentIndex(self.run_combo.findData(str(cur)))
+            self.set_run(str(cur))
         elif self.run_combo.count() and self.run_dir is None:
-            self.run_dir = self.run_combo.itemData(0)
+            self.set_run(self.run_combo.itemData(0))
 
     def _current_changed(self, run_dir: str) -> None:
         from tlstudio.core.runs import Run

@@ -57,9 +57,10 @@ def compare_data(dirs: list[str]) -> list[dict]:
                     "epochs": p.training.epochs, "learning rate": p.training.lr, "batch size": p.training.batch_size}
         except Exception:  # noqa: BLE001
             meta = {}
-        out.append({"dir": d, "id": r.id, "epochs": r.epochs(), "final": final, "meta": meta,
+        started = next(r.iter_events({"start"}), {}).get("time", 0.0)
+        out.append({"dir": d, "id": r.id, "epochs": r.epochs(), "final": final, "meta": meta, "started": started,
                     "monitor": final.get("monitor") or r.status_info().get("monitor", "")})
-    return out
+    return sorted(out, key=lambda x: x["started"])  # A is the earlier run
 
 
 class RunsPage(Page):
@@ -116,7 +117,7 @@ class RunsPage(Page):
         self.compare_table.setObjectName("compareTable")
         self.compare_table.verticalHeader().hide()
         self.compare_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.compare_table.setMinimumWidth(300)
+        self.compare_table.setMinimumWidth(360)
         ch.addWidget(self.compare_table)
         cv.addLayout(ch, 1)
         self.compare_box.hide()
@@ -249,6 +250,7 @@ class RunsPage(Page):
             self.compare_runs(sel)
 
     def compare_runs(self, dirs: list[str]) -> None:
+        """Overlay the curves of runs and tabulate their results: A is the earlier run."""
         self.studio.tasks.submit(compare_data, list(dirs), on_done=self._show_compare)
 
     def _show_compare(self, data: list[dict]) -> None:
@@ -276,15 +278,19 @@ class RunsPage(Page):
                 color = PALETTE[i % len(PALETTE)]
                 p.plot(xs, ys, pen=pg.mkPen(color, width=2), symbol="o", symbolSize=6, symbolBrush=color,
                        name=f"{'AB'[i] if i < 2 else i}: {d['meta'].get('technique', '')}")
-        rows = COMPARE_ROWS + [(k, k.capitalize()) for k in ("technique", "model", "image size", "epochs",
-                                                                "learning rate", "batch size")]
+        rows = [("run", "Run")] + COMPARE_ROWS + [(k, k.capitalize()) for k in (
+            "technique", "model", "image size", "epochs", "learning rate", "batch size")]
         self.compare_table.setColumnCount(1 + len(data))
-        self.compare_table.setHorizontalHeaderLabels(["", *[f"{'AB'[i] if i < 2 else i}: {d['id'][-22:]}"
-                                                            for i, d in enumerate(data)]])
+        self.compare_table.setHorizontalHeaderLabels(["", *["AB"[i] if i < 2 else str(i) for i in range(len(data))]])
         self.compare_table.setRowCount(len(rows))
         for r, (key, label) in enumerate(rows):
             self.compare_table.setItem(r, 0, QTableWidgetItem(label))
             for c, d in enumerate(data):
+                if key == "run":
+                    it = QTableWidgetItem(d["id"][:15])
+                    it.setToolTip(d["dir"])
+                    self.compare_table.setItem(r, c + 1, it)
+                    continue
                 v = d["final"].get(key, d["meta"].get(key))
                 text = fmt_seconds(v) if key == "train_seconds" else fmt_num(v)
                 self.compare_table.setItem(r, c + 1, QTableWidgetItem(text))

@@ -91,12 +91,13 @@ class TrainPage(Page):
         self.epoch_bar.setValue(0)
         self.batch_bar = QProgressBar()
         self.batch_bar.setObjectName("batchProgress")
-        self.batch_bar.setFormat("batch %v of %m")
+        self.batch_bar.setFormat("")
         self.batch_bar.setRange(0, 1)
         self.batch_bar.setValue(0)
         self.eta = QLabel("")
         self.eta.setObjectName("timeLeft")
         self.eta.setMinimumWidth(260)
+        self.batch_bar.hide()  # shown while a run goes
         prog.addWidget(self.epoch_bar, 1)
         prog.addWidget(self.batch_bar, 1)
         prog.addWidget(self.eta)
@@ -170,6 +171,7 @@ class TrainPage(Page):
 
     def _set_state(self, state: str) -> None:
         self.state = state
+        self.batch_bar.setVisible(state != IDLE)
         self.studio.training_active = state == TRAINING
         self.update_buttons()
 
@@ -275,6 +277,8 @@ class TrainPage(Page):
         self.charts.redraw()
         self._set_state(IDLE)
         self.studio.runsChanged.emit()
+        if self.last_status == "done" and self.run_dir:
+            self.studio.set_current_run(self.run_dir)  # Evaluate and Predict show the finished run
         self.runEnded.emit(self.run_dir or "", self.last_status or "")
 
     def wait(self, ms: int = 30000) -> bool:
@@ -315,6 +319,8 @@ class TrainPage(Page):
             self.state_label.setText(f"The run's process ended ({status}).")
         self._set_state(IDLE)
         self.studio.runsChanged.emit()
+        if status == "done" and self.run_dir:
+            self.studio.set_current_run(self.run_dir)
         self.runEnded.emit(self.run_dir or "", status)
 
     def _followed_pid(self) -> int | None:
@@ -347,6 +353,14 @@ class TrainPage(Page):
             last = next((e for e in reversed(events) if e.get("kind") in ("done", "failed", "stopped")), None)
             if last is not None:
                 self._show_end(last)
+            starts = [e for e in events if e.get("kind") == "start"]
+            n = int(starts[-1].get("epochs") or 0) if starts else 0
+            eps = [int(e.get("epoch", 0)) for e in events if e.get("kind") == "epoch"]
+            self.epoch_bar.setRange(0, max(1, n))
+            self.epoch_bar.setValue(max(eps, default=0))
+            self.batch_bar.setFormat("")
+            self.batch_bar.setValue(0)
+            self.eta.setText("")
             self.update_buttons()
 
     # --- events ----------------------------------------------------------------------------------
@@ -447,30 +461,14 @@ class TrainPage(Page):
             self.eta.setText("")
 
     # --- log ---------------------------------------------------------------------------------------
-    def _log(self, text: str) -> None:
-        self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
+    def _log(self, text: str, when: float | None = None) -> None:
+        self.log.appendPlainText(f"{time.strftime('%H:%M:%S', time.localtime(when))}  {text}")
 
     def _log_event(self, e: dict) -> None:
-        k = e.get("kind")
-        if k == "log":
-            lvl = e.get("level", "info")
-            self._log(("⚠ " if lvl == "warning" else "✖ " if lvl == "error" else "") + str(e.get("message", "")))
-        elif k == "start":
-            self._log(f"Run {e.get('run_id')} — {e.get('technique')} on {e.get('model')} ({e.get('device')})"
-                      + (" [resumed]" if e.get("resumed") else ""))
-        elif k == "epoch":
-            vals = "  ".join(f"{n[4:]} {e[n]:.4f}" for n in ("val_loss", "val_accuracy", "val_auc") if e.get(n) is not None)
-            series = "  ".join(f"{n} {v:.4g}" for n, v in (e.get("series") or {}).items())
-            self._log(f"epoch {e.get('epoch')}/{e.get('epochs')}  train_loss {e.get('train_loss', float('nan')):.4f}  "
-                      f"{vals}  {series}  {e.get('seconds', 0):.1f}s{'  *best' if e.get('best') else ''}")
-        elif k == "stage":
-            self._log(f"— {e.get('message') or e.get('name') or 'stage'}")
-        elif k == "done":
-            self._log("Done." + (f" Test accuracy {e['test_accuracy']:.4f}" if e.get("test_accuracy") is not None else ""))
-        elif k == "stopped":
-            self._log(e.get("message", "Stopped."))
-        elif k == "failed":
-            self._log(f"Failed: {e.get('message')}" + (f"\n    {e['advice']}" if e.get("advice") else ""))
+        """One line per event worth reading, stamped with the event's own time."""
+        text = event_line(e)
+        if text is not None:
+            self._log(text, e.get("time"))
 
     # --- command line --------------------------------------------------------------------------------
     def command_line(self) -> str | None:
@@ -496,3 +494,28 @@ class TrainPage(Page):
         self.command.show()
         self.studio.message.emit(f"Copied: {cmd}")
         return cmd
+
+
+def event_line(e: dict) -> str | None:
+    """The log line of an event (None for batch and progress events)."""
+    k = e.get("kind")
+    if k == "log":
+        lvl = e.get("level", "info")
+        return ("⚠ " if lvl == "warning" else "✖ " if lvl == "error" else "") + str(e.get("message", ""))
+    if k == "start":
+        return (f"Run {e.get('run_id')} — {e.get('technique')} on {e.get('model')} ({e.get('device')})"
+                + (" [resumed]" if e.get("resumed") else ""))
+    if k == "epoch":
+        vals = "  ".join(f"{n[4:]} {e[n]:.4f}" for n in ("val_loss", "val_accuracy", "val_auc") if e.get(n) is not None)
+        series = "  ".join(f"{n} {v:.4g}" for n, v in (e.get("series") or {}).items())
+        return (f"epoch {e.get('epoch')}/{e.get('epochs')}  train_loss {e.get('train_loss', float('nan')):.4f}  "
+                f"{vals}  {series}  {e.get('seconds', 0):.1f}s{'  *best' if e.get('best') else ''}")
+    if k == "stage":
+        return f"— {e.get('message') or e.get('name') or 'stage'}"
+    if k == "done":
+        return "Done." + (f" Test accuracy {e['test_accuracy']:.4f}" if e.get("test_accuracy") is not None else "")
+    if k == "stopped":
+        return e.get("message", "Stopped.")
+    if k == "failed":
+        return f"Failed: {e.get('message')}" + (f"\n    {e['advice']}" if e.get("advice") else "")
+    return None
