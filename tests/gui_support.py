@@ -8,12 +8,14 @@ from pathlib import Path
 from conftest import SAMPLE_PROJECT
 
 
-def sample_copy(folder: Path, epochs: int = 2, size: int = 32, **training) -> Path:
+def sample_copy(folder: Path, epochs: int = 2, size: int = 32, technique: str | None = None, **training) -> Path:
     """The bundled sample project (600 real digits, MobileNetV2 ImageNet weights), saved in
     ``folder`` with absolute data paths, CPU, small images and few epochs."""
     from tlstudio.core.config import load_project
 
     p = load_project(SAMPLE_PROJECT)
+    if technique and technique != p.technique.id:
+        p.technique.id, p.technique.settings = technique, {}
     p.data.source = str(p.resolve(p.data.source))
     p.data.split.file = ""  # the split is stored beside the copy, not in the repository
     p.model.image_size = size

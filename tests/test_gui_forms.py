@@ -85,3 +85,26 @@ def test_nested_and_project_models(qtbot):
     a = PydanticForm(AugmentationConfig)
     qtbot.addWidget(a)
     assert a.values() == AugmentationConfig().model_dump(mode="json")
+
+
+def test_the_window_survives_long_use(tmp_path):
+    """PySide6 6.12.0 on Python 3.11 drops a reference to None on every void Qt call; the
+    studio's guard keeps the process alive through far more calls than None has references."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "long_use.py"
+    script.write_text(
+        "import sys\n"
+        "from PySide6.QtWidgets import QApplication, QLabel\n"
+        "from tlstudio.gui.app import make_app\n"
+        "n = 3 * sys.getrefcount(None) + 100_000  # without the guard, None would be freed well before n\n"
+        "app = make_app()\n"
+        "label = QLabel()\n"
+        "for i in range(n):\n"
+        "    label.setText('x')\n"
+        "    if i % 5000 == 0:\n"
+        "        app.processEvents()\n"
+        "print('alive', n)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "alive" in out.stdout, out.stderr[-2000:]

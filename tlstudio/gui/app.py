@@ -28,6 +28,9 @@ def make_app(argv: Sequence[str] | None = None):
     app = QApplication.instance()
     if app is None:
         app = QApplication(list(argv) if argv is not None else sys.argv[:1])
+    from .qtguard import install
+
+    install()  # PySide6 6.12.0 on Python 3.11 leaks references to None: see qtguard
     app.setApplicationName("Transfer Learning Studio")
     app.setOrganizationName("tlstudio")
     if app.style().objectName().lower() not in ("fusion",):

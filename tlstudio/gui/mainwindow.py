@@ -22,6 +22,9 @@ class MainWindow(QMainWindow):
 
     def __init__(self, safe_mode: bool = False, studio: Studio | None = None):
         super().__init__()
+        from .qtguard import install
+
+        install()  # before anything else calls Qt in earnest (see qtguard)
         self.studio = studio or Studio(safe_mode=safe_mode)
         self.pages: dict[str, QWidget] = {}
         self._holders: dict[str, QWidget] = {}

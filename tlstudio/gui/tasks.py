@@ -35,11 +35,15 @@ class ErrorInfo:
 
 
 class Task(QObject):
-    """One background call. Connect ``finished(result)``, ``failed(ErrorInfo)`` and
-    ``progress(done, total)``; ``cancel()`` asks a cooperative function to stop."""
+    """One background call: ``on_done(callback(result))``, ``on_error(callback(ErrorInfo))``,
+    ``progress(done, total)``; ``cancel()`` asks a cooperative function to stop.
 
-    finished = Signal(object)
-    failed = Signal(object)
+    Results travel boxed in a 1-tuple: PySide6 on Python 3.11 miscounts the references of
+    ``None`` sent through a queued ``Signal(object)`` and the interpreter aborts after a few
+    thousand such signals, so nothing crosses threads as a bare ``None``."""
+
+    _finished = Signal(object)
+    _failed = Signal(object)
     progress = Signal(int, int)
 
     def __init__(self, name: str = "", parent: QObject | None = None):
@@ -49,6 +53,12 @@ class Task(QObject):
         self.done = False
         self.result: Any = None
         self.error: ErrorInfo | None = None
+
+    def on_done(self, callback: Callable) -> None:
+        self._finished.connect(lambda box: callback(box[0]))
+
+    def on_error(self, callback: Callable) -> None:
+        self._failed.connect(lambda box: callback(box[0]))
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -89,13 +99,13 @@ class TaskRunner(QObject):
             return task
         self._live.add(task)
         if on_done:
-            task.finished.connect(on_done)
+            task.on_done(on_done)
         if on_error:
-            task.failed.connect(on_error)
+            task.on_error(on_error)
         if on_progress:
             task.progress.connect(on_progress)
-        task.finished.connect(lambda _r, t=task: self._live.discard(t))
-        task.failed.connect(lambda _e, t=task: self._live.discard(t))
+        task._finished.connect(lambda _r, t=task: self._live.discard(t))
+        task._failed.connect(lambda _e, t=task: self._live.discard(t))
 
         def body():
             try:
@@ -103,11 +113,11 @@ class TaskRunner(QObject):
             except BaseException as e:  # noqa: BLE001 - every failure reaches the window as a message
                 task.error = ErrorInfo.from_exception(e)
                 task.done = True
-                task.failed.emit(task.error)
+                task._failed.emit((task.error,))
                 return
             task.result = result
             task.done = True
-            task.finished.emit(result)
+            task._finished.emit((result,))
 
         self._pools[pool].submit(body)
         return task
