@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--technique", default="fine-tuning")
     ap.add_argument("--interval-ms", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0, help="torch threads of the run (0: all cores)")
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of probing with nothing training first")
+    ap.add_argument("--trace", action="store_true", help="list the longest stalls and what came before them")
     args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     home = Path(tempfile.mkdtemp(prefix="tlbench-latency-"))
@@ -76,16 +78,28 @@ def main(argv=None) -> int:
     interval = args.interval_ms / 1000.0
     last = [0.0]
 
+    stalls: list[tuple[float, float]] = []
+
     def tick():
         now = time.perf_counter()
         if last[0]:
             lat.append(max(0.0, now - last[0] - interval))
+            if lat[-1] > 0.1:
+                stalls.append((time.time(), lat[-1]))
         last[0] = now
 
     probe = QTimer()
     probe.setTimerType(Qt.TimerType.PreciseTimer)
     probe.setInterval(args.interval_ms)
     probe.timeout.connect(tick)
+    # the same probe with nothing training: what the machine itself costs (other load, the scheduler)
+    probe.start()
+    QTimer.singleShot(int(args.idle * 1000), app.quit)
+    app.exec()
+    probe.stop()
+    idle = [x * 1000 for x in lat]
+    lat.clear()
+    last[0] = 0.0
     done = []
     train.runEnded.connect(lambda d, s: (done.append(s), app.quit()))
     t0 = time.time()
@@ -105,6 +119,14 @@ def main(argv=None) -> int:
           f"charts redrawn {train.charts.redraws} times ({train.charts.redraws / max(wall, 1e-9):.1f}/s)")
     print(f"  probe every {args.interval_ms} ms, {len(ms)} ticks: p50 {percentile(ms, 50):.1f} ms, "
           f"p99 {percentile(ms, 99):.1f} ms, max {max(ms, default=float('nan')):.1f} ms  (target p99 <= 50 ms)")
+    print(f"  idle window, same probe, {len(idle)} ticks before the run: p50 {percentile(idle, 50):.1f} ms, "
+          f"p99 {percentile(idle, 99):.1f} ms, max {max(idle, default=float('nan')):.1f} ms")
+    if args.trace:
+        kinds = [(e.get("time", 0), e.get("kind"), e.get("task") or e.get("batch") or "") for e in train.events]
+        print("  stalls over 100 ms (seconds into the run, length, the event before):")
+        for t, d in sorted(stalls, key=lambda s: -s[1])[:10]:
+            before = [k for k in kinds if k[0] <= t]
+            print(f"    {t - t0:7.1f} s  {d * 1000:6.0f} ms  after {before[-1][1:] if before else '-'}")
     w.close()
     return 0
 

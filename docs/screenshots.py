@@ -166,7 +166,10 @@ def main(argv=None) -> int:
 
     tech = w.show_page("technique")
     tech.select("fine-tuning")
+    groups = tech.form.editor("trainable_groups")
+    groups.lineEdit().setText("99")  # an invalid value: marked inline, Train disabled with the reason
     shot("3-technique")
+    groups.lineEdit().setText("-1")
 
     train_page = w.show_page("train")
     train_page.show_history(runs["fine-tuning"]["run_dir"])

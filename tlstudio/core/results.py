@@ -138,7 +138,6 @@ class RunImages:
 
     def load(self, ref: str) -> np.ndarray:
         """H x W x 3 uint8; raises :class:`StudioError` (a DataError) naming the item."""
-        from .data import read_data  # noqa: F401 - keeps the import error here, not in a worker
         from .data.image import read_file
 
         p = Path(ref)

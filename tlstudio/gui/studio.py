@@ -70,7 +70,7 @@ class Studio(QObject):
             # what the pages import later, imported now while nobody waits
             import tlstudio.core.engine as engine
             import tlstudio.core.metrics  # noqa: F401
-            import tlstudio.core.data.transforms  # noqa: F401
+            import tlstudio.core.data.transforms  # noqa: F401 (imported for later, not used here)
 
             try:
                 dev = engine.describe_device(engine.select_device(device_pref))

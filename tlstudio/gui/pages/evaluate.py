@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLay
                                QPushButton, QSlider, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
                                QVBoxLayout, QWidget)
 
-from ..widgets import Banner, ErrorPanel, ImageView, ThumbStrip, fmt_num, heading, hint, pixmap_from_array, thumbnail
+from ..widgets import ErrorPanel, ImageView, ThumbStrip, fmt_num, heading, hint, pixmap_from_array, thumbnail
 from . import Page
 
 MAX_CELL_IMAGES = 60
@@ -156,19 +156,18 @@ class EvaluatePage(Page):
         self.matrix.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.matrix.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.matrix.cellClicked.connect(self.open_cell)
-        self.matrix.setMinimumHeight(180)
-        rr.addWidget(self.matrix, 3)
+        rr.addWidget(self.matrix)
         self.cell_title = heading("")
         self.cell_title.setObjectName("cellTitle")
         rr.addWidget(self.cell_title)
         self.cell_list = ThumbStrip(96, wrap=True)
         self.cell_list.setObjectName("cellImages")
-        self.cell_list.setMinimumHeight(150)
+        self.cell_list.setMinimumHeight(120)
         self.cell_list.currentItemChanged.connect(self._image_selected)
         rr.addWidget(self.cell_list, 1)
         detail = QHBoxLayout()
-        self.view_image = ImageView(min_size=150)
-        self.view_cam = ImageView(min_size=150)
+        self.view_image = ImageView(min_size=120)
+        self.view_cam = ImageView(min_size=120)
         self.view_cam.setObjectName("camView")
         self.view_text = QLabel()
         self.view_text.setObjectName("imageProbabilities")
@@ -364,8 +363,10 @@ class EvaluatePage(Page):
                               f"({100 * frac:.0f} % of the row)")
                 self.matrix.setItem(i, j, it)
         self.matrix.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.matrix.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.matrix.setMinimumHeight(min(420, 24 * k + 30))
+        vh = self.matrix.verticalHeader()
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        vh.setDefaultSectionSize(22 if k > 4 else 40)
+        self.matrix.setFixedHeight(min(320, vh.length() + self.matrix.horizontalHeader().height() + 4))
         self.per_class.setFixedHeight(min(360, self.per_class.verticalHeader().length()
                                           + self.per_class.horizontalHeader().height() + 6))
 

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
 from tlstudio.core.config import ModelConfig
 
 from ..forms import PydanticForm
-from ..widgets import Banner, error_dialog, heading, hint
+from ..widgets import Banner, error_dialog, heading
 from . import Page
 
 COLUMNS = ["Model", "Ready", "Found in", "Size (MB)", "Parameters (M)", "ImageNet top-1", "Speed (img/s)"]

@@ -116,6 +116,7 @@ class TechniquePage(Page):
         studio.before_run.append(self.commit)
         self.fill()
         self.load_project()
+        self._show_status()
 
     # --- list ------------------------------------------------------------------------------------
     def fill(self) -> None:
