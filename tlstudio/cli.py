@@ -256,10 +256,16 @@ def cmd_validate(args, plugins) -> int:
 
 
 def cmd_predict(args, plugins) -> int:
+    from tlstudio.core.package import ModelPackage, is_package
     from tlstudio.core.predict import Predictor
 
-    pred = Predictor.from_run(args.run, runs_dir=args.runs_dir, plugins=plugins)
-    results = pred.predict_paths(args.images) if pred.ctx.project.task != "text-classification" else pred.predict(args.images)
+    if is_package(args.run):  # an exported model package: no project, run or checkpoint needed
+        pred = ModelPackage.open(args.run, plugins=plugins)
+        task = pred.task
+    else:
+        pred = Predictor.from_run(args.run, runs_dir=args.runs_dir, plugins=plugins)
+        task = pred.ctx.project.task
+    results = pred.predict_paths(args.images) if task != "text-classification" else pred.predict(args.images)
     if args.csv:
         pred.write_csv(results, args.csv)
     if args.json:
@@ -272,6 +278,66 @@ def cmd_predict(args, plugins) -> int:
                 p = r.get("probabilities", {}).get(r["predicted"]) if isinstance(r["predicted"], str) else None
                 print(f"{r['ref']}\t{r['predicted']}" + (f"\t{p:.3f}" if p is not None else ""))
     return EXIT_OK if all(not r.get("error") for r in results) else EXIT_FAILED
+
+
+def cmd_export(args, plugins) -> int:
+    from tlstudio.core.export import export_run
+
+    con = _console(stderr=True)
+
+    def show(e: dict) -> None:
+        if e.get("kind") in ("stage", "log") and not args.json:
+            con.print(f"[dim]{e.get('message')}[/dim]")
+
+    res = export_run(args.run, args.format, args.out, runs_dir=args.runs_dir, plugins=plugins, n_inputs=args.inputs,
+                     tolerance=args.tolerance, checkpoint=args.checkpoint, intended_use=args.intended_use, on_event=show)
+    par = res["parity"]
+    if args.json:
+        print(json.dumps({"package": res["package"], "format": res["format"], "model_file": res["model_file"],
+                          "run_id": res["run_id"], "max_abs_diff": par["max_abs_diff"], "tolerance": par["tolerance"],
+                          "n_inputs": par["n_inputs"], "parity_split": par.get("split"), "batch_sizes": par["batch_sizes"],
+                          "export_seconds": res["export_seconds"], "seconds": res["seconds"],
+                          "size_bytes": res["size_bytes"], "files": res["files"]}))
+    else:
+        print(f"Exported run {res['run_id']} as {res['format']} to {res['package']}")
+        print(f"Parity: max abs difference {par['max_abs_diff']:.3g} vs PyTorch on {par['n_inputs']} real "
+              f"{par.get('split') or ''} inputs (allowed {par['tolerance']:g}) — passed")
+        print(f"Model card: {Path(res['package']) / 'model_card.md'}")
+        print(f"Predict with: tlstudio predict {res['package']} IMAGES...")
+    return EXIT_OK
+
+
+def cmd_report(args, plugins) -> int:
+    from tlstudio.core.report import html_report
+    from tlstudio.core.runs import open_run
+    from tlstudio.core.settings import load_settings
+
+    run = open_run(args.run, args.runs_dir or load_settings().runs_path())
+    path = html_report(run.dir, out=args.out)
+    print(json.dumps({"report": str(path)}) if args.json else f"Report: {path}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
+    return EXIT_OK
+
+
+def cmd_doctor(args, plugins) -> int:
+    from tlstudio.core.doctor import FAIL, run_checks
+
+    checks = run_checks(plugins=plugins, quick=args.quick)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        con = _console()
+        marks = {"ok": "[green]ok  [/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
+        for c in checks:
+            con.print(f"{marks[c.status]}  [bold]{c.name}[/bold]: {c.message}", soft_wrap=True)
+            if c.fix and c.status != "ok":
+                con.print(f"      what to do: {c.fix}", soft_wrap=True)
+        bad = [c for c in checks if c.status == FAIL]
+        con.print(f"\n{len(bad)} problem(s) found." if bad else "\nEverything the studio needs is in place.")
+    return EXIT_FAILED if any(c.status == FAIL for c in checks) else EXIT_OK
 
 
 def cmd_runs(args, plugins) -> int:
@@ -345,13 +411,38 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 
-    pr = sub.add_parser("predict", help="classify images with a trained run")
-    pr.add_argument("run", help="run folder or id")
+    pr = sub.add_parser("predict", help="classify images with a trained run or an exported package")
+    pr.add_argument("run", help="run folder or id, or an exported package folder")
     pr.add_argument("images", nargs="+", help="image files or folders")
     pr.add_argument("--csv", help="write the predictions to this CSV")
     pr.add_argument("--runs-dir")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="export a trained run as a checked model package (ONNX, TorchScript)")
+    ex.add_argument("run", help="run folder or id")
+    ex.add_argument("--format", default="onnx", help="onnx or torchscript (or an exporter plugin's id)")
+    ex.add_argument("--out", required=True, help="the package folder to write (new, empty, or an older package)")
+    ex.add_argument("--inputs", type=int, default=32, help="validation inputs for the parity check (default 32)")
+    ex.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed max abs difference (default 1e-4)")
+    ex.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    ex.add_argument("--intended-use", help="your own 'intended use' paragraph for the model card")
+    ex.add_argument("--runs-dir")
+    ex.add_argument("--json", action="store_true", help="print the result (parity figure, files) as JSON")
+    ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="write a run's HTML report (charts and tables)")
+    rp.add_argument("run", help="run folder or id")
+    rp.add_argument("--out", help="the HTML file (default: report.html in the run folder)")
+    rp.add_argument("--open", action="store_true", help="open it in the web browser")
+    rp.add_argument("--runs-dir")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_report)
+
+    dr = sub.add_parser("doctor", help="check this installation: Python, torch, devices, Qt, models, folders")
+    dr.add_argument("--quick", action="store_true", help="skip the slower checks (a tiny model forward pass)")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=cmd_doctor)
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir")

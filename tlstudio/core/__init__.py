@@ -22,6 +22,8 @@ _NAMES = {
     "select_device": "engine", "seed_everything": "engine",
     "Run": "runs", "list_runs": "runs", "open_run": "runs",
     "PluginManager": "plugins", "get_plugin_manager": "plugins",
+    # exports and reports
+    "Exporter": "export", "ExportError": "export", "export_run": "export", "html_report": "report",
     # errors
     "StudioError": "errors", "ProjectError": "errors", "DataError": "errors", "ModelError": "errors",
     "PluginError": "errors", "RunStopped": "errors",

@@ -219,6 +219,65 @@ class ImageClassificationTechnique(Technique):
         return results
 
 
+    # --- export and exported packages ---------------------------------------------------
+    def export_inputs(self, ctx, n: int) -> tuple:
+        """``n`` validation images of the run (evenly spread over the split), preprocessed
+        exactly as in evaluation: the run's own data, stored split and image cache."""
+        data = prepare_image_data(ctx)
+        split = next((s for s in ("val", "test", "train") if data.has_split(s)), None)
+        if split is None:
+            raise StudioError("The run's data has no usable images left to check the export with.")
+        ds = data.dataset(split, train=False)
+        k = min(int(n), len(ds))
+        picks = np.unique(np.linspace(0, len(ds) - 1, k).round().astype(int))
+        x = torch.stack([ds[int(i)][0] for i in picks])
+        ctx.state["export_inputs_info"] = {"split": split, "n": int(len(picks)), "source": str(data.table.source),
+                                           "fingerprint": data.fingerprint,
+                                           "refs": [data.refs(split)[int(i)] for i in picks]}
+        return (x,)
+
+    def export_spec(self, ctx) -> dict:
+        d = ctx.data
+        return {
+            "task": self.task, "inputs": ["image"], "outputs": ["logits"], "labels": list(d.class_names),
+            "postprocess": "softmax",
+            "preprocessing": {
+                "kind": "image", "layout": "NCHW", "dtype": "float32", "channels": "RGB",
+                "size": [int(d.size), int(d.size)],
+                "resize": "Pillow Image.resize((size, size), BILINEAR, reducing_gap=3.0) on the whole image "
+                          "(no crop, aspect ratio not kept)",
+                "decode": "grayscale and palette images to RGB by repeating the channel; 16-bit scaled to 8-bit; "
+                          "DICOM: modality LUT and window, MONOCHROME1 inverted",
+                "scale": 1.0 / 255.0, "mean": [float(v) for v in d.mean], "std": [float(v) for v in d.std],
+                "formula": "x = (pixel / 255 - mean[c]) / std[c]",
+            },
+        }
+
+    def predict_package(self, spec: dict, run_model, inputs: list) -> list[dict]:
+        """Image paths -> {"ref", "predicted", "probabilities"} with an exported model."""
+        from .data import decode_dicom, decode_image, is_dicom
+
+        pre = spec["preprocessing"]
+        names = list(spec["labels"])
+        data = ImageInferenceData(names, int(pre["size"][0]), pre["mean"], pre["std"])
+        results: list[dict] = []
+        good: list[tuple[int, np.ndarray]] = []
+        for p in inputs:
+            try:
+                good.append((len(results), decode_dicom(p) if is_dicom(p) else decode_image(p)))
+                results.append({"ref": str(p)})
+            except Exception as e:  # noqa: BLE001 - a bad image is reported, the rest go on
+                results.append({"ref": str(p), "error": str(e)})
+        for b in range(0, len(good), 32):
+            chunk = good[b:b + 32]
+            x = data.preprocess([a for _, a in chunk]).numpy()
+            logits = torch.from_numpy(np.asarray(run_model([x])[0], dtype=np.float32))
+            for (k, _), pr in zip(chunk, logits.softmax(1).numpy()):
+                results[k]["predicted"] = names[int(pr.argmax())]
+                results[k]["probabilities"] = {c: float(v) for c, v in zip(names, pr)}
+        return results
+
+
 class ImageInferenceData:
     """What prediction needs to know of a run's images: classes and preprocessing."""
 

@@ -104,3 +104,100 @@ def binary_operating_point(probs_pos: np.ndarray, targets: np.ndarray, threshold
 def roc_curve(probs_pos: np.ndarray, targets: np.ndarray) -> dict:
     fpr, tpr, thr = C.binary_roc(torch.as_tensor(probs_pos).float(), torch.as_tensor(targets).long())
     return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thr.tolist()}
+
+
+# --- confidence intervals (model card, HTML report) ------------------------------------------
+def _auc_ranks(scores: np.ndarray, pos: np.ndarray) -> float | None:
+    """Mann-Whitney AUC of ``scores`` for the boolean ``pos`` (ties count half)."""
+    n_pos = int(pos.sum())
+    n_neg = len(pos) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    _, inv, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank of each distinct value
+    r = avg_rank[inv]
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _auc_np(probs: np.ndarray, targets: np.ndarray) -> float | None:
+    """The same AUC as :func:`auc_score` (binary, or macro one-vs-rest over the classes present)."""
+    present = np.unique(targets)
+    if len(present) < 2:
+        return None
+    if probs.shape[1] == 2:
+        return _auc_ranks(probs[:, 1], targets == 1)
+    vals = [_auc_ranks(probs[:, c], targets == c) for c in present]
+    return float(np.mean(vals))
+
+
+def _balanced_accuracy_np(preds: np.ndarray, targets: np.ndarray, k: int) -> float | None:
+    support = np.bincount(targets, minlength=k)
+    hit = np.bincount(targets[preds == targets], minlength=k)
+    present = support > 0
+    return float((hit[present] / support[present]).mean()) if present.any() else None
+
+
+def _f1_macro_np(preds: np.ndarray, targets: np.ndarray, k: int) -> float | None:
+    support = np.bincount(targets, minlength=k)
+    predicted = np.bincount(preds, minlength=k)
+    tp = np.bincount(targets[preds == targets], minlength=k)
+    denom = support + predicted
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    present = support > 0
+    return float(f1[present].mean()) if present.any() else None
+
+
+def bootstrap_ci(statistic, probs: np.ndarray, targets: np.ndarray, n_boot: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``statistic(probs, targets)`` over the test cases
+    (resampled with replacement; resamples where the statistic is undefined are skipped).
+    None when fewer than half of the resamples give a value."""
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets).astype(np.int64)
+    n = len(targets)
+    if n == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        v = statistic(probs[idx], targets[idx])
+        if v is not None and not math.isnan(v):
+            vals.append(v)
+    if len(vals) < n_boot / 2:
+        return None
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(np.asarray(vals), [a, 1.0 - a])
+    return (float(lo), float(hi))
+
+
+def classification_cis(probs, targets, class_names: list[str], n_boot: int = 2000, seed: int = 0) -> dict:
+    """95% intervals for the test metrics a clinician reads: Wilson for the proportions
+    (accuracy, per-class sensitivity and specificity), a seeded percentile bootstrap over the
+    test cases for AUC, balanced accuracy and macro F1.  Same definitions as
+    :func:`classification_metrics`."""
+    probs = np.asarray(probs, dtype=np.float64)
+    targets = np.asarray(targets).astype(np.int64)
+    k = len(class_names)
+    preds = probs.argmax(1)
+    n = len(targets)
+    out: dict = {"method": f"Wilson score (proportions); percentile bootstrap, {n_boot} resamples, seed {seed} (others)",
+                 "n": n}
+    out["accuracy"] = list(wilson_interval(int((preds == targets).sum()), n))
+    boot = {
+        "auc": lambda p, t: _auc_np(p, t),
+        "balanced_accuracy": lambda p, t: _balanced_accuracy_np(p.argmax(1), t, k),
+        "f1_macro": lambda p, t: _f1_macro_np(p.argmax(1), t, k),
+    }
+    for name, fn in boot.items():
+        ci = bootstrap_ci(fn, probs, targets, n_boot=n_boot, seed=seed)
+        out[name] = list(ci) if ci else None
+    per = {}
+    for c, name in enumerate(class_names):
+        pos, pred_pos = targets == c, preds == c
+        tp, fn = int((pred_pos & pos).sum()), int((~pred_pos & pos).sum())
+        tn, fp = int((~pred_pos & ~pos).sum()), int((pred_pos & ~pos).sum())
+        per[name] = {"sensitivity": list(wilson_interval(tp, tp + fn)) if tp + fn else None,
+                     "specificity": list(wilson_interval(tn, tn + fp)) if tn + fp else None}
+    out["per_class"] = per
+    return out

@@ -73,13 +73,17 @@ class Predictor:
         return self.predict([str(p) for p in expand_paths(paths)])
 
     def write_csv(self, results: list[dict], path: str | Path) -> Path:
-        names = self.class_names
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["input", "predicted"] + [f"p_{c}" for c in names] + ["error"])
-        for r in results:
-            probs = r.get("probabilities", {})
-            pred = r.get("predicted", "")
-            w.writerow([r["ref"], pred if isinstance(pred, str) else repr(pred)]
-                       + [f"{probs[c]:.6f}" if c in probs else "" for c in names] + [r.get("error", "")])
-        return atomic_write_text(path, buf.getvalue())
+        return write_predictions_csv(results, self.class_names, path)
+
+
+def write_predictions_csv(results: list[dict], names: list[str], path: str | Path) -> Path:
+    """input, predicted, p_<class>..., error: one row per input (a run's or a package's)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["input", "predicted"] + [f"p_{c}" for c in names] + ["error"])
+    for r in results:
+        probs = r.get("probabilities", {})
+        pred = r.get("predicted", "")
+        w.writerow([r["ref"], pred if isinstance(pred, str) else repr(pred)]
+                   + [f"{probs[c]:.6f}" if c in probs else "" for c in names] + [r.get("error", "")])
+    return atomic_write_text(path, buf.getvalue())

@@ -146,6 +146,29 @@ class Technique:
         """The model that maps preprocessed inputs to outputs (predict, export, Grad-CAM)."""
         return ctx.model
 
+    # --- export (see tlstudio.core.export) ------------------------------------------------
+    def export_inputs(self, ctx, n: int) -> tuple:
+        """Up to ``n`` REAL preprocessed inputs from the run's validation data, as a tuple of
+        tensors batched on dim 0 (one per argument of ``inference_model(ctx)``).  The exporters
+        trace with the first two and check parity on all of them.  Image classification
+        implements it; other tasks override it (token ids + mask, image batches ...)."""
+        raise NotImplementedError(f"The technique '{self.id}' does not provide example inputs for export "
+                                  "(Technique.export_inputs).")
+
+    def export_spec(self, ctx) -> dict:
+        """What an exported package needs to know besides the weights: ``inputs`` and
+        ``outputs`` (names; dim 0 is the dynamic batch), optionally ``dynamic_axes`` for more
+        dynamic dims ({"input_ids": {0: "batch", 1: "sequence"}}), ``labels``, ``preprocessing``
+        (a JSON-able spec a third party can reproduce) and ``postprocess``."""
+        return {"task": self.task, "inputs": ["input"], "outputs": ["output"], "labels": [],
+                "preprocessing": {}, "postprocess": "none"}
+
+    def predict_package(self, spec: dict, run_model, inputs: list) -> list[dict]:
+        """Predict raw inputs with an exported package, without the run or the project:
+        ``spec`` is the package's package.json, ``run_model(list[np.ndarray]) -> list[np.ndarray]``
+        runs the exported model.  One dict per input, like :meth:`predict_inputs`."""
+        raise NotImplementedError(f"The technique '{self.id}' cannot predict from an exported package.")
+
     def state_dict(self) -> dict:
         return {}
 

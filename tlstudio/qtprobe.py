@@ -1,0 +1,57 @@
+"""Does Qt start here?  Run in a child process by ``tlstudio doctor`` (Qt aborts the whole
+process when its platform plugin cannot load, so the check must not run in the doctor's own
+process; and tlstudio.core never imports Qt).
+
+Prints JSON lines: first what it found before starting Qt (the plugin folder, the libraries
+the xcb plugin lacks), then {"started": platform} once a QGuiApplication is up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _say(**kv) -> None:
+    print(json.dumps(kv), flush=True)
+
+
+def missing_libraries(plugin: Path) -> list[str]:
+    """Shared libraries that ``plugin`` needs and this system lacks (Linux, via ldd)."""
+    if not plugin.exists() or not shutil.which("ldd"):
+        return []
+    try:
+        out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    libs = sorted({line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line})
+    if sys.platform.startswith("linux"):
+        import ctypes.util
+
+        if ctypes.util.find_library("xcb-cursor") is None:  # Qt >= 6.5 opens it at run time
+            libs.append("libxcb-cursor.so.0")
+    return libs
+
+
+def main() -> int:
+    import PySide6
+    from PySide6.QtCore import QLibraryInfo
+
+    plugins = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath))
+    platforms = plugins / "platforms"
+    have = sorted(p.name for p in platforms.glob("*qxcb*")) + sorted(p.name for p in platforms.glob("*offscreen*"))
+    xcb = next(iter(sorted(platforms.glob("libqxcb.so*"))), None)
+    _say(pyside=PySide6.__version__, plugins=str(plugins), platform_plugins=sorted(p.name for p in platforms.iterdir())
+         if platforms.is_dir() else [], found=have, xcb_missing=missing_libraries(xcb) if xcb else [])
+    from PySide6.QtGui import QGuiApplication
+
+    app = QGuiApplication(sys.argv[:1])
+    _say(started=app.platformName(), requested=os.environ.get("QT_QPA_PLATFORM", ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
