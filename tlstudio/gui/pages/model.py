@@ -309,7 +309,8 @@ class ModelPage(Page):
             return out
 
         def done(speeds):
-            self.speeds = speeds
+            # a figure measured while this list was read is newer than the list
+            self.speeds = {k: v or self.speeds.get(k) for k, v in speeds.items()}
             self.fill()
 
         self.studio.tasks.submit(work, on_done=done)

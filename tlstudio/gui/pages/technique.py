@@ -296,19 +296,24 @@ class TechniquePage(Page):
             self.status.setText("<span style='color:#1e8449'>Ready to train (Train page, or F5).</span>")
 
     # --- learning-rate finder --------------------------------------------------------------------
-    def find_lr(self) -> None:
+    def find_lr(self, steps: int = 100):
+        """Open the learning-rate finder and start the range test (in a worker)."""
         mod = lrfinder_module()
         if mod is None or self.studio.plugins is None:
-            return
+            return None
         if self.studio.training_active:
             self.studio.message.emit("The learning-rate finder runs while nothing trains.")
-            return
+            return None
+        if self.studio.problems():
+            self.studio.message.emit("Fix what stops Train first: " + "; ".join(self.studio.problems()))
+            return None
         self.commit()
         dlg = LRFinderDialog(self.studio, mod, self)
         dlg.applied.connect(self._lr_applied)
         dlg.open()
-        dlg.start()
+        dlg.start(steps)
         self.lr_dialog = dlg
+        return dlg
 
     def _lr_applied(self, lr: float) -> None:
         self.studio.edit("training", lr=float(lr))
@@ -325,7 +330,7 @@ class LRFinderDialog(QDialog):
         super().__init__(parent)
         self.studio = studio
         self.module = module
-        self.result = None
+        self.found = None
         self.setWindowTitle("Find a learning rate")
         self.resize(640, 460)
         v = QVBoxLayout(self)
@@ -352,22 +357,26 @@ class LRFinderDialog(QDialog):
         v.addWidget(self.buttons)
         self.control = None
 
-    def start(self) -> None:
+    def start(self, steps: int = 100) -> None:
         from tlstudio.core.engine import RunControl
 
         self.control = RunControl()
         project = self.studio.run_project()
 
-        def on_event(e):
-            if e.get("kind") == "progress" and e.get("total"):
-                task.report(e.get("done", 0), e.get("total", 1))
+        def work(task):
+            def on_event(e):
+                if e.get("kind") == "progress" and e.get("total"):
+                    task.report(e.get("done", 0), e.get("total", 1))
 
-        def work():
-            return self.module.find_lr(project, plugins=self.studio.plugins, on_event=on_event, control=self.control)
+            return self.module.find_lr(project, plugins=self.studio.plugins, on_event=on_event, control=self.control,
+                                       steps=steps)
 
-        task = self.studio.tasks.submit(work, pool="model", on_done=self._done, on_error=self._failed,
-                                        on_progress=lambda d, t: (self.progress.setRange(0, max(1, t)),
-                                                                  self.progress.setValue(d)))
+        self.task = self.studio.tasks.submit(work, pool="model", pass_task=True, on_done=self._done,
+                                             on_error=self._failed, on_progress=self._progress)
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
 
     def reject(self) -> None:
         if self.control is not None:
@@ -375,7 +384,7 @@ class LRFinderDialog(QDialog):
         super().reject()
 
     def _done(self, result) -> None:
-        self.result = result
+        self.found = result
         lrs, losses = list(result.get("lrs", [])), list(result.get("losses", []))
         self.plot.plot(lrs, losses, pen={"color": "#0072B2", "width": 2})
         s = result.get("suggested")
@@ -398,6 +407,6 @@ class LRFinderDialog(QDialog):
         self.error.show_info(info, "The learning-rate finder failed")
 
     def _apply(self) -> None:
-        if self.result and self.result.get("suggested"):
-            self.applied.emit(float(self.result["suggested"]))
+        if self.found and self.found.get("suggested"):
+            self.applied.emit(float(self.found["suggested"]))
         self.accept()
