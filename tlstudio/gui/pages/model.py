@@ -398,6 +398,8 @@ class ModelPage(Page):
         def done(recs):
             self.rec_btn.setEnabled(True)
             self.show_recommendations(recs)
+            if measure:
+                self._load_speeds()  # the speeds just measured, into the table
 
         def failed(info):
             self.rec_btn.setEnabled(True)
