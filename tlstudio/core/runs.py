@@ -180,6 +180,29 @@ class Run:
                 if kinds is None or e.get("kind") in kinds:
                     yield e
 
+    def read_events_from(self, offset: int = 0) -> tuple[list[dict], int]:
+        """The complete events written after byte ``offset`` of metrics.jsonl, and the offset
+        to read on from: a follower (the window tailing a run another process writes) calls
+        it again and again.  A line being written right now waits for the next call."""
+        try:
+            with open(self.metrics_file, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except OSError:
+            return [], offset
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return [], offset
+        events = []
+        for line in chunk[:end].split(b"\n"):
+            try:
+                e = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(e, dict):
+                events.append(e)
+        return events, offset + end + 1
+
     def epochs(self) -> list[dict]:
         """The epoch events, the latest one per epoch number (a resumed run rewrites some)."""
         by: dict[int, dict] = {}

@@ -1,0 +1,6 @@
+"""``python -m tlstudio.gui [project.toml] [--safe-mode]``"""
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,212 @@
+"""Settings and Plugins dialogs."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
+                               QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSplitter,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from tlstudio.core.settings import Settings, data_dir
+
+from .widgets import Banner, ErrorPanel, hint
+
+DEVICES = ["auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps"]
+
+
+class SettingsDialog(QDialog):
+    """Models folder, runs folder, device: saved in settings.toml (tlstudio.core.settings)."""
+
+    def __init__(self, studio, parent=None):
+        super().__init__(parent)
+        self.studio = studio
+        self.setWindowTitle("Settings")
+        self.resize(620, 260)
+        s = studio.settings
+        v = QVBoxLayout(self)
+        form = QFormLayout()
+        self.runs = self._folder_row(form, "Runs folder", s.runs_dir, str(data_dir() / "runs"),
+                                     Settings.model_fields["runs_dir"].description)
+        self.models = self._folder_row(form, "Models folder", s.models_dir, str(data_dir() / "models"),
+                                       Settings.model_fields["models_dir"].description
+                                       + " Weights you import are copied here.")
+        self.device = QComboBox()
+        self.device.setObjectName("settingsDevice")
+        self.device.setEditable(True)
+        self.device.addItems(DEVICES)
+        self.device.setEditText(s.device or "auto")
+        self.device.setToolTip("The device runs use when their project says auto: auto picks a GPU when there is one.")
+        form.addRow("Device", self.device)
+        v.addLayout(form)
+        v.addWidget(hint("The runs folder is shared with the command line (tlstudio train), so runs started there "
+                         "appear on the Runs page."))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        v.addWidget(buttons)
+
+    def _folder_row(self, form: QFormLayout, label: str, value: str, default: str, tip: str) -> QLineEdit:
+        row = QHBoxLayout()
+        edit = QLineEdit(value)
+        edit.setPlaceholderText(f"default: {default}")
+        edit.setToolTip(tip)
+        b = QPushButton("Choose…")
+        b.clicked.connect(lambda: self._pick(edit, label))
+        row.addWidget(edit, 1)
+        row.addWidget(b)
+        w = QWidget()
+        w.setLayout(row)
+        row.setContentsMargins(0, 0, 0, 0)
+        form.addRow(label, w)
+        return edit
+
+    def _pick(self, edit: QLineEdit, label: str) -> None:
+        path = QFileDialog.getExistingDirectory(self, label, edit.text() or str(data_dir()))
+        if path:
+            edit.setText(path)
+
+    def accept(self) -> None:
+        s = self.studio.settings.model_copy(deep=True)
+        s.runs_dir = self.runs.text().strip()
+        s.models_dir = self.models.text().strip()
+        s.device = self.device.currentText().strip() or "auto"
+        self.studio.save_settings(s)
+        super().accept()
+
+
+class PluginsDialog(QDialog):
+    """Every plugin: loaded, failed (with its error) or disabled; enable and disable
+    (remembered), then reload."""
+
+    COLS = ["On", "Plugin", "Package", "Version", "Status", "Provides", "Problem"]
+
+    def __init__(self, studio, parent=None):
+        super().__init__(parent)
+        self.studio = studio
+        self.setWindowTitle("Plugins")
+        self.resize(980, 520)
+        v = QVBoxLayout(self)
+        pm = studio.plugins
+        note = ("Techniques, data readers, weight sources and exporters come from plugins. A plugin that fails is "
+                "listed here with its error and left out; the rest of the studio works on.")
+        if pm is not None and pm.safe_mode:
+            note += " Safe mode: every third-party plugin is off for this session."
+        v.addWidget(Banner(note, warn=bool(pm and pm.safe_mode)))
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.table = QTableWidget(0, len(self.COLS))
+        self.table.setObjectName("pluginTable")
+        self.table.setHorizontalHeaderLabels(self.COLS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.itemSelectionChanged.connect(self._selected)
+        split.addWidget(self.table)
+        self.details = ErrorPanel()
+        split.addWidget(self.details)
+        v.addWidget(split, 1)
+        self.buttons = QDialogButtonBox()
+        self.apply_btn = self.buttons.addButton("Apply and reload plugins", QDialogButtonBox.ButtonRole.ApplyRole)
+        self.apply_btn.setObjectName("applyPlugins")
+        self.apply_btn.clicked.connect(self.apply)
+        self.apply_btn.setEnabled(False)
+        self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.buttons.rejected.connect(self.reject)
+        v.addWidget(self.buttons)
+        self.checks: dict[str, QCheckBox] = {}
+        self.fill()
+        studio.pluginsChanged.connect(self.fill)
+
+    def fill(self) -> None:
+        pm = self.studio.plugins
+        self.checks.clear()
+        if pm is None:
+            self.table.setRowCount(0)
+            return
+        infos = sorted(pm.plugins.values(), key=lambda p: (p.status != "failed", not p.builtin, p.name))
+        self.infos = infos
+        self.table.setRowCount(len(infos))
+        disabled = set(pm.settings.disabled_plugins)
+        for r, p in enumerate(infos):
+            cb = QCheckBox()
+            cb.setChecked(p.name not in disabled)
+            cb.setToolTip("Switch the plugin on or off (remembered); Apply reloads the plugins.")
+            cb.toggled.connect(lambda _on: self.apply_btn.setEnabled(True))
+            self.checks[p.name] = cb
+            holder = QWidget()
+            h = QHBoxLayout(holder)
+            h.setContentsMargins(6, 0, 0, 0)
+            h.addWidget(cb)
+            self.table.setCellWidget(r, 0, holder)
+            status = p.status
+            if status == "disabled" and pm.safe_mode and not p.builtin and p.name not in disabled:
+                status = "disabled (safe mode)"
+            provides = "; ".join(f"{k.replace('tlstudio_', '')}: {', '.join(v)}" for k, v in p.provides.items() if v)
+            vals = [p.name + ("  (built in)" if p.builtin else ""), p.dist, p.version, status, provides,
+                    p.errors[0] if p.errors else ""]
+            for c, text in enumerate(vals, start=1):
+                it = QTableWidgetItem(text)
+                it.setToolTip("\n".join(p.errors) if c == 6 and p.errors else text)
+                if c == 4:
+                    it.setForeground(QColor({"loaded": "#1e8449", "failed": "#b03a2e"}.get(p.status, "#7f7f7f")))
+                self.table.setItem(r, c, it)
+        self.table.resizeColumnsToContents()
+        if self.table.columnWidth(5) > 300:
+            self.table.setColumnWidth(5, 300)
+        self.table.horizontalHeader().setSectionResizeMode(len(self.COLS) - 1, QHeaderView.ResizeMode.Stretch)
+        self.apply_btn.setEnabled(False)
+
+    def status_of(self, name: str) -> str:
+        for r in range(self.table.rowCount()):
+            if self.table.item(r, 1).text().split("  (")[0] == name:
+                return self.table.item(r, 4).text()
+        raise KeyError(name)
+
+    def _selected(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return
+        p = self.infos[rows[0].row()]
+        if p.errors:
+            self.details.show_error("\n".join(p.errors), "\n\n".join(p.details),
+                                    title=f"{p.name} — {p.dist} {p.version}".rstrip() + f": {p.status}")
+        else:
+            self.details.show_error(f"{p.name}: {p.status}. Module {p.module}.", title=p.name)
+            self.details.setStyleSheet("QFrame#errorPanel { background: #f4f6f7; border: 1px solid #d5d8dc; }")
+            return
+        self.details.setStyleSheet("QFrame#errorPanel { background: #fdecea; border: 1px solid #e6b0aa; }")
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        self.checks[name].setChecked(enabled)
+
+    def apply(self) -> None:
+        pm = self.studio.plugins
+        if pm is None:
+            return
+        for name, cb in self.checks.items():
+            pm.set_enabled(name, cb.isChecked(), save=False)
+        from tlstudio.core.settings import load_settings, save_settings
+
+        s = load_settings()
+        s.disabled_plugins = list(pm.settings.disabled_plugins)
+        save_settings(s)
+        self.studio.settings.disabled_plugins = list(s.disabled_plugins)
+        self.apply_btn.setEnabled(False)
+        self.studio.reload_plugins()
+
+
+class AboutDialog(QDialog):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        from tlstudio import __version__
+
+        self.setWindowTitle("About Transfer Learning Studio")
+        v = QVBoxLayout(self)
+        lab = QLabel(f"<h3>Transfer Learning Studio {__version__}</h3>"
+                     "<p>Adapt a pretrained network to your own images by pointing and clicking, offline.</p>"
+                     "<p>Every run can be repeated from the command line: <tt>tlstudio train &lt;run&gt;/project.toml</tt>.</p>")
+        lab.setWordWrap(True)
+        v.addWidget(lab)
+        b = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok)
+        b.accepted.connect(self.accept)
+        v.addWidget(b)

@@ -1,0 +1,583 @@
+"""Data: choose images (folder, CSV, NPZ, DICOM), read and check them, see what was found
+and what was skipped and why, thumbnails per class, the split, and the augmentation with a
+before/after preview."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout,
+                               QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton, QSplitter,
+                               QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget)
+
+from tlstudio.core.config import AugmentationConfig, SplitConfig
+
+from ..forms import PydanticForm
+from ..tasks import ErrorInfo
+from ..widgets import Banner, ErrorPanel, ThumbStrip, clear_layout, heading, hint, pixmap_from_array, thumbnail
+from . import Page, scrolled
+
+BUILTIN_FORMATS = ["auto", "folder", "csv", "npz", "dicom"]
+THUMBS_PER_CLASS = 8
+PREVIEW_IMAGES = 6
+PREVIEW_DRAWS = 2
+SPLIT_COLORS = {"train": "#0072B2", "val": "#E69F00", "test": "#009E73"}
+
+
+def read_table(source: str, fmt: str, options: dict, readers, task=None):
+    from tlstudio.core.data import read_data
+
+    return read_data(source, fmt, options, readers,
+                     progress=(task.report if task else None),
+                     should_stop=(lambda: task.cancelled) if task else None)
+
+
+def class_thumbnails(table, per_class: int = THUMBS_PER_CLASS, size: int = 72) -> dict[str, list[tuple[str, np.ndarray]]]:
+    out: dict[str, list] = {c: [] for c in table.class_names}
+    for i, it in enumerate(table.items):
+        lst = out.get(it.label)
+        if lst is None or len(lst) >= per_class:
+            continue
+        try:
+            lst.append((it.ref, thumbnail(table.load_image(i), size)))
+        except Exception:  # noqa: BLE001 - shown as missing, the report already names bad files
+            continue
+    return out
+
+
+def preview_indices(table, n: int = PREVIEW_IMAGES) -> list[int]:
+    """One image per class in turn (the same images every time)."""
+    by: dict[str, list[int]] = {}
+    for i, it in enumerate(table.items):
+        by.setdefault(it.label or "", []).append(i)
+    picks, k = [], 0
+    while len(picks) < min(n, len(table.items)):
+        for lst in by.values():
+            if k < len(lst) and len(picks) < n:
+                picks.append(lst[k])
+        k += 1
+    return picks
+
+
+def augmentation_preview(table, indices: list[int], aug: AugmentationConfig, size: int, draws: int = PREVIEW_DRAWS,
+                         seed: int = 0) -> list[list[np.ndarray]]:
+    """For each image: [as the model sees it without augmentation, then ``draws`` augmented
+    versions] (the training transforms, without normalisation)."""
+    import torch
+
+    from tlstudio.core.data import make_transforms, resize_image
+
+    tf = make_transforms(aug, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), size, train=True)
+    out = []
+    with torch.random.fork_rng(devices=[]):  # a run training meanwhile keeps its own random numbers
+        torch.manual_seed(seed)
+        for i in indices:
+            img = np.array(resize_image(table.load_image(i), size))  # a writable copy
+            t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+            row = [img]
+            for _ in range(draws):
+                a = tf(t).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+                row.append(np.ascontiguousarray(a))
+            out.append(row)
+    return out
+
+
+class DataPage(Page):
+    key = "data"
+
+    def __init__(self, studio, window, parent=None):
+        super().__init__(studio, window, parent)
+        self.table = None
+        self._read_task = None
+        self._read_token = None
+        self._preview_task = None
+        self._preview_seed = 0
+        self.preview_generation = 0  # how many previews were drawn (tests read it)
+        self.thumbs: dict[str, ThumbStrip] = {}
+
+        root = QVBoxLayout(self)
+        self.banner = Banner("Choose your images: a folder with one sub-folder per class, a CSV table (path, label), "
+                             "a MedMNIST-style .npz or DICOM files. Every image is opened and checked; unusable ones "
+                             "are listed with the reason and left out.")
+        root.addWidget(self.banner)
+
+        src = QGroupBox("Images")
+        form = QFormLayout(src)
+        row = QHBoxLayout()
+        self.source = QLineEdit()
+        self.source.setObjectName("dataSource")
+        self.source.setPlaceholderText("a folder of class folders, a .csv, an .npz, or DICOM files")
+        self.source.editingFinished.connect(self._source_typed)
+        b_folder = QPushButton("Folder…")
+        b_folder.clicked.connect(lambda: self._choose(folder=True))
+        b_file = QPushButton("File…")
+        b_file.clicked.connect(lambda: self._choose(folder=False))
+        self.fmt = QComboBox()
+        self.fmt.setObjectName("dataFormat")
+        self.fmt.addItems(BUILTIN_FORMATS)
+        self.fmt.setToolTip("How to read the data: auto recognises folders, CSV, NPZ and DICOM.")
+        self.fmt.currentTextChanged.connect(self._format_changed)
+        self.read_btn = QPushButton("Read and check")
+        self.read_btn.setObjectName("readData")
+        self.read_btn.clicked.connect(self.read)
+        for w in (self.source, b_folder, b_file, QLabel("Format"), self.fmt, self.read_btn):
+            row.addWidget(w)
+        form.addRow("Data", row)
+        self.options = QLineEdit()
+        self.options.setPlaceholderText('reader options as JSON, e.g. {"label_column": "diagnosis"}')
+        self.options.editingFinished.connect(self._options_typed)
+        form.addRow("Reader options", self.options)
+        trow = QHBoxLayout()
+        self.target = QLineEdit()
+        self.target.setObjectName("targetSource")
+        self.target.setPlaceholderText("optional: images of the target domain (another scanner or hospital), labels not needed")
+        self.target.editingFinished.connect(self._target_typed)
+        t_folder = QPushButton("Folder…")
+        t_folder.clicked.connect(lambda: self._choose(folder=True, target=True))
+        t_file = QPushButton("File…")
+        t_file.clicked.connect(lambda: self._choose(folder=False, target=True))
+        t_clear = QPushButton("Clear")
+        t_clear.clicked.connect(lambda: self._set_target(""))
+        for w in (self.target, t_folder, t_file, t_clear):
+            trow.addWidget(w)
+        form.addRow("Target domain", trow)
+        self.target_info = hint("Used by domain-adaptation techniques; other techniques ignore it.")
+        form.addRow("", self.target_info)
+        root.addWidget(src)
+
+        prow = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setFormat("Reading %v / %m")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.clicked.connect(self._cancel)
+        prow.addWidget(self.progress)
+        prow.addWidget(self.cancel_btn)
+        self.progress_row = QWidget()
+        self.progress_row.setLayout(prow)
+        self.progress_row.hide()
+        root.addWidget(self.progress_row)
+        self.error = ErrorPanel()
+        root.addWidget(self.error)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        # left: the report
+        self.tabs = QTabWidget()
+        rep = QWidget()
+        rv = QVBoxLayout(rep)
+        self.summary = QLabel("No data read yet.")
+        self.summary.setObjectName("dataSummary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        rv.addWidget(self.summary)
+        self.chart_box = QVBoxLayout()
+        rv.addLayout(self.chart_box, 1)
+        self.chart = None
+        self.warnings = QLabel()
+        self.warnings.setWordWrap(True)
+        self.warnings.setStyleSheet("color: #9a5b00;")
+        rv.addWidget(self.warnings)
+        self.tabs.addTab(rep, "Report")
+        self.skipped = QTableWidget(0, 2)
+        self.skipped.setObjectName("skippedTable")
+        self.skipped.setHorizontalHeaderLabels(["File", "Why it was skipped"])
+        self.skipped.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        self.skipped.horizontalHeader().setStretchLastSection(True)
+        self.skipped.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.tabs.addTab(self.skipped, "Skipped (0)")
+        self.thumb_host = QWidget()
+        self.thumb_layout = QVBoxLayout(self.thumb_host)
+        self.thumb_layout.addStretch(1)
+        self.tabs.addTab(scrolled(self.thumb_host), "Images per class")
+        split.addWidget(self.tabs)
+
+        # right: split and augmentation
+        right = QWidget()
+        rr = QVBoxLayout(right)
+        sbox = QGroupBox("Split")
+        sv = QVBoxLayout(sbox)
+        self.split_form = PydanticForm(SplitConfig, exclude=["file"], title="Split")
+        self.split_form.changed.connect(self._split_changed)
+        sv.addWidget(self.split_form)
+        rr.addWidget(sbox)
+        abox = QGroupBox("Augmentation (training only)")
+        av = QVBoxLayout(abox)
+        self.aug_form = PydanticForm(AugmentationConfig, title="Augmentation")
+        self.aug_form.changed.connect(self._aug_changed)
+        av.addWidget(self.aug_form)
+        head = QHBoxLayout()
+        head.addWidget(heading("Preview: first row as the model sees it, then random augmentations"))
+        head.addStretch(1)
+        self.new_draw = QPushButton("New examples")
+        self.new_draw.clicked.connect(self._new_draw)
+        head.addWidget(self.new_draw)
+        av.addLayout(head)
+        self.preview_host = QWidget()
+        self.preview_grid = QGridLayout(self.preview_host)
+        self.preview_grid.setSpacing(3)
+        self.preview_grid.setColumnStretch(PREVIEW_IMAGES + 1, 1)
+        self.preview_note = hint("Read the data to see examples.")
+        av.addWidget(self.preview_note)
+        av.addWidget(self.preview_host)
+        rr.addWidget(abox)
+        rr.addStretch(1)
+        split.addWidget(scrolled(right))
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        root.addWidget(split, 1)
+
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(250)
+        self._preview_timer.timeout.connect(self.refresh_preview)
+
+        studio.projectReplaced.connect(self.load_project)
+        studio.pluginsChanged.connect(self._plugins_changed)
+        self.load_project()
+
+    # --- project <-> controls ------------------------------------------------------------------
+    def load_project(self) -> None:
+        p = self.studio.project
+        self.source.setText(p.data.source)
+        self.target.setText(p.data.target_source)
+        self.options.setText(json.dumps(p.data.options) if p.data.options else "")
+        self.fmt.blockSignals(True)
+        if self.fmt.findText(p.data.format) < 0:
+            self.fmt.addItem(p.data.format)
+        self.fmt.setCurrentText(p.data.format)
+        self.fmt.blockSignals(False)
+        self.split_form.set_values(p.data.split)
+        self.aug_form.set_values(p.augmentation)
+        self._clear_report()
+        if p.data.source and self.studio.plugins is not None:
+            self.read()
+        self._show_target_info()
+
+    def _plugins_changed(self) -> None:
+        pm = self.studio.plugins
+        ids = ["auto"] + [r.id for r in pm.readers()] if pm else BUILTIN_FORMATS
+        cur = self.fmt.currentText()
+        self.fmt.blockSignals(True)
+        self.fmt.clear()
+        self.fmt.addItems(list(dict.fromkeys(ids)))
+        self.fmt.setCurrentText(cur)
+        self.fmt.blockSignals(False)
+        if self.table is None and self.studio.project.data.source and self._read_task is None:
+            self.read()
+
+    def _choose(self, folder: bool, target: bool = False) -> None:
+        start = str(self.studio.project.base_dir)
+        if folder:
+            path = QFileDialog.getExistingDirectory(self, "Choose a folder of images", start)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Choose a data file", start,
+                                                  "Data files (*.csv *.tsv *.npz *.dcm *.dicom);;All files (*)")
+        if not path:
+            return
+        if target:
+            self._set_target(path)
+        else:
+            self.set_source(path)
+
+    def set_source(self, path: str, fmt: str | None = None) -> None:
+        """Use these images (absolute path) and read them."""
+        self.source.setText(path)
+        changes = {"source": path}
+        if fmt:
+            changes["format"] = fmt
+            self.fmt.setCurrentText(fmt)
+        self.studio.edit("data", **changes)
+        self.read()
+
+    def _source_typed(self) -> None:
+        text = self.source.text().strip()
+        if text != self.studio.project.data.source:
+            self.set_source(text)
+
+    def _format_changed(self, fmt: str) -> None:
+        if fmt and fmt != self.studio.project.data.format:
+            self.studio.edit("data", format=fmt)
+            if self.studio.project.data.source:
+                self.read()
+
+    def _options_typed(self) -> None:
+        text = self.options.text().strip()
+        try:
+            opts = json.loads(text) if text else {}
+            if not isinstance(opts, dict):
+                raise ValueError("expected an object")
+        except (json.JSONDecodeError, ValueError) as e:
+            self.studio.set_form_problems("Reader options", [f"not valid JSON ({e})"])
+            self.options.setStyleSheet("border: 1px solid #c0392b;")
+            return
+        self.options.setStyleSheet("")
+        self.studio.set_form_problems("Reader options", [])
+        if opts != self.studio.project.data.options:
+            self.studio.edit("data", options=opts)
+            self.read()
+
+    def _set_target(self, path: str) -> None:
+        self.target.setText(path)
+        if path != self.studio.project.data.target_source:
+            self.studio.edit("data", target_source=path)
+        self._show_target_info()
+
+    def _target_typed(self) -> None:
+        self._set_target(self.target.text().strip())
+
+    def _show_target_info(self) -> None:
+        p = self.studio.project
+        if not p.data.target_source:
+            self.target_info.setText("Used by domain-adaptation techniques; other techniques ignore it.")
+            return
+        path = p.resolve(p.data.target_source)
+        if not path.exists():
+            self.target_info.setText(f"{path} does not exist.")
+            return
+        self.target_info.setText("Reading the target-domain images…")
+        readers = self.studio.plugins.readers() if self.studio.plugins else None
+
+        def done(table):
+            r = table.report
+            self.target_info.setText(f"Target domain: {r.total:,} usable images ({r.unlabelled:,} unlabelled), "
+                                     f"{len(r.skipped):,} skipped. Used by domain-adaptation techniques.")
+
+        self.studio.tasks.submit(read_table, str(path), "auto", {}, readers, on_done=done,
+                                 on_error=lambda info: self.target_info.setText(f"Target domain: {info.message}"))
+
+    def _split_changed(self) -> None:
+        self.studio.set_form_problems("Split", self.split_form.problems())
+        vals = self.split_form.values()
+        if vals is None:
+            return
+        vals["file"] = self.studio.project.data.split.file
+        if vals != self.studio.project.data.split.model_dump(mode="json"):
+            self.studio.replace("data.split", vals)
+            self._show_report()
+
+    def _aug_changed(self) -> None:
+        self.studio.set_form_problems("Augmentation", self.aug_form.problems())
+        vals = self.aug_form.values()
+        if vals is None:
+            return
+        if vals != self.studio.project.augmentation.model_dump(mode="json"):
+            self.studio.replace("augmentation", vals)
+        self._preview_timer.start()
+
+    # --- reading ---------------------------------------------------------------------------------
+    def read(self) -> None:
+        p = self.studio.project
+        if not p.data.source:
+            return
+        if self._read_task is not None:
+            self._read_task.cancel()
+        self.error.clear()
+        self._clear_report()
+        self.progress_row.show()
+        self.progress.setRange(0, 0)
+        self.summary.setText("Reading and checking every image…")
+        readers = self.studio.plugins.readers() if self.studio.plugins else None
+        token = object()  # which read a result belongs to (a newer read makes older ones moot)
+        self._read_token = token
+        self._read_task = self.studio.tasks.submit(
+            read_table, str(p.resolve(p.data.source)), p.data.format, dict(p.data.options), readers, pass_task=True,
+            name="read-data", on_progress=self._progress, on_done=lambda t, token=token: self._read_done(token, t),
+            on_error=lambda info, token=token: self._read_failed(token, info))
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+
+    def _cancel(self) -> None:
+        if self._read_task is not None:
+            self._read_task.cancel()
+
+    def _read_failed(self, token, info: ErrorInfo) -> None:
+        if token is not self._read_token:
+            return
+        task, self._read_task = self._read_task, None
+        self.progress_row.hide()
+        if task is not None and task.cancelled:
+            self.summary.setText("Reading was cancelled.")
+            return
+        self.summary.setText("The data could not be read.")
+        self.error.show_info(info, "The data could not be read")
+
+    def _read_done(self, token, table) -> None:
+        if token is not self._read_token:
+            return
+        self._read_task = None
+        self.progress_row.hide()
+        self.table = table
+        self.studio.data_table = table
+        self.studio.dataRead.emit(table)
+        self._show_report()
+        self._load_thumbnails()
+        self.refresh_preview()
+
+    # --- report ----------------------------------------------------------------------------------
+    def _clear_report(self) -> None:
+        self.table = None
+        self.summary.setText("No data read yet.")
+        self.warnings.setText("")
+        self.skipped.setRowCount(0)
+        self.tabs.setTabText(1, "Skipped (0)")
+        self.thumbs.clear()
+        clear_layout(self.thumb_layout)
+        self.thumb_layout.addStretch(1)
+        clear_layout(self.preview_grid)
+        self.preview_note.show()
+        if self.chart is not None:
+            self.chart.clear()
+
+    def split_counts(self) -> dict[str, dict[str, int]] | None:
+        from tlstudio.core.data import make_split, split_counts
+
+        t = self.table
+        sp = self.studio.project.data.split
+        if t is None or not t.class_names:
+            return None
+        try:
+            return split_counts(t, make_split(t, sp.mode, sp.val_fraction, sp.test_fraction, sp.seed))
+        except Exception:  # noqa: BLE001 - e.g. "given" with a source that has no split: the engine says why
+            return None
+
+    def _show_report(self) -> None:
+        t = self.table
+        if t is None:
+            return
+        r = t.report
+        k = len(r.counts)
+        lines = [f"<b>{r.total:,} usable images in {k} class{'es' if k != 1 else ''}</b> "
+                 f"(read from {r.source} as <i>{r.reader}</i>)."]
+        if r.unlabelled:
+            lines.append(f"{r.unlabelled:,} images carry no label.")
+        s = r.sizes
+        if s:
+            modes = ", ".join(f"{m} {n:,}" for m, n in s.get("modes", {}).items())
+            lines.append(f"Sizes {s['min_width']}×{s['min_height']} to {s['max_width']}×{s['max_height']} pixels; "
+                         f"pixel formats: {modes}.")
+        counts = self.split_counts()
+        if counts:
+            lines.append("Split: " + ", ".join(f"{sp} {sum(c.values()):,}" for sp, c in counts.items()) + ".")
+        if r.skipped:
+            lines.append(f"<span style='color:#b03a2e'>{len(r.skipped):,} files skipped</span> — see the Skipped tab.")
+        if r.duplicates:
+            lines.append(f"{len(r.duplicates):,} groups of identical images.")
+        self.summary.setText("<br>".join(lines))
+        self.warnings.setText("\n".join(f"⚠ {w}" for w in r.warnings))
+        self.skipped.setRowCount(len(r.skipped))
+        for i, sk in enumerate(r.skipped):
+            self.skipped.setItem(i, 0, QTableWidgetItem(sk.ref))
+            self.skipped.setItem(i, 1, QTableWidgetItem(sk.reason))
+        self.skipped.resizeColumnToContents(0)
+        self.tabs.setTabText(1, f"Skipped ({len(r.skipped):,})")
+        self._draw_chart(counts)
+
+    def _draw_chart(self, counts) -> None:
+        from ..charts import styled_plot
+
+        t = self.table
+        if self.chart is None:
+            self.chart = styled_plot("Images per class and split", xlabel="class", ylabel="images")
+            self.chart.getPlotItem().showGrid(x=False, y=True, alpha=0.25)
+            self.chart.setObjectName("classChart")
+            self.chart.setMinimumHeight(220)
+            self.chart_box.addWidget(self.chart)
+        import pyqtgraph as pg
+        self.chart.clear()
+        names = list(t.class_names)
+        x = np.arange(len(names), dtype=float)
+        bottom = np.zeros(len(names))
+        self.bar_items = []
+        parts = counts or {"all": dict(t.report.counts)}
+        for split_name, per in parts.items():
+            h = np.array([per.get(c, 0) for c in names], dtype=float)
+            color = SPLIT_COLORS.get(split_name, "#0072B2")
+            bar = pg.BarGraphItem(x=x, height=h, y0=bottom, width=0.7, brush=color, pen=pg.mkPen("w", width=0.5),
+                                  name=split_name)
+            self.chart.addItem(bar)
+            self.bar_items.append((split_name, h))
+            bottom = bottom + h
+        legend = self.chart.getPlotItem().legend
+        if legend is not None:
+            legend.clear()
+            legend.setColumnCount(len(self.bar_items))
+            for split_name, _h in self.bar_items:
+                legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=SPLIT_COLORS.get(split_name, "#0072B2")),
+                               split_name)
+        ax = self.chart.getPlotItem().getAxis("bottom")
+        ax.setTicks([[(i, n if len(n) <= 12 else n[:11] + "…") for i, n in enumerate(names)]])
+        self.chart.getPlotItem().setXRange(-0.6, len(names) - 0.4, padding=0)
+        self.chart.getPlotItem().setYRange(0, max(1.0, float(bottom.max(initial=0))) * 1.2, padding=0)
+
+    def chart_heights(self) -> dict[str, int]:
+        """Total bar height per class (what the chart shows)."""
+        if self.table is None or not getattr(self, "bar_items", None):
+            return {}
+        tot = sum(h for _n, h in self.bar_items)
+        return {c: int(v) for c, v in zip(self.table.class_names, tot)}
+
+    # --- thumbnails and preview ------------------------------------------------------------------
+    def _load_thumbnails(self) -> None:
+        table = self.table
+
+        def done(by_class):
+            if table is not self.table:
+                return
+            clear_layout(self.thumb_layout)
+            self.thumbs.clear()
+            for c, items in by_class.items():
+                self.thumb_layout.addWidget(heading(f"{c}  ({table.report.counts.get(c, 0):,} images)"))
+                strip = ThumbStrip(56, captions=False)
+                strip.setObjectName(f"thumbs_{c}")
+                for ref, arr in items:
+                    strip.add(arr, "", Path(ref).name + "\n" + ref)
+                self.thumb_layout.addWidget(strip)
+                self.thumbs[c] = strip
+            self.thumb_layout.addStretch(1)
+
+        self.studio.tasks.submit(class_thumbnails, table, on_done=done)
+
+    def _new_draw(self) -> None:
+        self._preview_seed += 1
+        self.refresh_preview()
+
+    def refresh_preview(self) -> None:
+        """Draw the augmentation preview again (in a worker) with the current settings."""
+        if self.table is None or not self.table.items:
+            return
+        aug = self.studio.project.augmentation.model_copy()
+        size = int(self.studio.project.model.image_size)
+        table = self.table
+        idx = preview_indices(table)
+        seed = self._preview_seed
+
+        def done(rows):
+            if table is not self.table:
+                return
+            self._show_preview(rows)
+
+        self._preview_task = self.studio.tasks.submit(augmentation_preview, table, idx, aug, size, PREVIEW_DRAWS, seed,
+                                                      on_done=done, on_error=lambda info: self.preview_note.setText(
+                                                          f"Preview failed: {info.message}"))
+
+    def _show_preview(self, rows) -> None:
+        clear_layout(self.preview_grid)
+        self.preview_note.hide()
+        labels = ["before"] + [f"after {i + 1}" for i in range(PREVIEW_DRAWS)]
+        for r, text in enumerate(labels):
+            lab = QLabel(text)
+            lab.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.preview_grid.addWidget(lab, r, 0)
+        for c, row in enumerate(rows):
+            for r, arr in enumerate(row):
+                cell = QLabel()
+                cell.setPixmap(pixmap_from_array(arr, 64, smooth=False))
+                cell.setFixedSize(66, 66)
+                cell.setAlignment(Qt.AlignmentFlag.AlignCenter)
+                cell.setStyleSheet("background: #202020;")
+                self.preview_grid.addWidget(cell, r, c + 1)
+        self.preview_generation += 1
+        self.preview_rows = rows

@@ -1,0 +1,531 @@
+"""Evaluate: a finished run's test results a clinician can check — per-class table, ROC with
+a threshold slider for two classes, and a confusion matrix whose cells open exactly those
+images, each with its probabilities and a Grad-CAM heat map.  A technique may add its own
+result view (``Technique.result_view``), shown here for tasks other than classification."""
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+                               QPushButton, QSlider, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
+                               QVBoxLayout, QWidget)
+
+from ..widgets import ErrorPanel, ImageView, ThumbStrip, fmt_num, heading, hint, pixmap_from_array, thumbnail
+from . import Page
+
+MAX_CELL_IMAGES = 60
+
+
+def load_results(run_dir: str):
+    from tlstudio.core.results import EvaluationResults
+    from tlstudio.core.runs import Run
+
+    res = EvaluationResults.load(run_dir)
+    roc = res.roc() if res.binary else None
+    try:
+        project = Run(run_dir).project()
+    except Exception:  # noqa: BLE001 - images then cannot be shown, the numbers can
+        project = None
+    return res, roc, project
+
+
+def cell_images(images, refs: list[str], size: int = 96) -> list[tuple[str, np.ndarray | None, str]]:
+    out = []
+    for ref in refs:
+        try:
+            out.append((ref, thumbnail(images.load(ref), size), ""))
+        except Exception as e:  # noqa: BLE001 - a moved or deleted file is named, the rest load
+            out.append((ref, None, str(e)))
+    return out
+
+
+def run_predictor(run_dir: str, plugins, device: str = "cpu"):
+    from tlstudio.core.predict import Predictor
+
+    return Predictor.from_run(run_dir, plugins=plugins, device=device)
+
+
+def cam_for(predictor, images, ref: str, size: int | None = None):
+    """Grad-CAM of a result row's image: (ref, CamResult, overlay thumbnail)."""
+    from tlstudio.core.gradcam import explain
+
+    arr = images.load(ref)
+    res = explain(predictor, arr, ref=ref)
+    return ref, res, (thumbnail(res.overlay, size) if size else None)
+
+
+def prediction_device(studio) -> str:
+    d = studio.settings.device or "auto"
+    return "cpu" if d == "auto" and studio.training_active else d
+
+
+class EvaluatePage(Page):
+    key = "evaluate"
+
+    def __init__(self, studio, window, parent=None):
+        super().__init__(studio, window, parent)
+        self.results = None
+        self.roc = None
+        self.images = None
+        self.run_dir: str | None = None
+        self.predictor = None
+        self._predictor_for: str | None = None
+        self._predictor_task = None
+        self.cell_refs: list[str] = []
+        self.cell_rows: list[int] = []
+        self.cams: dict[str, object] = {}
+        self.cell_pos: tuple[int, int] | None = None
+        self.extra_view = None
+
+        root = QVBoxLayout(self)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Run"))
+        self.run_combo = QComboBox()
+        self.run_combo.setObjectName("evalRun")
+        self.run_combo.setMinimumWidth(420)
+        self.run_combo.activated.connect(lambda i: self.load_run(self.run_combo.itemData(i)))
+        top.addWidget(self.run_combo)
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.fill_runs)
+        top.addWidget(refresh)
+        top.addStretch(1)
+        root.addLayout(top)
+        self.summary = QLabel("Train a run (or open one on the Runs page) to see its test results here.")
+        self.summary.setObjectName("evalSummary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        root.addWidget(self.summary)
+        self.error = ErrorPanel()
+        root.addWidget(self.error)
+
+        self.tabs = QTabWidget()
+        root.addWidget(self.tabs, 1)
+        main = QSplitter(Qt.Orientation.Horizontal)
+        # left: per class, ROC
+        left = QWidget()
+        lv = QVBoxLayout(left)
+        lv.addWidget(heading("Per class (test set)"))
+        self.per_class = QTableWidget(0, 6)
+        self.per_class.setObjectName("perClassTable")
+        self.per_class.setHorizontalHeaderLabels(["Class", "Sensitivity", "Specificity", "Precision", "F1", "Support"])
+        self.per_class.verticalHeader().hide()
+        self.per_class.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        hh = self.per_class.horizontalHeader()
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.per_class.setMinimumHeight(90)
+        lv.addWidget(self.per_class)
+        self.roc_box = QGroupBox("ROC curve (two classes)")
+        rv = QVBoxLayout(self.roc_box)
+        self.roc_plot = None
+        self.roc_host = QVBoxLayout()
+        rv.addLayout(self.roc_host, 1)
+        srow = QHBoxLayout()
+        srow.addWidget(QLabel("Threshold"))
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setObjectName("thresholdSlider")
+        self.slider.setRange(0, 100)
+        self.slider.setValue(50)
+        self.slider.valueChanged.connect(self._threshold_changed)
+        srow.addWidget(self.slider, 1)
+        self.thr_label = QLabel("0.50")
+        self.thr_label.setMinimumWidth(40)
+        srow.addWidget(self.thr_label)
+        rv.addLayout(srow)
+        self.op_label = QLabel()
+        self.op_label.setObjectName("operatingPoint")
+        self.op_label.setWordWrap(True)
+        rv.addWidget(self.op_label)
+        self.roc_box.hide()
+        lv.addWidget(self.roc_box, 1)
+        lv.addStretch(0)
+        main.addWidget(left)
+
+        # right: confusion matrix, the cell's images, one image in detail
+        right = QWidget()
+        rr = QVBoxLayout(right)
+        rr.addWidget(heading("Confusion matrix: rows = true class, columns = predicted"))
+        rr.addWidget(hint("Click a cell to see exactly those test images, each with its probabilities and a Grad-CAM "
+                          "heat map of where the model looked (red = strongest)."))
+        self.matrix = QTableWidget(0, 0)
+        self.matrix.setObjectName("confusionMatrix")
+        self.matrix.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.matrix.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.matrix.cellClicked.connect(self.open_cell)
+        rr.addWidget(self.matrix)
+        self.cell_title = heading("")
+        self.cell_title.setObjectName("cellTitle")
+        rr.addWidget(self.cell_title)
+        self.cell_list = ThumbStrip(96, wrap=True)
+        self.cell_list.setObjectName("cellImages")
+        self.cell_list.setMinimumHeight(120)
+        self.cell_list.currentItemChanged.connect(self._image_selected)
+        rr.addWidget(self.cell_list, 1)
+        detail = QHBoxLayout()
+        self.view_image = ImageView(min_size=120)
+        self.view_cam = ImageView(min_size=120)
+        self.view_cam.setObjectName("camView")
+        self.view_text = QLabel()
+        self.view_text.setObjectName("imageProbabilities")
+        self.view_text.setWordWrap(True)
+        self.view_text.setMinimumWidth(200)
+        self.view_text.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.view_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        detail.addWidget(self.view_image, 1)
+        detail.addWidget(self.view_cam, 1)
+        detail.addWidget(self.view_text, 1)
+        rr.addLayout(detail, 2)
+        main.addWidget(right)
+        main.setStretchFactor(0, 2)
+        main.setStretchFactor(1, 3)
+        main.setSizes([470, 930])
+        self.tabs.addTab(main, "Classification")
+
+        studio.runsChanged.connect(self.fill_runs)
+        studio.currentRunChanged.connect(self._current_changed)
+        self.fill_runs()
+
+    def activated(self) -> None:
+        if self.run_dir is None and self.run_combo.count():
+            self.load_run(self.run_combo.currentData() or self.run_combo.itemData(0))
+
+    # --- runs ------------------------------------------------------------------------------------
+    def fill_runs(self) -> None:
+        from tlstudio.core.results import EvaluationResults
+        from tlstudio.core.runs import list_runs, summarize
+
+        cur = self.run_dir or self.studio.current_run
+        self.run_combo.clear()
+        try:
+            runs = list_runs(self.studio.runs_dir())
+        except OSError:
+            runs = []
+        for r in runs:
+            if r.status() != "done":
+                continue
+            try:
+                s = summarize(r)
+            except Exception:  # noqa: BLE001
+                continue
+            acc = s.test.get("accuracy")
+            label = f"{r.id} — {s.technique} on {s.model}" + (f" — test accuracy {acc:.3f}" if acc is not None else "")
+            if not EvaluationResults.available(r.dir):
+                label += " (custom results)"
+            self.run_combo.addItem(label, str(r.dir))
+        if cur:
+            i = self.run_combo.findData(str(cur))
+            if i >= 0:
+                self.run_combo.setCurrentIndex(i)
+
+    def _current_changed(self, run_dir: str) -> None:
+        from tlstudio.core.runs import Run
+
+        if run_dir and Run(run_dir).status() == "done":
+            self.fill_runs()
+            self.load_run(run_dir)
+
+    def load_run(self, run_dir: str | None) -> None:
+        if not run_dir:
+            return
+        self.run_dir = str(run_dir)
+        i = self.run_combo.findData(self.run_dir)
+        if i >= 0:
+            self.run_combo.setCurrentIndex(i)
+        self.error.clear()
+        self._clear()
+        self.summary.setText(f"Loading {Path(run_dir).name}…")
+        self._show_result_view(run_dir)
+        from tlstudio.core.results import EvaluationResults
+
+        if not EvaluationResults.available(run_dir):
+            self.summary.setText(f"{Path(run_dir).name}: no classification results to show"
+                                 + (" (see the technique's own view)." if self.extra_view else "."))
+            return
+        self.studio.tasks.submit(load_results, self.run_dir, on_done=lambda r, d=self.run_dir: self._loaded(d, r),
+                                 on_error=lambda info: (self.summary.setText("The results could not be read."),
+                                                        self.error.show_info(info, "Results unreadable")))
+
+    def _clear(self) -> None:
+        self.results = None
+        self.per_class.setRowCount(0)
+        self.matrix.clear()
+        self.matrix.setRowCount(0)
+        self.matrix.setColumnCount(0)
+        self.cell_list.clear()
+        self.cell_title.setText("")
+        self.cell_refs, self.cell_rows, self.cell_pos = [], [], None
+        self.cams = {}
+        self.view_image.set_array(None)
+        self.view_cam.set_array(None)
+        self.view_text.setText("")
+        self.roc_box.hide()
+
+    def _show_result_view(self, run_dir: str) -> None:
+        """A technique's own results widget (detection boxes, captions ...), in its own tab."""
+        if self.extra_view is not None:
+            idx = self.tabs.indexOf(self.extra_view)
+            if idx >= 0:
+                self.tabs.removeTab(idx)
+            self.extra_view.deleteLater()
+            self.extra_view = None
+        from tlstudio.core.runs import Run
+
+        try:
+            tid = Run(run_dir).project().technique.id
+        except Exception:  # noqa: BLE001
+            return
+        tech = self.studio.technique(tid)
+        if tech is None:
+            return
+        try:
+            w = tech.result_view(Path(run_dir), self)
+            if w is not None and not isinstance(w, QWidget):
+                raise TypeError(f"result_view returned a {type(w).__name__}, not a Qt widget")
+        except Exception as e:  # noqa: BLE001 - a plugin's view must never break the page
+            from .technique import plugin_of
+
+            info = plugin_of(self.studio.plugins, tid)
+            if info is not None:
+                info.fail(f"result_view raised {type(e).__name__}: {e}", traceback.format_exc())
+            self.error.show_error(f"The results view of {tech.title or tid} failed: {type(e).__name__}: {e}",
+                                  traceback.format_exc(), title="Plugin view failed")
+            return
+        if w is not None:
+            self.extra_view = w
+            self.tabs.addTab(w, tech.title or tid)
+            if tech.task != "image-classification":
+                self.tabs.setCurrentWidget(w)
+
+    def _loaded(self, run_dir: str, payload) -> None:
+        if run_dir != self.run_dir:
+            return
+        self.results, self.roc, project = payload
+        from tlstudio.core.results import RunImages
+
+        readers = self.studio.plugins.readers() if self.studio.plugins else None
+        self.images = RunImages(project, readers) if project is not None else None
+        res = self.results
+        m = res.metrics
+        ci = m.get("accuracy_ci95") or [None, None]
+        parts = [f"<b>{Path(run_dir).name}</b>: {len(res.refs):,} test images",
+                 f"accuracy {fmt_num(m.get('accuracy'))} (95% CI {fmt_num(ci[0])}–{fmt_num(ci[1])})",
+                 f"balanced accuracy {fmt_num(m.get('balanced_accuracy'))}",
+                 f"AUC {fmt_num(m.get('auc'))}", f"macro F1 {fmt_num(m.get('f1_macro'))}"]
+        self.summary.setText(" · ".join(parts))
+        self._fill_per_class()
+        self._fill_matrix()
+        if self.roc is not None:
+            self._show_roc()
+        if self._predictor_for != run_dir:
+            self.predictor = None
+            self._predictor_for = None
+
+    def _fill_per_class(self) -> None:
+        res = self.results
+        pc = res.per_class()
+        self.per_class.setRowCount(len(res.class_names))
+        for r, c in enumerate(res.class_names):
+            d = pc.get(c, {})
+            vals = [c, fmt_num(d.get("sensitivity")), fmt_num(d.get("specificity")), fmt_num(d.get("precision")),
+                    fmt_num(d.get("f1")), str(d.get("support", ""))]
+            for k, v in enumerate(vals):
+                it = QTableWidgetItem(v)
+                if k:
+                    it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.per_class.setItem(r, k, it)
+
+    def _fill_matrix(self) -> None:
+        res = self.results
+        cm = res.confusion_matrix()
+        k = len(res.class_names)
+        self.matrix.setRowCount(k)
+        self.matrix.setColumnCount(k)
+        self.matrix.setHorizontalHeaderLabels([f"→ {c}" for c in res.class_names])
+        self.matrix.setVerticalHeaderLabels(res.class_names)
+        rows = cm.sum(1, keepdims=True).clip(min=1)
+        for i in range(k):
+            for j in range(k):
+                n = int(cm[i, j])
+                it = QTableWidgetItem(str(n))
+                it.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                frac = n / rows[i, 0]
+                if i == j:
+                    color = QColor.fromRgbF(1 - 0.55 * frac, 1 - 0.25 * frac, 1 - 0.55 * frac)
+                else:
+                    color = QColor.fromRgbF(1, 1 - 0.6 * frac, 1 - 0.6 * frac)
+                it.setBackground(color)
+                it.setForeground(QColor("#111111"))
+                it.setToolTip(f"true {res.class_names[i]}, predicted {res.class_names[j]}: {n} images "
+                              f"({100 * frac:.0f} % of the row)")
+                self.matrix.setItem(i, j, it)
+        self.matrix.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        vh = self.matrix.verticalHeader()
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        vh.setDefaultSectionSize(22 if k > 4 else 40)
+        self.matrix.setFixedHeight(min(320, vh.length() + self.matrix.horizontalHeader().height() + 4))
+        self.per_class.setFixedHeight(min(360, self.per_class.verticalHeader().length()
+                                          + self.per_class.horizontalHeader().height() + 6))
+
+    # --- ROC ---------------------------------------------------------------------------------------
+    def _show_roc(self) -> None:
+        from ..charts import styled_plot
+
+        if self.roc_plot is None:
+            self.roc_plot = styled_plot("ROC", xlabel="1 − specificity", ylabel="sensitivity")
+            self.roc_plot.setObjectName("rocPlot")
+            self.roc_plot.setMinimumHeight(240)
+            self.roc_host.addWidget(self.roc_plot)
+        import pyqtgraph as pg
+
+        p = self.roc_plot
+        p.clear()
+        res = self.results
+        auc = res.metrics.get("auc")
+        p.getPlotItem().setTitle(f"<span style='font-size:10pt; font-weight:600'>ROC, positive class "
+                                 f"{res.class_names[1]}</span>")
+        p.plot([0, 1], [0, 1], pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
+        p.plot(self.roc["fpr"], self.roc["tpr"], pen=pg.mkPen("#0072B2", width=2.5), name=f"AUC {fmt_num(auc)}")
+        lg = p.getPlotItem().legend
+        if lg is not None:
+            lg.anchor(itemPos=(1, 1), parentPos=(1, 1), offset=(-10, -10))
+        self.op_marker = pg.ScatterPlotItem(size=12, brush=pg.mkBrush("#D55E00"), pen=pg.mkPen("w"))
+        p.addItem(self.op_marker)
+        p.getPlotItem().setXRange(0, 1, padding=0.02)
+        p.getPlotItem().setYRange(0, 1, padding=0.02)
+        self.roc_box.show()
+        self._threshold_changed(self.slider.value())
+
+    def set_threshold(self, t: float) -> None:
+        self.slider.setValue(int(round(t * 100)))
+
+    def _threshold_changed(self, v: int) -> None:
+        if self.results is None or self.roc is None:
+            return
+        t = v / 100.0
+        self.thr_label.setText(f"{t:.2f}")
+        op = self.results.operating_point(t)
+        self.operating_point = op
+        sens, spec = op["sensitivity"], op["specificity"]
+        pos = self.results.class_names[1]
+        self.op_label.setText(f"At threshold {t:.2f} (call <b>{pos}</b> when its probability ≥ {t:.2f}): "
+                              f"sensitivity <b>{fmt_num(sens)}</b>, specificity <b>{fmt_num(spec)}</b> — "
+                              f"TP {op['tp']}, FN {op['fn']}, TN {op['tn']}, FP {op['fp']}")
+        if sens is not None and spec is not None:
+            self.op_marker.setData([1 - spec], [sens])
+
+    # --- cells and images ----------------------------------------------------------------------------
+    def open_cell(self, i: int, j: int) -> None:
+        """List exactly the test images of true class ``i`` predicted as ``j``."""
+        res = self.results
+        if res is None:
+            return
+        rows = res.cell(i, j)
+        self.cell_pos = (i, j)
+        self.cell_rows = rows
+        self.cell_refs = [res.refs[r] for r in rows]
+        shown = rows[:MAX_CELL_IMAGES]
+        more = f" (the first {MAX_CELL_IMAGES} shown)" if len(rows) > MAX_CELL_IMAGES else ""
+        self.cell_title.setText(f"True {res.class_names[i]}, predicted {res.class_names[j]}: {len(rows)} image"
+                                f"{'s' if len(rows) != 1 else ''}{more}")
+        self.cell_list.clear()
+        self.view_image.set_array(None)
+        self.view_cam.set_array(None)
+        self.view_text.setText("")
+        self.items = {}
+        for r in shown:
+            ref = res.refs[r]
+            p = res.probs[r]
+            k = int(res.predicted[r])
+            cap = f"{res.class_names[k]} {p[k]:.2f}"
+            tip = f"{ref}\n" + "\n".join(f"p({c}) = {v:.3f}" for c, v in zip(res.class_names, p))
+            it = self.cell_list.add(None, cap, tip, data=r)
+            self.items[ref] = it
+        if not shown or self.images is None:
+            return
+        refs = [res.refs[r] for r in shown]
+        pos = (i, j)
+        self.studio.tasks.submit(cell_images, self.images, refs,
+                                 on_done=lambda got, pos=pos: self._thumbs_loaded(pos, got))
+
+    def _thumbs_loaded(self, pos, got) -> None:
+        if pos != self.cell_pos:
+            return
+        for ref, arr, err in got:
+            it = self.items.get(ref)
+            if it is None:
+                continue
+            if arr is not None:
+                it.setIcon(pixmap_from_array(arr, self.cell_list.thumb, smooth=False))
+            else:
+                it.setToolTip(it.toolTip() + f"\n(cannot show: {err})")
+        self._start_cams(pos, [ref for ref, arr, _e in got if arr is not None])
+
+    def _ensure_predictor(self, then) -> None:
+        if self.predictor is not None and self._predictor_for == self.run_dir:
+            then()
+            return
+        run_dir = self.run_dir
+
+        def done(pred):
+            if run_dir != self.run_dir:
+                return
+            self.predictor = pred
+            self._predictor_for = run_dir
+            then()
+
+        self.studio.tasks.submit(run_predictor, run_dir, self.studio.plugins, prediction_device(self.studio),
+                                 pool="model", on_done=done,
+                                 on_error=lambda info: self.error.show_info(info, "The run's model could not be loaded "
+                                                                                  "for Grad-CAM"))
+
+    def _start_cams(self, pos, refs: list[str]) -> None:
+        def go():
+            for ref in refs:
+                self.studio.tasks.submit(cam_for, self.predictor, self.images, ref, self.cell_list.thumb, pool="model",
+                                         on_done=lambda out, pos=pos: self._cam_done(pos, out))
+
+        if refs:
+            self._ensure_predictor(go)
+
+    def _cam_done(self, pos, out) -> None:
+        ref, res, thumb = out
+        self.cams[ref] = res
+        if pos != self.cell_pos:
+            return
+        it = self.items.get(ref)
+        if it is not None and thumb is not None:
+            it.setIcon(pixmap_from_array(thumb, self.cell_list.thumb, smooth=False))
+        cur = self.cell_list.currentItem()
+        if cur is not None and self.results.refs[cur.data(Qt.ItemDataRole.UserRole)] == ref:
+            self._show_detail(ref)
+
+    def _image_selected(self, cur, _prev) -> None:
+        if cur is None or self.results is None:
+            return
+        ref = self.results.refs[cur.data(Qt.ItemDataRole.UserRole)]
+        self._show_detail(ref)
+
+    def _show_detail(self, ref: str) -> None:
+        res = self.results
+        r = res.refs.index(ref)
+        p = res.probs[r]
+        lines = [f"<b>{Path(ref).name}</b>", f"true: {res.class_names[res.labels[r]]}",
+                 f"predicted: {res.class_names[res.predicted[r]]}", ""]
+        order = np.argsort(-p)
+        lines += [f"p({res.class_names[k]}) = {p[k]:.3f}" for k in order[:10]]
+        cam = self.cams.get(ref)
+        if cam is not None:
+            self.view_image.set_array(cam.image)
+            self.view_cam.set_array(cam.overlay)
+            lines += ["", f"Heat map: where the model looked for <i>{cam.target}</i>"
+                      + (f" (layer {cam.layer}, {cam.cells[0]}×{cam.cells[1]} cells)." if cam.cells else ".")]
+        else:
+            self.view_cam.set_array(None)
+            lines += ["", "Heat map: computing…"]
+            if self.images is not None:
+                self.studio.tasks.submit(lambda: self.images.load(ref), on_done=self.view_image.set_array)
+        self.view_text.setText("<br>".join(lines))

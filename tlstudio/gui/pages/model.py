@@ -1,0 +1,427 @@
+"""Model: the offline catalog (ready or not, size, parameters, speed measured here), the
+weights to start from, importing weights, and a recommendation for this data and device."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QHeaderView, QInputDialog, QLabel, QPushButton, QSpinBox, QSplitter,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from tlstudio.core.config import ModelConfig
+
+from ..forms import PydanticForm
+from ..widgets import Banner, error_dialog, heading
+from . import Page
+
+COLUMNS = ["Model", "Ready", "Found in", "Size (MB)", "Parameters (M)", "ImageNet top-1", "Speed (img/s)"]
+NOT_AVAILABLE = "not available yet"
+
+
+def recommend_module():
+    """tlstudio.core.recommend, or None while it has not landed in this build."""
+    try:
+        return importlib.import_module("tlstudio.core.recommend")
+    except ImportError:
+        return None
+
+
+class _NumItem(QTableWidgetItem):
+    """Sorts by number, shows text."""
+
+    def __init__(self, value, text: str | None = None):
+        super().__init__(text if text is not None else ("–" if value is None else f"{value:g}"))
+        self.value = -1.0 if value is None else float(value)
+        self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+    def __lt__(self, other):
+        return self.value < getattr(other, "value", -1.0)
+
+
+class ModelPage(Page):
+    key = "model"
+
+    def __init__(self, studio, window, parent=None):
+        super().__init__(studio, window, parent)
+        self.rec = recommend_module()
+        self.speeds: dict[str, float | None] = {}
+        root = QVBoxLayout(self)
+        root.addWidget(Banner("Pick the pretrained network to adapt. Only models whose weights are on this computer "
+                              "are ready (nothing is ever downloaded); bigger models are more accurate but slower. "
+                              "Speeds are measured once on this machine and remembered."))
+        split = QSplitter(Qt.Orientation.Vertical)
+        top = QWidget()
+        tv = QVBoxLayout(top)
+        tv.setContentsMargins(0, 0, 0, 0)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setObjectName("modelTable")
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
+        self.table.setSortingEnabled(True)  # a click on a header sorts; first shown: ready models first
+        self.table.itemSelectionChanged.connect(self._selected)
+        tv.addWidget(self.table)
+        brow = QHBoxLayout()
+        self.only_ready = QCheckBox("Show ready models only")
+        self.only_ready.toggled.connect(self.fill)
+        self.measure_btn = QPushButton("Measure speed")
+        self.measure_btn.setObjectName("measureSpeed")
+        self.measure_btn.clicked.connect(self.measure_selected)
+        self.import_btn = QPushButton("Import weights…")
+        self.import_btn.setObjectName("importWeights")
+        self.import_btn.clicked.connect(self._import_dialog)
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.studio.refresh_models)
+        for w in (self.only_ready, self.measure_btn, self.import_btn, refresh):
+            brow.addWidget(w)
+        brow.addStretch(1)
+        tv.addLayout(brow)
+        split.addWidget(top)
+
+        bottom = QWidget()
+        bh = QHBoxLayout(bottom)
+        sel = QGroupBox("Selected model")
+        sv = QVBoxLayout(sel)
+        self.sel_title = heading("", 1)
+        self.sel_info = QLabel()
+        self.sel_info.setObjectName("modelInfo")
+        self.sel_info.setWordWrap(True)
+        self.sel_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        sv.addWidget(self.sel_title)
+        sv.addWidget(self.sel_info)
+        form = QFormLayout()
+        self.weights = QComboBox()
+        self.weights.setObjectName("weightsChoice")
+        self.weights.addItem("Pretrained on ImageNet (found offline)", "imagenet")
+        self.weights.addItem("None: random start (a from-scratch baseline)", "none")
+        self.weights.addItem("A weights file…", "file")
+        self.weights.activated.connect(self._weights_chosen)
+        form.addRow("Start from", self.weights)
+        self.size_form = PydanticForm(ModelConfig, only=["image_size"], title="Model")
+        self.size_form.changed.connect(self._size_changed)
+        form.addRow(self.size_form)
+        self.from_run = QComboBox()
+        self.from_run.setObjectName("fromRun")
+        self.from_run.setToolTip(ModelConfig.model_fields["from_run"].description or "")
+        self.from_run.activated.connect(self._from_run_chosen)
+        form.addRow("Start from run", self.from_run)
+        sv.addLayout(form)
+        sv.addStretch(1)
+        bh.addWidget(sel, 1)
+
+        rec = QGroupBox("Recommendation for your data")
+        rv = QVBoxLayout(rec)
+        rrow = QHBoxLayout()
+        rrow.addWidget(QLabel("Time budget"))
+        self.budget = QSpinBox()
+        self.budget.setObjectName("timeBudget")
+        self.budget.setRange(1, 24 * 60)
+        self.budget.setValue(10)
+        self.budget.setSuffix(" min")
+        rrow.addWidget(self.budget)
+        self.measure_all = QCheckBox("measure unmeasured models (slow)")
+        rrow.addWidget(self.measure_all)
+        self.rec_btn = QPushButton("Recommend")
+        self.rec_btn.setObjectName("recommend")
+        self.rec_btn.clicked.connect(self.recommend)
+        rrow.addWidget(self.rec_btn)
+        rrow.addStretch(1)
+        rv.addLayout(rrow)
+        self.rec_text = QLabel()
+        self.rec_text.setObjectName("recommendation")
+        self.rec_text.setWordWrap(True)
+        self.rec_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        rv.addWidget(self.rec_text)
+        self.use_rec = QPushButton("Use the recommended model")
+        self.use_rec.clicked.connect(self._use_recommendation)
+        self.use_rec.hide()
+        rv.addWidget(self.use_rec)
+        rv.addStretch(1)
+        bh.addWidget(rec, 1)
+        split.addWidget(bottom)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        root.addWidget(split, 1)
+        self._recommended: str | None = None
+
+        if self.rec is None:
+            for b in (self.measure_btn, self.rec_btn):
+                b.setEnabled(False)
+                b.setToolTip(f"Model recommendation and speed measurement: {NOT_AVAILABLE} in this build.")
+            self.rec_text.setText(f"Recommendation: {NOT_AVAILABLE} in this build.")
+        else:
+            self.rec_text.setText("Read your data on the Data page, then press Recommend: the sentence says which ready "
+                                  "model fits your images, device and time budget, and why.")
+
+        studio.modelsChanged.connect(self.fill)
+        studio.projectReplaced.connect(self.load_project)
+        studio.runsChanged.connect(self._fill_runs)
+        studio.settingsChanged.connect(self._load_speeds)
+        self.load_project()
+        self.fill()
+
+    # --- project ---------------------------------------------------------------------------------
+    def load_project(self) -> None:
+        m = self.studio.project.model
+        self.size_form.set_values({"image_size": m.image_size})
+        i = self.weights.findData(m.weights if m.weights in ("imagenet", "none") else "file")
+        if i == 2:
+            self.weights.setItemText(2, f"File: {Path(m.weights).name}")
+        self.weights.setCurrentIndex(max(0, i))
+        self._fill_runs()
+        self._select(m.architecture)
+        self._load_speeds()
+
+    def _size_changed(self) -> None:
+        self.studio.set_form_problems("Model", self.size_form.problems())
+        v = self.size_form.values()
+        if v and v["image_size"] != self.studio.project.model.image_size:
+            self.studio.edit("model", image_size=v["image_size"])
+            self._load_speeds()
+
+    def _weights_chosen(self, index: int) -> None:
+        kind = self.weights.itemData(index)
+        if kind == "file":
+            path, _ = QFileDialog.getOpenFileName(self, "Weights to start from", str(Path.home()),
+                                                  "Weights (*.pth *.pt *.safetensors *.bin);;All files (*)")
+            if not path:
+                self.load_project()
+                return
+            self.weights.setItemText(2, f"File: {Path(path).name}")
+            self.studio.edit("model", weights=path)
+        else:
+            self.studio.edit("model", weights=kind)
+
+    def _fill_runs(self) -> None:
+        from tlstudio.core.runs import list_runs
+
+        cur = self.studio.project.model.from_run
+        self.from_run.clear()
+        self.from_run.addItem("(none: start from the weights above)", "")
+        try:
+            runs = [r for r in list_runs(self.studio.runs_dir()) if r.best_checkpoint.exists()]
+        except OSError:
+            runs = []
+        for r in runs[:50]:
+            self.from_run.addItem(r.id, str(r.dir))
+        if cur and self.from_run.findData(cur) < 0:
+            self.from_run.addItem(Path(cur).name, cur)
+        self.from_run.setCurrentIndex(max(0, self.from_run.findData(cur)))
+
+    def _from_run_chosen(self, index: int) -> None:
+        v = self.from_run.itemData(index) or ""
+        if v != self.studio.project.model.from_run:
+            self.studio.edit("model", from_run=v)
+
+    # --- catalog ---------------------------------------------------------------------------------
+    def fill(self) -> None:
+        status = self.studio.model_status
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(0)
+        if status is None:
+            self.sel_info.setText("Looking for pretrained weights on this computer…")
+            return
+        rows = [s for s in status.values() if s.ready or not self.only_ready.isChecked()]
+        rows.sort(key=lambda s: (not s.ready, s.params_m))  # ready first, then small to large
+        self.table.setRowCount(len(rows))
+        for r, s in enumerate(rows):
+            name = QTableWidgetItem(f"{s.title}  ({s.name})")
+            name.setData(Qt.ItemDataRole.UserRole, s.name)
+            ready = _NumItem(1 if s.ready else 0, "✓ ready" if s.ready else "not ready")
+            ready.setTextAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+            ready.setForeground(QColor("#1e8449" if s.ready else "#b03a2e"))
+            where = QTableWidgetItem(s.source or "—")
+            where.setToolTip(s.path or s.how_to_add)
+            speed = self.speeds.get(s.name)
+            items = [name, ready, where, _NumItem(s.size_mb if s.ready else None),
+                     _NumItem(s.params_m), _NumItem(s.imagenet_top1),
+                     _NumItem(speed, "–" if speed is None else f"{speed:.0f}")]
+            for c, it in enumerate(items):
+                self.table.setItem(r, c, it)
+        self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self._select(self.studio.project.model.architecture)
+
+    def _select(self, name: str) -> None:
+        for r in range(self.table.rowCount()):
+            it = self.table.item(r, 0)
+            if it is not None and it.data(Qt.ItemDataRole.UserRole) == name:
+                self.table.blockSignals(True)
+                self.table.selectRow(r)
+                self.table.blockSignals(False)
+                break
+        self._describe(name)
+
+    def selected_name(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not rows:
+            return None
+        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+
+    def _selected(self) -> None:
+        name = self.selected_name()
+        if name and name != self.studio.project.model.architecture:
+            self.studio.edit("model", architecture=name)
+        if name:
+            self._describe(name)
+
+    def _describe(self, name: str) -> None:
+        status = self.studio.model_status or {}
+        s = status.get(name)
+        if s is None:
+            self.sel_title.setText(name)
+            self.sel_info.setText("Not in the catalog." if status else "")
+            return
+        self.sel_title.setText(s.title)
+        parts = [f"{s.params_m:g} M parameters" + (f", ImageNet top-1 {s.imagenet_top1:g} %" if s.imagenet_top1 else "") + "."]
+        if s.ready:
+            parts.append(f"Weights found in {s.source}: {s.path}")
+        else:
+            parts.append("<b>Not ready</b>: no pretrained weights on this computer. To add them:<br>"
+                         + s.how_to_add.replace("\n", "<br>") + "<br>or use Import weights….")
+        sp = self.speeds.get(name)
+        if sp:
+            parts.append(f"Trains at about {sp:.0f} images/s at {self.studio.project.model.image_size} px on this machine.")
+        self.sel_info.setText("<br>".join(parts))
+
+    # --- speed -----------------------------------------------------------------------------------
+    def _load_speeds(self) -> None:
+        if self.rec is None or self.studio.model_status is None:
+            return
+        size, dev = int(self.studio.project.model.image_size), self.studio.settings.device
+        names = list(self.studio.model_status)
+
+        def work():
+            out = {}
+            for n in names:
+                try:
+                    out[n] = self.rec.speed_of(n, size, dev, measure=False)
+                except Exception:  # noqa: BLE001 - unknown is shown as –
+                    out[n] = None
+            return out
+
+        def done(speeds):
+            # a figure measured while this list was read is newer than the list
+            self.speeds = {k: v or self.speeds.get(k) for k, v in speeds.items()}
+            self.fill()
+
+        self.studio.tasks.submit(work, on_done=done)
+
+    def measure_selected(self) -> None:
+        name = self.selected_name() or self.studio.project.model.architecture
+        if self.rec is None or not name:
+            return
+        if self.studio.training_active:
+            self.studio.message.emit("Speeds are measured while nothing trains (a run would distort the figure).")
+            return
+        size, dev = int(self.studio.project.model.image_size), self.studio.settings.device
+        self.measure_btn.setEnabled(False)
+        self.measure_btn.setText("Measuring…")
+
+        def done(v):
+            self.measure_btn.setEnabled(True)
+            self.measure_btn.setText("Measure speed")
+            self.speeds[name] = v
+            self.fill()
+            self.studio.message.emit(f"{name}: {v:.0f} images/s at {size} px (remembered).")
+
+        def failed(info):
+            self.measure_btn.setEnabled(True)
+            self.measure_btn.setText("Measure speed")
+            error_dialog(self, "Speed measurement failed", info)
+
+        self.studio.tasks.submit(self.rec.speed_of, name, size, dev, measure=True, pool="model",
+                                 on_done=done, on_error=failed)
+
+    # --- import ----------------------------------------------------------------------------------
+    def _import_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import pretrained weights", str(Path.home()),
+                                              "Weights (*.pth *.pt *.safetensors *.bin);;All files (*)")
+        if not path:
+            return
+        status = self.studio.model_status or {}
+        options = ["Detect the model from the file"] + [f"{s.title} ({n})" for n, s in status.items()]
+        choice, ok = QInputDialog.getItem(self, "Import weights", "These weights are for:", options, 0, False)
+        if not ok:
+            return
+        name = None if options.index(choice) == 0 else list(status)[options.index(choice) - 1]
+        self.import_weights(path, name)
+
+    def import_weights(self, path: str, name: str | None = None):
+        """Check a weights file and copy it into the models folder (in a worker)."""
+        self.import_btn.setEnabled(False)
+
+        def work():
+            return self.studio.library().import_weights(path, name)
+
+        def done(dest):
+            self.import_btn.setEnabled(True)
+            self.studio.message.emit(f"Weights imported: {dest}")
+            self.studio.refresh_models()
+
+        def failed(info):
+            self.import_btn.setEnabled(True)
+            error_dialog(self, "These weights cannot be imported", info)
+
+        return self.studio.tasks.submit(work, pool="model", on_done=done, on_error=failed)
+
+    # --- recommendation --------------------------------------------------------------------------
+    def recommend(self):
+        if self.rec is None:
+            return None
+        table = self.studio.data_table
+        if table is None or not table.class_names:
+            self.rec_text.setText("Read your data on the Data page first: the recommendation depends on how many "
+                                  "images and classes you have.")
+            return None
+        n_images = int(sum(table.report.counts.values()))
+        sp = self.studio.project.data.split
+        n_train = max(1, int(round(n_images * (1 - sp.val_fraction - sp.test_fraction))))
+        n_classes = len(table.class_names)
+        size, dev = int(self.studio.project.model.image_size), self.studio.settings.device
+        budget = self.budget.value() * 60.0
+        measure = self.measure_all.isChecked() and not self.studio.training_active
+        self.rec_btn.setEnabled(False)
+        self.rec_text.setText("Ranking the ready models…" + (" (measuring their speed)" if measure else ""))
+
+        def work():
+            return self.rec.recommend(n_train, n_classes, size, dev, budget, library=self.studio.library(), measure=measure)
+
+        def done(recs):
+            self.rec_btn.setEnabled(True)
+            self.show_recommendations(recs)
+            if measure:
+                self._load_speeds()  # the speeds just measured, into the table
+
+        def failed(info):
+            self.rec_btn.setEnabled(True)
+            self.rec_text.setText(f"No recommendation: {info.message}")
+
+        return self.studio.tasks.submit(work, pool="model", on_done=done, on_error=failed)
+
+    def show_recommendations(self, recs) -> None:
+        if not recs:
+            self.rec_text.setText("No model is ready on this computer: import weights first.")
+            self.use_rec.hide()
+            return
+        first = recs[0]
+        lines = [f"<b>{first.reason}</b>"]
+        for r in recs[1:3]:
+            lines.append(f"Next: {r.reason}")
+        self.rec_text.setText("<br><br>".join(lines))
+        self._recommended = first.name
+        self.use_rec.setText(f"Use {getattr(first, 'title', '') or first.name}")
+        self.use_rec.show()
+
+    def _use_recommendation(self) -> None:
+        if self._recommended:
+            self.studio.edit("model", architecture=self._recommended)
+            self._select(self._recommended)

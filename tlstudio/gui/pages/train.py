@@ -1,0 +1,521 @@
+"""Train: start, pause, resume and stop a run; live charts, progress with time left, the
+log; follow a run another process writes; the command line that repeats a run."""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QGuiApplication
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
+                               QVBoxLayout, QWidget)
+
+from ..charts import LiveCharts
+from ..tasks import RunFollower, TrainWorker
+from ..widgets import Banner, ErrorPanel, fmt_num, fmt_seconds, heading
+from . import Page
+
+IDLE, TRAINING, FOLLOWING = "idle", "training", "following"
+
+
+class TrainPage(Page):
+    key = "train"
+    runStarted = Signal(str)
+    runEnded = Signal(str, str)  # run_dir, status
+
+    def __init__(self, studio, window, parent=None):
+        super().__init__(studio, window, parent)
+        self.state = IDLE
+        self.worker: TrainWorker | None = None
+        self.follower: RunFollower | None = None
+        self.run_dir: str | None = None  # the run shown (trained, resumed, followed or opened)
+        self.last_status: str | None = None
+        self.events: list[dict] = []  # every event of the current session (tests read them)
+        self._t_session = 0.0
+        self._epochs = 0
+        self._epoch_secs: list[float] = []
+        self._first_epoch_done: int | None = None
+        self._pending: dict | None = None
+        self._progress_task: dict | None = None
+
+        root = QVBoxLayout(self)
+        bar = QHBoxLayout()
+        self.train_btn = QPushButton("▶  Train")
+        self.train_btn.setObjectName("trainButton")
+        self.train_btn.setToolTip("Start a new run with the project's settings (F5)")
+        self.train_btn.clicked.connect(self.start)
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setObjectName("pauseButton")
+        self.pause_btn.clicked.connect(self.pause)
+        self.resume_btn = QPushButton("Resume")
+        self.resume_btn.setObjectName("resumeButton")
+        self.resume_btn.setToolTip("Continue a paused run, or a stopped or interrupted run from its last epoch")
+        self.resume_btn.clicked.connect(self.resume)
+        self.stop_btn = QPushButton("■  Stop")
+        self.stop_btn.setObjectName("stopButton")
+        self.stop_btn.setToolTip("Stop after the current batch; the run keeps its last completed epoch and can be resumed")
+        self.stop_btn.clicked.connect(self.stop)
+        self.copy_btn = QPushButton("Copy as command")
+        self.copy_btn.setObjectName("copyCommand")
+        self.copy_btn.setToolTip("Copy the command line that repeats this run: tlstudio train <run>/project.toml")
+        self.copy_btn.clicked.connect(self.copy_command)
+        for b in (self.train_btn, self.pause_btn, self.resume_btn, self.stop_btn):
+            bar.addWidget(b)
+        bar.addSpacing(16)
+        bar.addWidget(self.copy_btn)
+        bar.addSpacing(16)
+        self.state_label = QLabel()
+        self.state_label.setObjectName("trainState")
+        bar.addWidget(self.state_label, 1)
+        root.addLayout(bar)
+        self.reason = QLabel()
+        self.reason.setObjectName("trainReason")
+        self.reason.setWordWrap(True)
+        self.reason.setStyleSheet("color: #b03a2e;")
+        root.addWidget(self.reason)
+        self.command = QLabel()
+        self.command.setObjectName("commandLine")
+        self.command.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.command.setStyleSheet("font-family: monospace; color: #333333;")
+        self.command.hide()
+        root.addWidget(self.command)
+
+        prog = QHBoxLayout()
+        self.epoch_bar = QProgressBar()
+        self.epoch_bar.setObjectName("epochProgress")
+        self.epoch_bar.setFormat("epoch %v of %m")
+        self.epoch_bar.setRange(0, 1)
+        self.epoch_bar.setValue(0)
+        self.batch_bar = QProgressBar()
+        self.batch_bar.setObjectName("batchProgress")
+        self.batch_bar.setFormat("")
+        self.batch_bar.setRange(0, 1)
+        self.batch_bar.setValue(0)
+        self.eta = QLabel("")
+        self.eta.setObjectName("timeLeft")
+        self.eta.setMinimumWidth(260)
+        self.batch_bar.hide()  # shown while a run goes
+        prog.addWidget(self.epoch_bar, 1)
+        prog.addWidget(self.batch_bar, 1)
+        prog.addWidget(self.eta)
+        root.addLayout(prog)
+
+        self.error = ErrorPanel()
+        root.addWidget(self.error)
+        self.result = Banner("")
+        self.result.hide()
+        rrow = QHBoxLayout()
+        rrow.addWidget(self.result, 1)
+        self.eval_btn = QPushButton("Open in Evaluate")
+        self.eval_btn.clicked.connect(lambda: self.window_.show_page("evaluate"))
+        self.eval_btn.hide()
+        rrow.addWidget(self.eval_btn)
+        root.addLayout(rrow)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.charts = LiveCharts()
+        self.charts.setObjectName("liveCharts")
+        split.addWidget(self.charts)
+        logw = QWidget()
+        lv = QVBoxLayout(logw)
+        lv.setContentsMargins(0, 0, 0, 0)
+        lv.addWidget(heading("Log"))
+        self.log = QPlainTextEdit()
+        self.log.setObjectName("trainLog")
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+        self.log.setFont(QFont("monospace", 9))
+        lv.addWidget(self.log)
+        split.addWidget(logw)
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 1)
+        split.setSizes([560, 150])
+        root.addWidget(split, 1)
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(100)  # progress widgets, like charts, update at most 10 times a second
+        self._timer.timeout.connect(self._apply_progress)
+        self._timer.start()
+        studio.problemsChanged.connect(self.update_buttons)
+        studio.pluginsChanged.connect(self.update_buttons)
+        self.update_buttons()
+
+    # --- buttons ---------------------------------------------------------------------------------
+    def update_buttons(self) -> None:
+        probs = self.studio.problems()
+        idle = self.state == IDLE
+        paused = self.state == TRAINING and self.worker is not None and self.worker.paused
+        self.train_btn.setEnabled(idle and not probs)
+        self.pause_btn.setEnabled(self.state == TRAINING and not paused)
+        self.resume_btn.setEnabled(paused or (idle and self.resumable_run() is not None))
+        self.stop_btn.setEnabled(self.state == TRAINING or (self.state == FOLLOWING and self._followed_pid() is not None))
+        if idle and probs:
+            self.reason.setText("Train is disabled:\n" + "\n".join(f"• {p}" for p in probs))
+            self.reason.show()
+        else:
+            self.reason.hide()
+        self.window_.training_state_changed(self.state, paused)
+
+    def resumable_run(self) -> str | None:
+        if not self.run_dir:
+            return None
+        from tlstudio.core.runs import Run
+
+        try:
+            return self.run_dir if Run(self.run_dir).resumable() else None
+        except OSError:
+            return None
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.batch_bar.setVisible(state != IDLE)
+        self.studio.training_active = state == TRAINING
+        self.update_buttons()
+
+    # --- starting ------------------------------------------------------------------------------
+    def _begin(self, title: str) -> None:
+        self.error.clear()
+        self.result.hide()
+        self.eval_btn.hide()
+        self.events = []
+        self._t_session = time.time()
+        self._epoch_secs = []
+        self._first_epoch_done = None
+        self._pending = None
+        self._progress_task = None
+        self.state_label.setText(title)
+        self.epoch_bar.setValue(0)
+        self.batch_bar.setValue(0)
+        self.eta.setText("")
+
+    def start(self) -> bool:
+        """Start a new run of the project (False, with the reason shown, when it cannot)."""
+        if self.state != IDLE:
+            return False
+        for commit in list(self.studio.before_run):
+            commit()
+        if self.studio.problems():
+            self.update_buttons()
+            return False
+        project = self.studio.run_project()
+        self._begin("Starting…")
+        self.charts.reset()
+        self.log.clear()
+        self.run_dir = None
+        self._log(f"Training {project.technique.id} on {project.model.architecture}, {project.training.epochs} epochs.")
+        self._launch(TrainWorker(project=project, runs_dir=self.studio.runs_dir(), plugins=self.studio.plugins))
+        return True
+
+    def resume(self) -> bool:
+        """Continue a paused run, or resume the last stopped or interrupted one."""
+        if self.state == TRAINING and self.worker is not None and self.worker.paused:
+            self.worker.resume_run()
+            self.state_label.setText("Training…")
+            self._log("Resumed.")
+            self.update_buttons()
+            return True
+        run = self.resumable_run()
+        if self.state != IDLE or run is None:
+            return False
+        return self.resume_run(run)
+
+    def resume_run(self, run_dir: str) -> bool:
+        """Resume a stopped, failed or interrupted run in its own folder."""
+        if self.state != IDLE or self.studio.plugins is None:
+            return False
+        from tlstudio.core.runs import Run
+
+        self._begin("Resuming…")
+        self.show_history(run_dir, keep_state=True)
+        self.run_dir = str(run_dir)
+        self._log(f"Resuming {Run(run_dir).id}.")
+        self._launch(TrainWorker(run_ref=str(run_dir), runs_dir=Path(run_dir).parent, plugins=self.studio.plugins))
+        return True
+
+    def _launch(self, worker: TrainWorker) -> None:
+        self.worker = worker
+        worker.event.connect(self.on_event)
+        worker.result.connect(self._finished)
+        worker.finished.connect(self._thread_done)
+        self._set_state(TRAINING)
+        worker.start()
+
+    def pause(self) -> None:
+        if self.state == TRAINING and self.worker is not None:
+            self.worker.pause()
+            self.state_label.setText("Paused (after the current batch). Resume continues.")
+            self._log("Paused.")
+            self.update_buttons()
+
+    def stop(self) -> None:
+        if self.state == TRAINING and self.worker is not None:
+            self.worker.stop()
+            self.state_label.setText("Stopping after the current batch…")
+            self.stop_btn.setEnabled(False)
+        elif self.state == FOLLOWING:
+            pid = self._followed_pid()
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGINT)
+                    self.state_label.setText(f"Asked process {pid} to stop…")
+                except OSError as e:
+                    self.state_label.setText(f"Could not stop process {pid}: {e}")
+
+    def _finished(self, final: dict) -> None:
+        self.last_status = final.get("status")
+        self.run_dir = final.get("run_dir") or (self.worker.run_dir if self.worker else self.run_dir)
+
+    def _thread_done(self) -> None:
+        w = self.worker
+        self.worker = None
+        if w is not None:
+            w.deleteLater()
+        self._apply_progress()
+        self.charts.redraw()
+        self._set_state(IDLE)
+        self.studio.runsChanged.emit()
+        if self.last_status == "done" and self.run_dir:
+            self.studio.set_current_run(self.run_dir)  # Evaluate and Predict show the finished run
+        self.runEnded.emit(self.run_dir or "", self.last_status or "")
+
+    def wait(self, ms: int = 30000) -> bool:
+        """Stop a running worker and wait for its thread (closing the window)."""
+        if self.worker is not None:
+            self.worker.stop()
+            return self.worker.wait(ms)
+        return True
+
+    # --- following and history -------------------------------------------------------------------
+    def follow(self, run_dir: str) -> bool:
+        """Follow a run another process writes (its metrics.jsonl), from its first event."""
+        if self.state != IDLE:
+            return False
+        self._begin("Following…")
+        self.charts.reset()
+        self.log.clear()
+        self.run_dir = str(run_dir)
+        self._log(f"Following {Path(run_dir).name} (written by another process).")
+        self.follower = RunFollower(run_dir, parent=self)
+        self.follower.event.connect(self.on_event)
+        self.follower.ended.connect(self._follow_ended)
+        self._set_state(FOLLOWING)
+        self.follower.start()
+        return True
+
+    def stop_following(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+            self._follow_ended("not followed any more")
+
+    def _follow_ended(self, status: str) -> None:
+        self.follower = None
+        self.last_status = status
+        self._apply_progress()
+        self.charts.redraw()
+        if status not in ("done", "failed", "stopped"):
+            self.state_label.setText(f"The run's process ended ({status}).")
+        self._set_state(IDLE)
+        self.studio.runsChanged.emit()
+        if status == "done" and self.run_dir:
+            self.studio.set_current_run(self.run_dir)
+        self.runEnded.emit(self.run_dir or "", status)
+
+    def _followed_pid(self) -> int | None:
+        if self.state != FOLLOWING or not self.run_dir:
+            return None
+        from tlstudio.core.runs import Run, _pid_alive
+
+        info = Run(self.run_dir).status_info()
+        pid = int(info.get("pid", -1))
+        return pid if info.get("status") == "running" and pid != os.getpid() and _pid_alive(pid) else None
+
+    def show_history(self, run_dir: str, keep_state: bool = False) -> None:
+        """Show a run's curves from its metrics.jsonl (an opened run, or before resuming it)."""
+        from tlstudio.core.runs import Run
+
+        run = Run(run_dir)
+        events, _ = run.read_events_from(0)
+        self.charts.reset()
+        self.charts.feed_many(events)
+        if not keep_state:
+            if self.state != IDLE:
+                return
+            self.log.clear()
+            self.run_dir = str(run_dir)
+            self.error.clear()
+            self.result.hide()
+            self.state_label.setText(f"Run {run.id} ({run.status()})")
+            for e in events:
+                self._log_event(e)
+            last = next((e for e in reversed(events) if e.get("kind") in ("done", "failed", "stopped")), None)
+            if last is not None:
+                self._show_end(last)
+            starts = [e for e in events if e.get("kind") == "start"]
+            n = int(starts[-1].get("epochs") or 0) if starts else 0
+            eps = [int(e.get("epoch", 0)) for e in events if e.get("kind") == "epoch"]
+            self.epoch_bar.setRange(0, max(1, n))
+            self.epoch_bar.setValue(max(eps, default=0))
+            self.batch_bar.setFormat("")
+            self.batch_bar.setValue(0)
+            self.eta.setText("")
+            self.update_buttons()
+
+    # --- events ----------------------------------------------------------------------------------
+    def on_event(self, e: dict) -> None:
+        """One engine event (GUI thread; cheap: drawing is left to the timers)."""
+        self.events.append(e)
+        self.charts.feed(e)
+        k = e.get("kind")
+        if k in ("batch", "progress"):
+            self._pending = e
+            return
+        if k == "start":
+            self.run_dir = e.get("run_dir") or self.run_dir
+            self._epochs = int(e.get("epochs") or 0)
+            self.epoch_bar.setRange(0, max(1, self._epochs))
+            self.state_label.setText(f"{'Resumed' if e.get('resumed') else 'Training'}: {e.get('technique')} on "
+                                     f"{e.get('model')} — {e.get('device')}")
+            if self.run_dir:
+                self.studio.set_current_run(self.run_dir)
+                self.runStarted.emit(self.run_dir)
+                self._show_command()
+        elif k == "epoch":
+            ep = int(e.get("epoch", 0))
+            self.epoch_bar.setValue(ep)
+            if e.get("seconds"):
+                self._epoch_secs.append(float(e["seconds"]))
+            if self._first_epoch_done is None:
+                self._first_epoch_done = ep - 1
+        self._log_event(e)
+        if k in ("done", "failed", "stopped"):
+            self._show_end(e)
+
+    def _apply_progress(self) -> None:
+        e, self._pending = self._pending, None
+        if e is None:
+            return
+        if e.get("kind") == "progress":
+            total = int(e.get("total") or 0)
+            self.batch_bar.setFormat(f"{e.get('task', 'working')}: %v of %m")
+            self.batch_bar.setRange(0, max(1, total))
+            self.batch_bar.setValue(int(e.get("done") or 0))
+            return
+        nb, b, ep = int(e.get("batches") or 1), int(e.get("batch") or 0), int(e.get("epoch") or 1)
+        self.batch_bar.setFormat(f"epoch {ep}: batch %v of %m")
+        self.batch_bar.setRange(0, max(1, nb))
+        self.batch_bar.setValue(b)
+        self.epoch_bar.setValue(ep - 1)
+        done = (ep - 1) + b / nb
+        left = self.time_left(done)
+        speed = e.get("images_per_s")
+        self.eta.setText(f"{fmt_num(speed, 0) + ' images/s · ' if speed else ''}"
+                         f"about {fmt_seconds(left)} left" if left is not None else "estimating time left…")
+
+    def time_left(self, done_epochs: float) -> float | None:
+        """Seconds left: from whole epochs measured in this session (validation included),
+        else from the pace of the batches so far."""
+        n = self._epochs
+        if not n:
+            return None
+        if self._epoch_secs:
+            return max(0.0, (n - done_epochs) * (sum(self._epoch_secs) / len(self._epoch_secs)))
+        start = self._first_epoch_done if self._first_epoch_done is not None else None
+        el = time.time() - self._t_session
+        base = start if start is not None else 0
+        progressed = done_epochs - base
+        if progressed <= 0.02 or el <= 0:
+            return None
+        return (n - done_epochs) * el / progressed
+
+    def _show_end(self, e: dict) -> None:
+        k = e.get("kind")
+        if k == "done":
+            parts = [f"Finished in {fmt_seconds(e.get('train_seconds'))}."]
+            t = e.get("test") or {}
+            if t.get("accuracy") is not None:
+                parts.append(f"Test accuracy {t['accuracy']:.3f}")
+            if t.get("balanced_accuracy") is not None:
+                parts.append(f"balanced accuracy {t['balanced_accuracy']:.3f}")
+            if t.get("auc") is not None:
+                parts.append(f"AUC {t['auc']:.3f}")
+            if e.get("best_epoch"):
+                parts.append(f"best epoch {e['best_epoch']} by {e.get('monitor', '')}")
+            self.result.set_text(" · ".join(parts), warn=False)
+            self.result.show()
+            self.eval_btn.show()
+            self.state_label.setText("Finished.")
+            self.epoch_bar.setValue(self.epoch_bar.maximum())
+            self.eta.setText("")
+        elif k == "stopped":
+            self.result.set_text(e.get("message") or "Stopped. The run can be resumed.", warn=True)
+            self.result.show()
+            self.state_label.setText("Stopped — Resume continues from the last completed epoch.")
+            self.eta.setText("")
+        elif k == "failed":
+            self.error.show_error(e.get("message", "The run failed."), e.get("details", ""), e.get("advice", ""),
+                                  title="The run failed")
+            self.state_label.setText("Failed — the last good checkpoint is kept.")
+            self.eta.setText("")
+
+    # --- log ---------------------------------------------------------------------------------------
+    def _log(self, text: str, when: float | None = None) -> None:
+        self.log.appendPlainText(f"{time.strftime('%H:%M:%S', time.localtime(when))}  {text}")
+
+    def _log_event(self, e: dict) -> None:
+        """One line per event worth reading, stamped with the event's own time."""
+        text = event_line(e)
+        if text is not None:
+            self._log(text, e.get("time"))
+
+    # --- command line --------------------------------------------------------------------------------
+    def command_line(self) -> str | None:
+        """The CLI line that repeats the run (or trains the saved project)."""
+        if self.run_dir and (Path(self.run_dir) / "project.toml").exists():
+            return f"tlstudio train {shlex.quote(str(Path(self.run_dir) / 'project.toml'))}"
+        if self.studio.path and not self.studio.dirty:
+            return f"tlstudio train {shlex.quote(str(self.studio.path))}"
+        return None
+
+    def _show_command(self) -> None:
+        cmd = self.command_line()
+        self.command.setText(cmd or "")
+        self.command.setVisible(bool(cmd))
+
+    def copy_command(self) -> str | None:
+        cmd = self.command_line()
+        if cmd is None:
+            self.state_label.setText("Save the project (or start a run) first: the command repeats a saved project file.")
+            return None
+        QGuiApplication.clipboard().setText(cmd)
+        self.command.setText(cmd)
+        self.command.show()
+        self.studio.message.emit(f"Copied: {cmd}")
+        return cmd
+
+
+def event_line(e: dict) -> str | None:
+    """The log line of an event (None for batch and progress events)."""
+    k = e.get("kind")
+    if k == "log":
+        lvl = e.get("level", "info")
+        return ("⚠ " if lvl == "warning" else "✖ " if lvl == "error" else "") + str(e.get("message", ""))
+    if k == "start":
+        return (f"Run {e.get('run_id')} — {e.get('technique')} on {e.get('model')} ({e.get('device')})"
+                + (" [resumed]" if e.get("resumed") else ""))
+    if k == "epoch":
+        vals = "  ".join(f"{n[4:]} {e[n]:.4f}" for n in ("val_loss", "val_accuracy", "val_auc") if e.get(n) is not None)
+        series = "  ".join(f"{n} {v:.4g}" for n, v in (e.get("series") or {}).items())
+        return (f"epoch {e.get('epoch')}/{e.get('epochs')}  train_loss {e.get('train_loss', float('nan')):.4f}  "
+                f"{vals}  {series}  {e.get('seconds', 0):.1f}s{'  *best' if e.get('best') else ''}")
+    if k == "stage":
+        return f"— {e.get('message') or e.get('name') or 'stage'}"
+    if k == "done":
+        return "Done." + (f" Test accuracy {e['test_accuracy']:.4f}" if e.get("test_accuracy") is not None else "")
+    if k == "stopped":
+        return e.get("message", "Stopped.")
+    if k == "failed":
+        return f"Failed: {e.get('message')}" + (f"\n    {e['advice']}" if e.get("advice") else "")
+    return None
