@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_follow_a_cli_run(qtbot, tmp_path, studio_home):
-    project = sample_copy(tmp_path / "proj", epochs=2, size=32, technique="frozen-features", lr=3e-3)
+    # fine-tuning at 64 px: long enough (tens of seconds) for the Runs page to see it running
+    project = sample_copy(tmp_path / "proj", epochs=3, size=64, technique="fine-tuning")
     w = open_window(qtbot, project, wait_models=False)
     runs_dir = w.studio.runs_dir()
     env = dict(os.environ, TLSTUDIO_HOME=str(studio_home), PYTHONUNBUFFERED="1")
@@ -34,7 +35,7 @@ def test_follow_a_cli_run(qtbot, tmp_path, studio_home):
         qtbot.waitUntil(lambda: train.state == "idle", timeout=240_000)
         assert train.last_status == "done", (tmp_path / "cli.log").read_text()[-3000:]
         pts = train.charts.points()
-        assert pts["loss/validation"] == 2 and pts["metric/val_accuracy"] == 2
+        assert pts["loss/validation"] == 3 and pts["metric/val_accuracy"] == 3
         assert "Test accuracy" in train.result.label.text()
         assert proc.wait(timeout=60) == 0
     finally:

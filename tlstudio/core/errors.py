@@ -29,7 +29,7 @@ class RunStopped(Exception):
 def advice_for(exc: BaseException) -> str:
     """Plain advice for well-known failures (shown under the message)."""
     text = f"{type(exc).__name__}: {exc}"
-    if "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+    if "out of memory" in text.lower() or "out of gpu memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
         return ("The graphics card ran out of memory. Try a smaller batch size, a smaller image size, "
                 "or a smaller model; mixed precision (AMP) also halves memory use.")
     if isinstance(exc, MemoryError):

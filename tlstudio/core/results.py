@@ -132,7 +132,8 @@ class RunImages:
                 p = self.project
                 if not p.data.source:
                     raise StudioError("the run's project names no data source")
-                self._table = read_data(p.resolve(p.data.source), p.data.format, p.data.options, self.readers)
+                self._table = read_data(p.resolve(p.data.source), p.data.format, p.data.options, self.readers,
+                                        task=p.task)
                 self._index = {it.ref: i for i, it in enumerate(self._table.items)}
             return self._table, self._index
 

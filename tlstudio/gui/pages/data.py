@@ -336,7 +336,7 @@ class DataPage(Page):
             self.target_info.setText(f"{path} does not exist.")
             return
         self.target_info.setText("Reading the target-domain images…")
-        readers = self.studio.plugins.readers() if self.studio.plugins else None
+        readers = self._readers("image-classification")
 
         def done(table):
             r = table.report
@@ -377,7 +377,7 @@ class DataPage(Page):
         self.progress_row.show()
         self.progress.setRange(0, 0)
         self.summary.setText("Reading and checking every image…")
-        readers = self.studio.plugins.readers() if self.studio.plugins else None
+        readers = self._readers(p.task)
         token = object()  # which read a result belongs to (a newer read makes older ones moot)
         self._read_token = token
         self._read_task = self.studio.tasks.submit(
@@ -417,6 +417,13 @@ class DataPage(Page):
         self.refresh_preview()
 
     # --- report ----------------------------------------------------------------------------------
+    def _readers(self, task: str) -> list | None:
+        """The readers (built-in and plugins') of ``task``: a .csv of images is not a text table."""
+        pm = self.studio.plugins
+        if not pm:
+            return None
+        return [r for r in pm.readers() if getattr(r, "task", "image-classification") == task] or None
+
     def _clear_report(self) -> None:
         self.table = None
         self.summary.setText("No data read yet.")
