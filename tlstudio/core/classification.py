@@ -170,22 +170,8 @@ class ImageClassificationTechnique(Technique):
         x, y = batch
         return ctx.model(x), y
 
-    @torch.no_grad()
     def evaluate(self, ctx, split: str) -> dict:
-        ctx.model.eval()
-        logits, targets = [], []
-        with ctx.autocast():
-            for batch in self.eval_batches(ctx, split):
-                out, y = self.predict_step(ctx, ctx.to_device(batch))
-                logits.append(out.float().cpu())
-                targets.append(y.cpu())
-        lg = torch.cat(logits)
-        t = torch.cat(targets).long()
-        probs = lg.softmax(1)
-        m = classification_metrics(probs, t, ctx.class_names)
-        m["loss"] = float(torch.nn.functional.cross_entropy(lg, t))
-        ctx.eval_details[split] = (probs.numpy(), t.numpy())
-        return m
+        return evaluate_classifier(self, ctx, split)
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         probs, targets = ctx.eval_details[split]
@@ -355,3 +341,24 @@ def classification_report_md(project, final: dict, data: ImageData | None) -> st
             lines += [f"| {names[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
     lines += ["", "Repeat this run with:", "", f"    tlstudio train {Path(final.get('run_dir', '.')) / 'project.toml'}", ""]
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate_classifier(technique, ctx, split: str) -> dict:
+    """Metrics of a classifier on ``split`` (the technique's ``eval_batches`` and
+    ``predict_step`` give logits and labels); the probabilities are kept in
+    ``ctx.eval_details[split]`` for ``write_evaluation``.  Shared by every classification task."""
+    ctx.model.eval()
+    logits, targets = [], []
+    with ctx.autocast():
+        for batch in technique.eval_batches(ctx, split):
+            out, y = technique.predict_step(ctx, ctx.to_device(batch))
+            logits.append(out.float().cpu())
+            targets.append(y.cpu())
+    lg = torch.cat(logits)
+    t = torch.cat(targets).long()
+    probs = lg.softmax(1)
+    m = classification_metrics(probs, t, ctx.class_names)
+    m["loss"] = float(torch.nn.functional.cross_entropy(lg, t))
+    ctx.eval_details[split] = (probs.numpy(), t.numpy())
+    return m

@@ -28,7 +28,7 @@ import torch
 from .classification import classification_report_md
 from .errors import DataError, ModelError, StudioError
 from .io import atomic_write_json, atomic_write_text, stable_hash
-from .metrics import classification_metrics, roc_curve
+from .metrics import roc_curve
 from .technique import Technique
 
 SPLITS = ("train", "val", "test")
@@ -334,7 +334,7 @@ class TextClassificationTechnique(Technique):
         lengths = np.array([len(ctx.data.ids[i]) for i in ds.indices])
         batches = LengthGroupedBatches(lengths, ctx.training.batch_size, ctx.training.seed * 7919 + epoch)
         return torch.utils.data.DataLoader(ds, batch_sampler=batches, collate_fn=ctx.data.collate,
-                                           num_workers=ctx.training.num_workers)
+                                           num_workers=ctx.num_workers)
 
     def training_step(self, ctx, batch) -> dict:
         x, y = batch
@@ -344,22 +344,10 @@ class TextClassificationTechnique(Technique):
         x, y = batch
         return ctx.model(**x).logits, y
 
-    @torch.no_grad()
     def evaluate(self, ctx, split: str) -> dict:
-        ctx.model.eval()
-        logits, targets = [], []
-        with ctx.autocast():
-            for batch in self.eval_batches(ctx, split):
-                out, y = self.predict_step(ctx, ctx.to_device(batch))
-                logits.append(out.float().cpu())
-                targets.append(y.cpu())
-        lg = torch.cat(logits)
-        t = torch.cat(targets).long()
-        probs = lg.softmax(1)
-        m = classification_metrics(probs, t, ctx.class_names)
-        m["loss"] = float(torch.nn.functional.cross_entropy(lg, t))
-        ctx.eval_details[split] = (probs.numpy(), t.numpy())
-        return m
+        from .classification import evaluate_classifier
+
+        return evaluate_classifier(self, ctx, split)
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         probs, targets = ctx.eval_details[split]
