@@ -1,5 +1,6 @@
 """Predict: drop images or a folder, get the trained run's predictions with probabilities,
-a Grad-CAM heat map for the selected image, and save them as CSV."""
+a Grad-CAM heat map for the selected image, and save them as CSV.  For a text run: type a
+sentence, get its class, the probabilities and the words that drove it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ..textpredict import TextPredictPanel
 from ..widgets import DropArea, ErrorPanel, ImageView, error_dialog, heading, hint
 from . import Page
 from .evaluate import prediction_device, run_predictor
@@ -48,6 +50,13 @@ class PredictPage(Page):
         top.addWidget(self.run_combo)
         top.addStretch(1)
         root.addLayout(top)
+        self.image_panel = QWidget()
+        self.text_panel = TextPredictPanel(studio, self._with_predictor, lambda: self.predictor)
+        self.text_panel.hide()
+        self.run_task = "image-classification"
+        outer = root
+        root = QVBoxLayout(self.image_panel)
+        root.setContentsMargins(0, 0, 0, 0)
         drow = QHBoxLayout()
         self.drop = DropArea("Drop images or a folder here — or use the buttons on the right")
         self.drop.setFixedHeight(110)
@@ -105,6 +114,8 @@ class PredictPage(Page):
         split.setStretchFactor(1, 2)
         split.setSizes([820, 580])
         root.addWidget(split, 1)
+        outer.addWidget(self.image_panel, 1)
+        outer.addWidget(self.text_panel, 1)
 
         studio.runsChanged.connect(self.fill_runs)
         studio.currentRunChanged.connect(self._current_changed)
@@ -149,6 +160,20 @@ class PredictPage(Page):
             i = self.run_combo.findData(self.run_dir)
             if i >= 0:
                 self.run_combo.setCurrentIndex(i)
+            self._show_task()
+
+    def _show_task(self) -> None:
+        """Texts are typed, images dropped: the panel follows the run's task."""
+        from tlstudio.core.runs import Run
+
+        try:
+            self.run_task = Run(self.run_dir).project().task
+        except Exception:  # noqa: BLE001 - an unreadable run: the image panel says why when used
+            self.run_task = "image-classification"
+        text = self.run_task == "text-classification"
+        self.text_panel.clear()
+        self.text_panel.setVisible(text)
+        self.image_panel.setVisible(not text)
 
     # --- predicting --------------------------------------------------------------------------------
     def _add_files(self) -> None:
@@ -179,24 +204,33 @@ class PredictPage(Page):
 
         self._with_predictor(go)
 
-    def _with_predictor(self, then) -> None:
+    def _with_predictor(self, then, on_error=None) -> None:
         if self.predictor is not None and self._predictor_for == self.run_dir:
             then()
             return
         run_dir = self.run_dir
+        if not run_dir:
+            self.status.setText("No trained run yet: train one first (or pick one above).")
+            return
         self.status.setText("Loading the run's model…")
+
+        def failed(info):
+            self.status.setText("The model could not be loaded.")
+            if on_error is not None:
+                on_error(info)
+            else:
+                self.error.show_info(info, "The run's model could not be loaded")
 
         def done(pred):
             if run_dir != self.run_dir:
                 return
             self.predictor = pred
             self._predictor_for = run_dir
+            self.status.setText("")
             then()
 
         self.studio.tasks.submit(run_predictor, run_dir, self.studio.plugins, prediction_device(self.studio),
-                                 pool="model", on_done=done,
-                                 on_error=lambda info: (self.status.setText("The model could not be loaded."),
-                                                        self.error.show_info(info, "The run's model could not be loaded")))
+                                 pool="model", on_done=done, on_error=failed)
 
     def _predicted(self, run_dir: str, results: list[dict]) -> None:
         if run_dir != self.run_dir:
