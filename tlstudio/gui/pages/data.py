@@ -243,6 +243,10 @@ class DataPage(Page):
         self.thumb_layout = QVBoxLayout(self.thumb_host)
         self.thumb_layout.addStretch(1)
         self.tabs.addTab(scrolled(self.thumb_host), "Images per class")
+        from ..shift import ShiftPanel
+
+        self.shift_panel = ShiftPanel(studio)
+        self.tabs.addTab(scrolled(self.shift_panel), "Domain shift")
         self.text_previews: dict[str, list[str]] = {}  # class -> texts shown (tests read it)
         self.annotated: list[dict] = []  # the annotated examples shown (detection / captioning)
         split.addWidget(self.tabs)
@@ -328,6 +332,7 @@ class DataPage(Page):
                                  "detection": "Images with boxes", "captioning": "Images with captions"}.get(
             task, "Images per class"))
         self._set_columns_visible(task == "text-classification")
+        self.shift_panel.update_enabled()
 
     def _project_edited(self, section: str) -> None:
         """A technique of another task reads the data with that task's readers."""
@@ -413,6 +418,7 @@ class DataPage(Page):
             changes["format"] = fmt
             self.fmt.setCurrentText(fmt)
         self.studio.edit("data", **changes)
+        self.shift_panel.update_enabled()
         self.read()
 
     def _source_typed(self) -> None:
@@ -447,6 +453,7 @@ class DataPage(Page):
         if path != self.studio.project.data.target_source:
             self.studio.edit("data", target_source=path)
         self._show_target_info()
+        self.shift_panel.update_enabled()
 
     def _target_typed(self) -> None:
         self._set_target(self.target.text().strip())

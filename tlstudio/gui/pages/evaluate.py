@@ -80,6 +80,7 @@ class EvaluatePage(Page):
         self.cams: dict[str, object] = {}
         self.cell_pos: tuple[int, int] | None = None
         self.extra_view = None
+        self.shift_view = None  # a DANN run's before/after domain shift
 
         root = QVBoxLayout(self)
         top = QHBoxLayout()
@@ -239,6 +240,7 @@ class EvaluatePage(Page):
         self._clear()
         self.summary.setText(f"Loading {Path(run_dir).name}…")
         self._show_result_view(run_dir)
+        self._show_run_shift(run_dir)
         from tlstudio.core.results import EvaluationResults
 
         if not EvaluationResults.available(run_dir):
@@ -299,6 +301,27 @@ class EvaluatePage(Page):
             self.tabs.addTab(w, tech.title or tid)
             if tech.task != "image-classification":
                 self.tabs.setCurrentWidget(w)
+
+    def _show_run_shift(self, run_dir: str) -> None:
+        """The shift before and after adaptation, when the run measured it (DANN's domain_shift.json)."""
+        from ..shift import RunShiftView, read_run_shift
+
+        if self.shift_view is not None:
+            idx = self.tabs.indexOf(self.shift_view)
+            if idx >= 0:
+                self.tabs.removeTab(idx)
+            self.shift_view.deleteLater()
+            self.shift_view = None
+        shift = read_run_shift(run_dir)
+        if shift is None:
+            return
+        try:
+            self.shift_view = RunShiftView(shift)
+        except Exception as e:  # noqa: BLE001 - a malformed file: a message, the other tabs stay
+            self.error.show_error(f"{run_dir}/domain_shift.json could not be shown: {type(e).__name__}: {e}",
+                                  traceback.format_exc(), title="Domain shift unreadable")
+            return
+        self.tabs.addTab(self.shift_view, "Domain shift")
 
     def _loaded(self, run_dir: str, payload) -> None:
         if run_dir != self.run_dir:
