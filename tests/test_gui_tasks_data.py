@@ -37,6 +37,9 @@ def test_text_table_counts_previews_and_column_choice(qtbot, tmp_path):
     w.studio.set_technique("bert-text-classification", task="text-classification")
     page = w.show_page("data")
     assert page.columns_row.isVisibleTo(page) and page.tabs.tabText(2) == "Texts per class"
+    # texts are not augmented, and a target domain of images means nothing to them
+    assert not page.aug_box.isVisibleTo(page) and not page.target.isVisibleTo(page)
+    assert not page.tabs.isTabVisible(page.tabs.indexOf(page.shift_tab))
     page.set_source(str(notes))
     # no column is called label/class/...: the read says so, and the header fills the choices
     qtbot.waitUntil(lambda: page.error.isVisibleTo(page) and page.label_column.count() > 1, timeout=60_000)

@@ -118,7 +118,7 @@ class TextPredictPanel(QWidget):
         hh = self.probabilities.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        self.probabilities.setMaximumHeight(200)
+        self.probabilities.setMaximumHeight(150)
         lay.addWidget(self.probabilities)
         self.method = QLabel("")
         self.method.setObjectName("textMethod")
@@ -184,8 +184,8 @@ class TextPredictPanel(QWidget):
         if result.get("words"):
             target = result.get("target", pred)
             self.method.setText(
-                f"Which words drove <b>{html.escape(str(target))}</b> — method: <b>{method_name(result.get('method', ''))}</b>"
-                f" ({html.escape(result.get('method') or '')}). "
+                f"Which words drove <b>{html.escape(str(target))}</b> — method: "
+                f"<b>{html.escape(result.get('method') or method_name(''))}</b>. "
                 f"<span style='background-color: rgba({POSITIVE_RGB},0.6)'>Green</span> pushed towards it, "
                 f"<span style='background-color: rgba({NEGATIVE_RGB},0.6)'>red</span> away; hover a word for its score.")
         else:

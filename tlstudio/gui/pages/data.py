@@ -137,7 +137,9 @@ class DataPage(Page):
         root.addWidget(self.banner)
 
         src = QGroupBox("Images")
+        self.src_box = src
         form = QFormLayout(src)
+        self.src_form = form
         row = QHBoxLayout()
         self.source = QLineEdit()
         self.source.setObjectName("dataSource")
@@ -196,6 +198,7 @@ class DataPage(Page):
         for w in (self.target, t_folder, t_file, t_clear):
             trow.addWidget(w)
         form.addRow("Target domain", trow)
+        self.target_row = trow
         self.target_info = hint("Used by domain-adaptation techniques; other techniques ignore it.")
         form.addRow("", self.target_info)
         root.addWidget(src)
@@ -246,7 +249,8 @@ class DataPage(Page):
         from ..shift import ShiftPanel
 
         self.shift_panel = ShiftPanel(studio)
-        self.tabs.addTab(scrolled(self.shift_panel), "Domain shift")
+        self.shift_tab = scrolled(self.shift_panel)
+        self.tabs.addTab(self.shift_tab, "Domain shift")
         self.text_previews: dict[str, list[str]] = {}  # class -> texts shown (tests read it)
         self.annotated: list[dict] = []  # the annotated examples shown (detection / captioning)
         split.addWidget(self.tabs)
@@ -261,6 +265,7 @@ class DataPage(Page):
         sv.addWidget(self.split_form)
         rr.addWidget(sbox)
         abox = QGroupBox("Augmentation (training only)")
+        self.aug_box = abox
         av = QVBoxLayout(abox)
         self.aug_form = PydanticForm(AugmentationConfig, title="Augmentation")
         self.aug_form.changed.connect(self._aug_changed)
@@ -332,6 +337,14 @@ class DataPage(Page):
                                  "detection": "Images with boxes", "captioning": "Images with captions"}.get(
             task, "Images per class"))
         self._set_columns_visible(task == "text-classification")
+        self.src_box.setTitle({"text-classification": "Texts", "detection": "Annotated images",
+                               "captioning": "Captioned images"}.get(task, "Images"))
+        images = task == "image-classification"
+        # the target domain and its shift measure are images of the same classes; texts are not augmented
+        self.src_form.setRowVisible(self.target_row, images)
+        self.src_form.setRowVisible(self.target_info, images)
+        self.tabs.setTabVisible(self.tabs.indexOf(self.shift_tab), images)
+        self.aug_box.setVisible(task != "text-classification")
         self.shift_panel.update_enabled()
 
     def _project_edited(self, section: str) -> None:
