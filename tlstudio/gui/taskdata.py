@@ -67,19 +67,21 @@ def text_preview(table, per_class: int = TEXTS_PER_CLASS, seed: int = 0) -> dict
     return out
 
 
-def draw_boxes(img: np.ndarray, boxes, labels, class_names: list[str]) -> np.ndarray:
-    """The image (H, W, 3 uint8) with each box outlined in its class's colour and labelled."""
+def draw_boxes(img: np.ndarray, boxes, labels, class_names: list[str], texts: list[str] | None = None) -> np.ndarray:
+    """The image (H, W, 3 uint8) with each box outlined in its class's colour and labelled
+    (with ``texts`` when given, e.g. "cat 0.93", else the label)."""
     from PIL import Image, ImageDraw
 
     im = Image.fromarray(np.ascontiguousarray(img[..., :3] if img.ndim == 3 else np.stack([img] * 3, -1)))
     draw = ImageDraw.Draw(im)
     width = max(1, round(max(im.size) / 100))
-    for box, lab in zip(boxes, labels):
+    texts = list(texts) if texts is not None else [str(lab) for lab in labels]
+    for box, lab, text in zip(boxes, labels, texts):
         k = class_names.index(lab) if lab in class_names else len(BOX_COLORS) - 1
         color = BOX_COLORS[k % len(BOX_COLORS)]
         x1, y1, x2, y2 = (float(v) for v in box)
         draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=color, width=width)
-        draw.text((x1 + 1, max(0.0, y1 - 11)), str(lab), fill=color)
+        draw.text((x1 + 1, max(0.0, y1 - 11)), text, fill=color)
     return np.asarray(im)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
@@ -20,6 +21,21 @@ MAX_PROB_COLUMNS = 10
 
 def predict_files(predictor, paths: list[str]) -> list[dict]:
     return predictor.predict_paths(paths)
+
+
+def annotated_prediction(res: dict) -> np.ndarray:
+    """The predicted image with its detections drawn (detection) or as it is (captioning)."""
+    from tlstudio.core.data.image import read_file
+
+    from ..taskdata import draw_boxes
+
+    img = read_file(res["ref"])[0]
+    dets = res.get("detections") or []
+    if dets:
+        labels = [str(d["label"]) for d in dets]
+        img = draw_boxes(img, [d["box"] for d in dets], labels, sorted(set(labels)),
+                         [f"{d['label']} {float(d['score']):.2f}" for d in dets])
+    return img
 
 
 def explain_file(predictor, path: str):
@@ -94,7 +110,8 @@ class PredictPage(Page):
         split.addWidget(self.table)
         right = QWidget()
         rv = QVBoxLayout(right)
-        rv.addWidget(heading("Selected image and its Grad-CAM heat map"))
+        self.right_title = heading("Selected image and its Grad-CAM heat map")
+        rv.addWidget(self.right_title)
         imgs = QHBoxLayout()
         self.view_image = ImageView(min_size=180)
         self.view_cam = ImageView(min_size=180)
@@ -107,8 +124,9 @@ class PredictPage(Page):
         self.detail.setWordWrap(True)
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         rv.addWidget(self.detail)
-        rv.addWidget(hint("Red marks the regions that pushed the model most towards its answer; check that they "
-                          "are the regions an expert would look at."))
+        self.right_hint = hint("Red marks the regions that pushed the model most towards its answer; check that "
+                               "they are the regions an expert would look at.")
+        rv.addWidget(self.right_hint)
         split.addWidget(right)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
@@ -174,6 +192,12 @@ class PredictPage(Page):
         self.text_panel.clear()
         self.text_panel.setVisible(text)
         self.image_panel.setVisible(not text)
+        annotated = self.run_task in ("detection", "captioning")
+        self.view_cam.setVisible(not annotated)
+        self.right_title.setText({"detection": "Selected image with the detected boxes",
+                                  "captioning": "Selected image and its caption"}.get(
+            self.run_task, "Selected image and its Grad-CAM heat map"))
+        self.right_hint.setVisible(not annotated)
 
     # --- predicting --------------------------------------------------------------------------------
     def _add_files(self) -> None:
@@ -292,6 +316,9 @@ class PredictPage(Page):
             self.view_cam.set_array(None)
             self.detail.setText(f"<b>{Path(ref).name}</b>: {res['error']}")
             return
+        if self.run_task in ("detection", "captioning"):
+            self._show_annotated(ref, res)
+            return
         probs = sorted(res.get("probabilities", {}).items(), key=lambda kv: -kv[1])
         self.detail.setText(f"<b>{Path(ref).name}</b> → <b>{res.get('predicted')}</b><br>"
                             + "<br>".join(f"p({c}) = {v:.3f}" for c, v in probs[:10]))
@@ -304,6 +331,27 @@ class PredictPage(Page):
         self.studio.tasks.submit(explain_file, self.predictor, ref, pool="model",
                                  on_done=lambda cam, ref=ref: self._cam_done(ref, cam),
                                  on_error=lambda info: self.error.show_info(info, "Grad-CAM failed"))
+
+    def _show_annotated(self, ref: str, res: dict) -> None:
+        """Detection: the boxes drawn on the image, listed with their scores; captioning: the caption."""
+        import html
+
+        dets = res.get("detections")
+        if dets is not None:
+            lines = [f"{html.escape(str(d['label']))} {float(d['score']):.2f} "
+                     f"[{', '.join(f'{float(v):.0f}' for v in d['box'])}]" for d in dets]
+            body = "<br>".join(lines) or "nothing detected above the score threshold"
+        else:
+            body = f"“{html.escape(str(res.get('predicted', '')))}”"
+        self.detail.setText(f"<b>{html.escape(Path(ref).name)}</b><br>{body}")
+        self.view_image.set_array(None)
+        self.studio.tasks.submit(annotated_prediction, res, on_done=lambda img, ref=ref: self._annotated_done(ref, img),
+                                 on_error=lambda info: self.error.show_info(info, "The image could not be shown"))
+
+    def _annotated_done(self, ref: str, img) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows and self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole) == ref:
+            self.view_image.set_array(img)
 
     def _cam_done(self, ref: str, cam) -> None:
         self.cams[ref] = cam
