@@ -82,9 +82,9 @@ class ShiftView(QWidget):
         self.report = d
         verdict = ("<span style='color:#b03a2e'><b>shifted</b></span>" if d.get("shifted")
                    else "<span style='color:#1e7b34'><b>no evidence of a shift</b></span>")
-        self.numbers.setText(f"MMD² = <b>{fmt_num(d.get('mmd2'), 4)}</b> · p-value = <b>{p_text(d)}</b> · {verdict} "
-                             f"({d.get('n_source', 0)} source and {d.get('n_target', 0)} target images, "
-                             f"{d.get('permutations', 0)} permutations, {d.get('kernel', '')})")
+        # the explanation repeats the sample sizes, permutations and kernel
+        self.numbers.setText(f"<span style='font-size: 12pt'>MMD² = <b>{fmt_num(d.get('mmd2'), 4)}</b> · "
+                             f"p-value = <b>{p_text(d)}</b> · {verdict}</span>")
         self.explanation.setText(d.get("explanation", ""))
         self._scatter(d.get("embedding") or {})
 
