@@ -42,6 +42,24 @@ def test_text_run_predicts_a_typed_sentence_with_its_words(qtbot, tmp_path):
     assert html.count("background-color") >= len(result["words"])  # every word coloured by its weight
     assert {w["word"] for w in result["words"]} >= {"battery", "excellent", "love"}
 
+    # Evaluate: a confusion-matrix cell lists exactly its test texts (no pixels, no Grad-CAM)
+    import csv
+
+    ev = w.show_page("evaluate")
+    ev.load_run(str(res["run_dir"]))
+    qtbot.waitUntil(lambda: ev.results is not None, timeout=60_000)
+    with open(f"{res['run_dir']}/test_predictions.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    true, pred = rows[0]["label"], rows[0]["predicted"]
+    i, j = ev.results.class_names.index(true), ev.results.class_names.index(pred)
+    ev.open_cell(i, j)
+    expected = [r["text"] for r in rows if r["label"] == true and r["predicted"] == pred]
+    assert ev.cell_list.count() == len(expected) and "text" in ev.cell_title.text()
+    assert ev.cell_list.item(0).text().split("\n")[0] in (t if len(t) <= 60 else t[:59] + "…" for t in expected)
+    ev.cell_list.setCurrentRow(0)
+    assert "predicted:" in ev.view_text.text() and "“" in ev.view_text.text()
+    assert not ev.view_cam.isVisibleTo(ev) and not ev.error.isVisibleTo(ev)
+
     # a model that cannot be loaded is a message, not a crash
     page.set_run(str(tmp_path / "no-such-run"))
     panel.predict("Another text.")
