@@ -106,3 +106,26 @@ def test_detection_and_captioning_data_show_boxes_and_captions(qtbot, tmp_path):
     assert "captions" in page.summary.text() and page.tabs.tabText(2) == "Images with captions"
     assert any(" left of " in c or " right of " in c for c in page.annotated[0]["captions"])
     close_window(qtbot, w)
+
+
+def test_a_folder_of_sentence_files_offers_a_test_file(qtbot, tmp_path):
+    from text_helpers import keyword_sentences, write_uci
+
+    rows = keyword_sentences(12)
+    write_uci(tmp_path / "uci" / "amazon_labelled.txt", rows[:14])
+    write_uci(tmp_path / "uci" / "yelp_labelled.txt", rows[14:])
+    w = open_window(qtbot, None, wait_models=False)
+    w.studio.set_technique("bert-text-classification", task="text-classification")
+    page = w.show_page("data")
+    page.set_source(str(tmp_path / "uci"))
+    qtbot.waitUntil(lambda: page.table is not None and page.test_files.count() == 3, timeout=60_000)
+    assert page.test_files.isVisibleTo(page) and not page.text_column.isVisibleTo(page)  # files, not columns
+    assert "24 usable texts" in page.summary.text()
+    table = page.table
+    page.test_files.setCurrentIndex(page.test_files.findData("yelp_labelled"))
+    page.test_files.activated.emit(page.test_files.currentIndex())
+    assert w.studio.project.data.options["test_files"] == "yelp_labelled"
+    qtbot.waitUntil(lambda: page.table is not None and page.table is not table, timeout=60_000)
+    assert {it.split for it in page.table.items if it.meta["file"] == "yelp_labelled"} == {"test"}
+    assert "test 10" in page.summary.text()  # the yelp file is the test set
+    close_window(qtbot, w)

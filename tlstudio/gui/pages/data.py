@@ -171,13 +171,23 @@ class DataPage(Page):
         self.label_column = QComboBox()
         self.label_column.setObjectName("labelColumn")
         self.label_column.setToolTip("The column (or field) that holds the labels.")
-        for combo, key in ((self.text_column, "text_column"), (self.label_column, "label_column")):
+        self.test_files = QComboBox()
+        self.test_files.setObjectName("testFiles")
+        self.test_files.setToolTip("A folder of sentence<TAB>label files: keep one file (one source) aside as the test "
+                                   "set — train on the others, test on this one.")
+        for combo, key in ((self.text_column, "text_column"), (self.label_column, "label_column"),
+                           (self.test_files, "test_files")):
             combo.addItem(AUTO_COLUMN, "")
             combo.activated.connect(lambda _i, c=combo, k=key: self._column_chosen(k, c.currentData()))
-        crow.addWidget(QLabel("Text column"))
-        crow.addWidget(self.text_column, 1)
-        crow.addWidget(QLabel("Label column"))
-        crow.addWidget(self.label_column, 1)
+        self.column_labels = {}
+        for combo, key, text in ((self.text_column, "text_column", "Text column"),
+                                 (self.label_column, "label_column", "Label column"),
+                                 (self.test_files, "test_files", "Test file")):
+            self.column_labels[key] = QLabel(text)
+            crow.addWidget(self.column_labels[key])
+            crow.addWidget(combo, 1)
+        self.test_files.hide()
+        self.column_labels["test_files"].hide()
         self.columns_row = QWidget()
         self.columns_row.setLayout(crow)
         self.columns_label = QLabel("Columns")
@@ -374,14 +384,21 @@ class DataPage(Page):
     def _fill_columns(self, choices: dict[str, list[str]]) -> None:
         self.column_choices = choices
         opts = self.studio.project.data.options
-        for combo, key in ((self.text_column, "text_column"), (self.label_column, "label_column")):
+        # a table offers its columns; a folder of sentence<TAB>label files its files (for the test set)
+        table = "text_column" in choices or "test_files" not in choices
+        for combo, key in ((self.text_column, "text_column"), (self.label_column, "label_column"),
+                           (self.test_files, "test_files")):
+            shown = table if key != "test_files" else len(choices.get("test_files", [])) > 1
+            combo.setVisible(shown)
+            self.column_labels[key].setVisible(shown)
             combo.blockSignals(True)
             combo.clear()
-            combo.addItem(AUTO_COLUMN, "")
+            combo.addItem(AUTO_COLUMN if key != "test_files" else "(none: a random split)", "")
             for v in choices.get(key, []):
                 if v:
                     combo.addItem(v, v)
-            cur = str(opts.get(key) or "")
+            cur = opts.get(key) or ""
+            cur = ",".join(map(str, cur)) if isinstance(cur, (list, tuple)) else str(cur)
             if cur and combo.findData(cur) < 0:
                 combo.addItem(f"{cur} (not in the file)", cur)
             combo.setCurrentIndex(max(0, combo.findData(cur)))
