@@ -50,6 +50,10 @@ def test_measure_shift_on_the_data_page_and_dann_before_after(qtbot, tmp_path):
     assert "real domain shift" in panel.view.explanation.text()
     assert {k: len(v) for k, v in panel.view.points.items()} == {"source": 30, "target": 30}
     assert "PCA" in panel.view.plot.getPlotItem().titleLabel.text
+    panel.view.colour_by.setCurrentIndex(1)  # by class: one series per domain and class (0 and 1)
+    series = dict(it.name().rsplit(" (", 1) for it in panel.view.plot.getPlotItem().listDataItems())
+    assert set(series) == {"source 0", "source 1", "target 0", "target 1"}
+    assert sum(int(series[f"source {c}"].rstrip(")")) for c in "01") == 30
 
     # no target: the button says why it is off
     page._set_target("")

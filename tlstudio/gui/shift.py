@@ -16,6 +16,8 @@ from .widgets import ErrorPanel, fmt_num, hint
 
 DOMAIN_COLORS = {0: (0, 114, 178), 1: (213, 94, 0)}  # source blue, target vermilion (colour-blind safe)
 DOMAIN_NAMES = {0: "source", 1: "target"}
+CLASS_COLORS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (213, 94, 0), (86, 180, 233),
+                (240, 228, 66), (120, 120, 120)]
 
 
 def measure(project, plugins, max_images: int, permutations: int, embedding: str, task=None) -> dict:
@@ -73,6 +75,16 @@ class ShiftView(QWidget):
         self.explanation.setWordWrap(True)
         self.explanation.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.explanation)
+        crow = QHBoxLayout()
+        crow.addWidget(QLabel("Colour the points by"))
+        self.colour_by = QComboBox()
+        self.colour_by.setObjectName("shiftColourBy")
+        self.colour_by.addItem("domain", "domain")
+        self.colour_by.addItem("class (shape = domain)", "class")
+        self.colour_by.currentIndexChanged.connect(lambda _i: self.report and self._scatter(self.report.get("embedding") or {}))
+        crow.addWidget(self.colour_by)
+        crow.addStretch(1)
+        lay.addLayout(crow)
         self.plot = None
         self.points: dict[str, np.ndarray] = {}  # domain -> (n, 2) points drawn (tests read it)
         self.report: dict | None = None
@@ -108,17 +120,31 @@ class ShiftView(QWidget):
             return
         self.plot.setTitle(f"Features of both domains, {method} to two dimensions")
         labels = list(emb.get("labels") or [None] * len(pts))
+        if len(labels) != len(pts):
+            labels = [None] * len(pts)
+        by_class = self.colour_by.currentData() == "class"
+        classes = sorted({str(c) for c in labels if c is not None})
         for k in (0, 1):
             sel = dom == k
             if not sel.any():
                 continue
             self.points[DOMAIN_NAMES[k]] = pts[sel]
-            item = pg.ScatterPlotItem(pts[sel, 0], pts[sel, 1], size=7, pen=pg.mkPen(None),
-                                      brush=pg.mkBrush(*DOMAIN_COLORS[k], 160), symbol="o" if k == 0 else "t",
-                                      name=f"{DOMAIN_NAMES[k]} ({int(sel.sum())})",
-                                      data=[labels[i] for i in np.flatnonzero(sel)], hoverable=True,
-                                      tip=lambda x, y, data: f"class {data}" if data is not None else "unlabelled")
-            self.plot.addItem(item)
+            groups = ([(c, np.array([sel[i] and labels[i] is not None and str(labels[i]) == c for i in range(len(pts))]))
+                       for c in classes] + [(None, np.array([sel[i] and labels[i] is None for i in range(len(pts))]))]
+                      if by_class else [(None, sel)])
+            for c, g in groups:
+                if not g.any():
+                    continue
+                color = (CLASS_COLORS[classes.index(c) % len(CLASS_COLORS)] if by_class and c is not None
+                         else (150, 150, 150) if by_class else DOMAIN_COLORS[k])
+                name = (f"{DOMAIN_NAMES[k]} {c if c is not None else 'unlabelled'} ({int(g.sum())})" if by_class
+                        else f"{DOMAIN_NAMES[k]} ({int(g.sum())})")
+                item = pg.ScatterPlotItem(pts[g, 0], pts[g, 1], size=7, pen=pg.mkPen(None),
+                                          brush=pg.mkBrush(*color, 170), symbol="o" if k == 0 else "t", name=name,
+                                          data=[labels[i] for i in np.flatnonzero(g)], hoverable=True,
+                                          tip=lambda x, y, data, d=DOMAIN_NAMES[k]: f"{d}, class {data}"
+                                          if data is not None else f"{d}, unlabelled")
+                self.plot.addItem(item)
 
 
 class ShiftPanel(QGroupBox):
