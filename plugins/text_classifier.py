@@ -248,6 +248,7 @@ def make_result_view(technique: TextClassifier, run_dir: Path, parent=None):
             why.setWordWrap(True)
             why.setObjectName("explanation_caption")
             lay.addWidget(why)
+            self.why = why
             self.explanation = QTextBrowser()
             self.explanation.setObjectName("explanation")
             lay.addWidget(self.explanation, 1)
@@ -288,6 +289,11 @@ def make_result_view(technique: TextClassifier, run_dir: Path, parent=None):
                 bar.setTextVisible(False)
                 self.probabilities.setCellWidget(i, 2, bar)
             self.explanation.setHtml(f"<p style='font-size: 14pt; line-height: 160%'>{word_html(result)}</p>")
+            if result.get("method"):  # say the method the explanation reports, not an assumed one
+                self.why.setText(f"Which words drove it: {result['method']}, on the word embeddings, for the "
+                                 "predicted class. <span style='background-color: rgba(46,160,67,0.6)'>Green</span> "
+                                 "pushed towards it, <span style='background-color: rgba(215,58,73,0.6)'>red</span> "
+                                 "away from it; hover a word for its score.")
             self.last = result
             return result
 

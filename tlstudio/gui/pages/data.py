@@ -1,6 +1,9 @@
 """Data: choose images (folder, CSV, NPZ, DICOM), read and check them, see what was found
 and what was skipped and why, thumbnails per class, the split, and the augmentation with a
-before/after preview."""
+before/after preview.  The readers are those of the project's task: for text
+classification the report counts texts, the text and label columns are chosen from the
+file's header, and a few texts of each class replace the thumbnails; for detection and
+captioning a few images are shown with their boxes or captions."""
 from __future__ import annotations
 
 import json
@@ -16,6 +19,7 @@ from tlstudio.core.config import AugmentationConfig, SplitConfig
 
 from ..forms import PydanticForm
 from ..tasks import ErrorInfo
+from ..taskdata import annotated_examples, option_choices, table_kind, text_preview
 from ..widgets import Banner, ErrorPanel, ThumbStrip, clear_layout, heading, hint, pixmap_from_array, thumbnail
 from . import Page, scrolled
 
@@ -24,6 +28,20 @@ THUMBS_PER_CLASS = 8
 PREVIEW_IMAGES = 6
 PREVIEW_DRAWS = 2
 SPLIT_COLORS = {"train": "#0072B2", "val": "#E69F00", "test": "#009E73"}
+AUTO_COLUMN = "(found by name)"
+BANNERS = {
+    "image-classification": "Choose your images: a folder with one sub-folder per class, a CSV table (path, label), "
+                            "a MedMNIST-style .npz or DICOM files. Every image is opened and checked; unusable ones "
+                            "are listed with the reason and left out.",
+    "text-classification": "Choose your texts: a CSV or TSV table with a header row, a JSON-lines file, or "
+                           "'sentence<TAB>label' files (one, or a folder of them). Choose the text and label columns "
+                           "below; empty texts, unknown labels and duplicates are listed with the row and left out.",
+    "detection": "Choose your annotated images: a COCO instances JSON, a Pascal VOC folder or a CSV of boxes "
+                 "(image,x1,y1,x2,y2,label). Boxes outside the image, zero-area boxes and unknown labels are "
+                 "listed and left out.",
+    "captioning": "Choose your captioned images: a COCO captions JSON (or a Karpathy split) or a CSV "
+                  "(image,caption). Missing images and empty captions are listed and left out.",
+}
 
 
 def read_table(source: str, fmt: str, options: dict, readers, task=None):
@@ -84,6 +102,21 @@ def augmentation_preview(table, indices: list[int], aug: AugmentationConfig, siz
     return out
 
 
+def skipped_reasons(skipped, kind: str) -> list[tuple[str, int]]:
+    """The reasons rows were skipped, grouped ("empty text 2, unknown label 1, duplicate 3")."""
+    from collections import Counter
+
+    keys = {"text": ("empty text", "no label", "unknown label", "unknown split", "different label", "duplicate",
+                     "JSON", "no tab"),
+            "detection": ("outside the image", "zero-area", "negative size", "unknown label", "empty label",
+                          "crowd", "not a number", "not found", "cannot"),
+            "captioning": ("empty caption", "no words", "not found", "cannot")}.get(kind)
+    if not keys:
+        return []
+    c = Counter(next((k for k in keys if k in s.reason), "other") for s in skipped)
+    return c.most_common()
+
+
 class DataPage(Page):
     key = "data"
 
@@ -104,7 +137,9 @@ class DataPage(Page):
         root.addWidget(self.banner)
 
         src = QGroupBox("Images")
+        self.src_box = src
         form = QFormLayout(src)
+        self.src_form = form
         row = QHBoxLayout()
         self.source = QLineEdit()
         self.source.setObjectName("dataSource")
@@ -129,6 +164,36 @@ class DataPage(Page):
         self.options.setPlaceholderText('reader options as JSON, e.g. {"label_column": "diagnosis"}')
         self.options.editingFinished.connect(self._options_typed)
         form.addRow("Reader options", self.options)
+        crow = QHBoxLayout()
+        self.text_column = QComboBox()
+        self.text_column.setObjectName("textColumn")
+        self.text_column.setToolTip("The column (or field) that holds the texts.")
+        self.label_column = QComboBox()
+        self.label_column.setObjectName("labelColumn")
+        self.label_column.setToolTip("The column (or field) that holds the labels.")
+        self.test_files = QComboBox()
+        self.test_files.setObjectName("testFiles")
+        self.test_files.setToolTip("A folder of sentence<TAB>label files: keep one file (one source) aside as the test "
+                                   "set — train on the others, test on this one.")
+        for combo, key in ((self.text_column, "text_column"), (self.label_column, "label_column"),
+                           (self.test_files, "test_files")):
+            combo.addItem(AUTO_COLUMN, "")
+            combo.activated.connect(lambda _i, c=combo, k=key: self._column_chosen(k, c.currentData()))
+        self.column_labels = {}
+        for combo, key, text in ((self.text_column, "text_column", "Text column"),
+                                 (self.label_column, "label_column", "Label column"),
+                                 (self.test_files, "test_files", "Test file")):
+            self.column_labels[key] = QLabel(text)
+            crow.addWidget(self.column_labels[key])
+            crow.addWidget(combo, 1)
+        self.test_files.hide()
+        self.column_labels["test_files"].hide()
+        self.columns_row = QWidget()
+        self.columns_row.setLayout(crow)
+        self.columns_label = QLabel("Columns")
+        form.addRow(self.columns_label, self.columns_row)
+        self.column_choices: dict[str, list[str]] = {}
+        self._set_columns_visible(False)
         trow = QHBoxLayout()
         self.target = QLineEdit()
         self.target.setObjectName("targetSource")
@@ -143,6 +208,7 @@ class DataPage(Page):
         for w in (self.target, t_folder, t_file, t_clear):
             trow.addWidget(w)
         form.addRow("Target domain", trow)
+        self.target_row = trow
         self.target_info = hint("Used by domain-adaptation techniques; other techniques ignore it.")
         form.addRow("", self.target_info)
         root.addWidget(src)
@@ -190,6 +256,13 @@ class DataPage(Page):
         self.thumb_layout = QVBoxLayout(self.thumb_host)
         self.thumb_layout.addStretch(1)
         self.tabs.addTab(scrolled(self.thumb_host), "Images per class")
+        from ..shift import ShiftPanel
+
+        self.shift_panel = ShiftPanel(studio)
+        self.shift_tab = scrolled(self.shift_panel)
+        self.tabs.addTab(self.shift_tab, "Domain shift")
+        self.text_previews: dict[str, list[str]] = {}  # class -> texts shown (tests read it)
+        self.annotated: list[dict] = []  # the annotated examples shown (detection / captioning)
         split.addWidget(self.tabs)
 
         # right: split and augmentation
@@ -202,6 +275,7 @@ class DataPage(Page):
         sv.addWidget(self.split_form)
         rr.addWidget(sbox)
         abox = QGroupBox("Augmentation (training only)")
+        self.aug_box = abox
         av = QVBoxLayout(abox)
         self.aug_form = PydanticForm(AugmentationConfig, title="Augmentation")
         self.aug_form.changed.connect(self._aug_changed)
@@ -232,8 +306,10 @@ class DataPage(Page):
         self._preview_timer.setInterval(250)
         self._preview_timer.timeout.connect(self.refresh_preview)
 
+        self._read_for_task: str | None = None
         studio.projectReplaced.connect(self.load_project)
         studio.pluginsChanged.connect(self._plugins_changed)
+        studio.projectEdited.connect(self._project_edited)
         self.load_project()
 
     # --- project <-> controls ------------------------------------------------------------------
@@ -249,10 +325,93 @@ class DataPage(Page):
         self.fmt.blockSignals(False)
         self.split_form.set_values(p.data.split)
         self.aug_form.set_values(p.augmentation)
+        self._show_task()
         self._clear_report()
         if p.data.source and self.studio.plugins is not None:
             self.read()
         self._show_target_info()
+
+    # --- the task: which readers, which views ------------------------------------------------------
+    def _set_columns_visible(self, on: bool) -> None:
+        self.columns_row.setVisible(on)
+        self.columns_label.setVisible(on)
+
+    def _show_task(self) -> None:
+        task = self.studio.project.task
+        self.banner.set_text(BANNERS.get(task, BANNERS["image-classification"]))
+        self.source.setPlaceholderText({"text-classification": "a .csv / .tsv table, a .jsonl file, or sentence<TAB>label files",
+                                        "detection": "a COCO .json, a Pascal VOC folder, or a .csv of boxes",
+                                        "captioning": "a COCO captions .json or a .csv of captions"}.get(
+            task, "a folder of class folders, a .csv, an .npz, or DICOM files"))
+        self.tabs.setTabText(2, {"text-classification": "Texts per class",
+                                 "detection": "Images with boxes", "captioning": "Images with captions"}.get(
+            task, "Images per class"))
+        self._set_columns_visible(task == "text-classification")
+        self.src_box.setTitle({"text-classification": "Texts", "detection": "Annotated images",
+                               "captioning": "Captioned images"}.get(task, "Images"))
+        images = task == "image-classification"
+        # the target domain and its shift measure are images of the same classes; texts are not augmented
+        self.src_form.setRowVisible(self.target_row, images)
+        self.src_form.setRowVisible(self.target_info, images)
+        self.tabs.setTabVisible(self.tabs.indexOf(self.shift_tab), images)
+        self.aug_box.setVisible(task != "text-classification")
+        self.shift_panel.update_enabled()
+
+    def _project_edited(self, section: str) -> None:
+        """A technique of another task reads the data with that task's readers."""
+        if section != "technique":
+            return
+        self._show_task()
+        if self._read_for_task not in (None, self.studio.project.task) and self.studio.project.data.source \
+                and self.studio.plugins is not None:
+            self.read()
+
+    def _column_chosen(self, key: str, value: str | None) -> None:
+        """A text or label column chosen: into the reader options, and read again."""
+        opts = dict(self.studio.project.data.options)
+        if value:
+            opts[key] = value
+        else:
+            opts.pop(key, None)
+        if opts == self.studio.project.data.options:
+            return
+        self.options.setText(json.dumps(opts) if opts else "")
+        self.options.setStyleSheet("")
+        self.studio.set_form_problems("Reader options", [])
+        self.studio.edit("data", options=opts)
+        self.read()
+
+    def _fill_columns(self, choices: dict[str, list[str]]) -> None:
+        self.column_choices = choices
+        opts = self.studio.project.data.options
+        # a table offers its columns; a folder of sentence<TAB>label files its files (for the test set)
+        table = "text_column" in choices or "test_files" not in choices
+        for combo, key in ((self.text_column, "text_column"), (self.label_column, "label_column"),
+                           (self.test_files, "test_files")):
+            shown = table if key != "test_files" else len(choices.get("test_files", [])) > 1
+            combo.setVisible(shown)
+            self.column_labels[key].setVisible(shown)
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItem(AUTO_COLUMN if key != "test_files" else "(none: a random split)", "")
+            for v in choices.get(key, []):
+                if v:
+                    combo.addItem(v, v)
+            cur = opts.get(key) or ""
+            cur = ",".join(map(str, cur)) if isinstance(cur, (list, tuple)) else str(cur)
+            if cur and combo.findData(cur) < 0:
+                combo.addItem(f"{cur} (not in the file)", cur)
+            combo.setCurrentIndex(max(0, combo.findData(cur)))
+            combo.setEnabled(bool(choices.get(key)))
+            combo.blockSignals(False)
+
+    def _load_column_choices(self, source: str, fmt: str, readers) -> None:
+        def done(res):
+            if source != str(self.studio.project.resolve(self.studio.project.data.source)):
+                return
+            self._fill_columns(res[1])
+
+        self.studio.tasks.submit(option_choices, source, fmt, readers, name="column-choices", on_done=done)
 
     def _plugins_changed(self) -> None:
         pm = self.studio.plugins
@@ -272,7 +431,8 @@ class DataPage(Page):
             path = QFileDialog.getExistingDirectory(self, "Choose a folder of images", start)
         else:
             path, _ = QFileDialog.getOpenFileName(self, "Choose a data file", start,
-                                                  "Data files (*.csv *.tsv *.npz *.dcm *.dicom);;All files (*)")
+                                                  "Data files (*.csv *.tsv *.txt *.json *.jsonl *.npz *.dcm *.dicom);;"
+                                                  "All files (*)")
         if not path:
             return
         if target:
@@ -288,6 +448,7 @@ class DataPage(Page):
             changes["format"] = fmt
             self.fmt.setCurrentText(fmt)
         self.studio.edit("data", **changes)
+        self.shift_panel.update_enabled()
         self.read()
 
     def _source_typed(self) -> None:
@@ -322,6 +483,7 @@ class DataPage(Page):
         if path != self.studio.project.data.target_source:
             self.studio.edit("data", target_source=path)
         self._show_target_info()
+        self.shift_panel.update_enabled()
 
     def _target_typed(self) -> None:
         self._set_target(self.target.text().strip())
@@ -376,8 +538,13 @@ class DataPage(Page):
         self._clear_report()
         self.progress_row.show()
         self.progress.setRange(0, 0)
-        self.summary.setText("Reading and checking every image…")
+        self._read_for_task = p.task
+        self._show_task()
+        self.summary.setText("Reading and checking every text…" if p.task == "text-classification"
+                             else "Reading and checking every image…")
         readers = self._readers(p.task)
+        if p.task == "text-classification":
+            self._load_column_choices(str(p.resolve(p.data.source)), p.data.format, readers)
         token = object()  # which read a result belongs to (a newer read makes older ones moot)
         self._read_token = token
         self._read_task = self.studio.tasks.submit(
@@ -413,7 +580,13 @@ class DataPage(Page):
         self.studio.data_table = table
         self.studio.dataRead.emit(table)
         self._show_report()
-        self._load_thumbnails()
+        kind = table_kind(table)
+        if kind == "text":
+            self._show_texts()
+        elif kind in ("detection", "captioning"):
+            self._load_annotated()
+        else:
+            self._load_thumbnails()
         self.refresh_preview()
 
     # --- report ----------------------------------------------------------------------------------
@@ -431,6 +604,8 @@ class DataPage(Page):
         self.skipped.setRowCount(0)
         self.tabs.setTabText(1, "Skipped (0)")
         self.thumbs.clear()
+        self.text_previews = {}
+        self.annotated = []
         clear_layout(self.thumb_layout)
         self.thumb_layout.addStretch(1)
         clear_layout(self.preview_grid)
@@ -450,44 +625,93 @@ class DataPage(Page):
         except Exception:  # noqa: BLE001 - e.g. "given" with a source that has no split: the engine says why
             return None
 
+    def image_split_counts(self) -> dict[str, int] | None:
+        """{split: images} (annotated images have no class to count by)."""
+        from collections import Counter
+
+        from tlstudio.core.data import make_split
+
+        t = self.table
+        sp = self.studio.project.data.split
+        if t is None or not t.items:
+            return None
+        try:
+            c = Counter(make_split(t, sp.mode, sp.val_fraction, sp.test_fraction, sp.seed))
+        except Exception:  # noqa: BLE001 - the engine says why when it trains
+            return None
+        return {s: c.get(s, 0) for s in ("train", "val", "test")}
+
     def _show_report(self) -> None:
         t = self.table
         if t is None:
             return
         r = t.report
         k = len(r.counts)
-        lines = [f"<b>{r.total:,} usable images in {k} class{'es' if k != 1 else ''}</b> "
-                 f"(read from {r.source} as <i>{r.reader}</i>)."]
-        if r.unlabelled:
+        kind = table_kind(t)
+        noun = "texts" if kind == "text" else "images"
+        if kind in ("detection", "captioning"):
+            lines = [f"<b>{r.images:,} usable images with {r.annotations:,} {r.noun}</b>"
+                     + (f" in {k} class{'es' if k != 1 else ''}" if kind == "detection" else "")
+                     + f" (read from {r.source} as <i>{r.reader}</i>)."]
+            if kind == "detection" and r.counts:
+                lines.append("Boxes per class: " + ", ".join(f"{c} {n:,}" for c, n in r.counts.items()) + ".")
+            if getattr(r, "empty_images", 0):
+                lines.append(f"{r.empty_images:,} images have no {'box' if kind == 'detection' else 'caption'}"
+                             + (" (used as background-only images)." if kind == "detection" else "."))
+        else:
+            lines = [f"<b>{r.total:,} usable {noun} in {k} class{'es' if k != 1 else ''}</b> "
+                     f"(read from {r.source} as <i>{r.reader}</i>)."]
+        if kind == "text" and r.counts:
+            lines.append("Texts per class: " + ", ".join(f"{c} {n:,}" for c, n in r.counts.items()) + ".")
+        if r.unlabelled and kind == "image":
             lines.append(f"{r.unlabelled:,} images carry no label.")
+        lengths = getattr(r, "lengths", None)
+        if lengths:
+            lines.append(f"Length: {lengths['min_words']} to {lengths['max_words']} words per text "
+                         f"(mean {lengths['mean_words']:.1f}; 95% have at most {lengths['p95_words']}).")
         s = r.sizes
         if s:
             modes = ", ".join(f"{m} {n:,}" for m, n in s.get("modes", {}).items())
             lines.append(f"Sizes {s['min_width']}×{s['min_height']} to {s['max_width']}×{s['max_height']} pixels; "
                          f"pixel formats: {modes}.")
-        counts = self.split_counts()
-        if counts:
-            lines.append("Split: " + ", ".join(f"{sp} {sum(c.values()):,}" for sp, c in counts.items()) + ".")
+        if kind in ("detection", "captioning"):
+            counts = None  # the chart shows boxes per class; the split is of images
+            per_split = self.image_split_counts()
+            if per_split:
+                lines.append("Split: " + ", ".join(f"{sp} {n:,}" for sp, n in per_split.items()) + " images.")
+        else:
+            counts = self.split_counts()
+            if counts:
+                lines.append("Split: " + ", ".join(f"{sp} {sum(c.values()):,}" for sp, c in counts.items()) + ".")
         if r.skipped:
-            lines.append(f"<span style='color:#b03a2e'>{len(r.skipped):,} files skipped</span> — see the Skipped tab.")
+            what = {"text": "rows", "detection": "annotations or images", "captioning": "captions or images"}.get(kind, "files")
+            reasons = skipped_reasons(r.skipped, kind)
+            lines.append(f"<span style='color:#b03a2e'>{len(r.skipped):,} {what} skipped</span>"
+                         + (f" ({', '.join(f'{why} {n:,}' for why, n in reasons)})" if reasons else "")
+                         + " — see the Skipped tab.")
         if r.duplicates:
-            lines.append(f"{len(r.duplicates):,} groups of identical images.")
+            lines.append(f"{len(r.duplicates):,} groups of identical {noun}.")
         self.summary.setText("<br>".join(lines))
         self.warnings.setText("\n".join(f"⚠ {w}" for w in r.warnings))
+        self.skipped.setHorizontalHeaderLabels(["Row" if kind == "text" else "File", "Why it was skipped"])
         self.skipped.setRowCount(len(r.skipped))
         for i, sk in enumerate(r.skipped):
             self.skipped.setItem(i, 0, QTableWidgetItem(sk.ref))
             self.skipped.setItem(i, 1, QTableWidgetItem(sk.reason))
         self.skipped.resizeColumnToContents(0)
         self.tabs.setTabText(1, f"Skipped ({len(r.skipped):,})")
-        self._draw_chart(counts)
+        if t.class_names:
+            self._draw_chart(counts)
+        elif self.chart is not None:
+            self.chart.clear()
+            self.bar_items = []
 
     def _draw_chart(self, counts) -> None:
         from ..charts import styled_plot
 
         t = self.table
         if self.chart is None:
-            self.chart = styled_plot("Images per class and split", xlabel="class", ylabel="images")
+            self.chart = styled_plot("Per class and split", xlabel="class", ylabel="count")
             self.chart.getPlotItem().showGrid(x=False, y=True, alpha=0.25)
             self.chart.setObjectName("classChart")
             self.chart.setMinimumHeight(220)
@@ -547,6 +771,63 @@ class DataPage(Page):
 
         self.studio.tasks.submit(class_thumbnails, table, on_done=done)
 
+    def _show_texts(self) -> None:
+        """A few texts of each class in place of thumbnails."""
+        table = self.table
+        self.text_previews = text_preview(table)
+        clear_layout(self.thumb_layout)
+        for c, texts in self.text_previews.items():
+            self.thumb_layout.addWidget(heading(f"{c}  ({table.report.counts.get(c, 0):,} texts)"))
+            for text in texts:
+                lab = QLabel(text if len(text) <= 400 else text[:399] + "…")
+                lab.setObjectName(f"text_{c}")
+                lab.setWordWrap(True)
+                lab.setToolTip(text[:2000])
+                lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                lab.setStyleSheet("background: palette(base); border: 1px solid palette(mid); border-radius: 3px; "
+                                  "padding: 4px;")
+                self.thumb_layout.addWidget(lab)
+        self.thumb_layout.addStretch(1)
+
+    def _load_annotated(self) -> None:
+        """A few images with their boxes drawn or their captions beside them (in a worker)."""
+        table = self.table
+
+        def done(rows):
+            if table is not self.table:
+                return
+            self.annotated = rows
+            clear_layout(self.thumb_layout)
+            grid = QGridLayout()
+            for n, row in enumerate(rows):
+                cell = QLabel()
+                cell.setObjectName("annotatedImage")
+                if row["image"] is not None:
+                    cell.setPixmap(pixmap_from_array(row["image"], 160))
+                cell.setToolTip(row["ref"])
+                text = QLabel()
+                text.setWordWrap(True)
+                text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                name = Path(row["ref"]).name
+                if row["error"]:
+                    body = f"<span style='color:#b03a2e'>{row['error']}</span>"
+                elif row["captions"]:
+                    body = "<br>".join(f"“{c}”" for c in row["captions"])
+                elif row["labels"]:
+                    body = f"{len(row['labels'])} box{'es' if len(row['labels']) != 1 else ''}: " + ", ".join(row["labels"])
+                else:
+                    body = "no boxes (background only)" if table_kind(table) == "detection" else "no captions"
+                text.setText(f"<b>{name}</b><br>{body}")
+                grid.addWidget(cell, n, 0)
+                grid.addWidget(text, n, 1)
+            grid.setColumnStretch(1, 1)
+            self.thumb_layout.addLayout(grid)
+            self.thumb_layout.addStretch(1)
+
+        self.studio.tasks.submit(annotated_examples, table, on_done=done,
+                                 on_error=lambda info: self.warnings.setText(f"⚠ The examples could not be drawn: "
+                                                                             f"{info.message}"))
+
     def _new_draw(self) -> None:
         self._preview_seed += 1
         self.refresh_preview()
@@ -554,6 +835,11 @@ class DataPage(Page):
     def refresh_preview(self) -> None:
         """Draw the augmentation preview again (in a worker) with the current settings."""
         if self.table is None or not self.table.items:
+            return
+        if table_kind(self.table) == "text":
+            clear_layout(self.preview_grid)
+            self.preview_note.setText("Augmentation applies to images; texts are used as they are.")
+            self.preview_note.show()
             return
         aug = self.studio.project.augmentation.model_copy()
         size = int(self.studio.project.model.image_size)

@@ -18,6 +18,10 @@ from ..widgets import ErrorPanel, ImageView, ThumbStrip, fmt_num, heading, hint,
 from . import Page
 
 MAX_CELL_IMAGES = 60
+CELL_HINTS = {"image": "Click a cell to see exactly those test images, each with its probabilities and a Grad-CAM "
+                       "heat map of where the model looked (red = strongest).",
+              "text": "Click a cell to see exactly those test texts, each with its probabilities (the technique's "
+                      "own tab, and the Predict page, show which words drove a prediction)."}
 
 
 def load_results(run_dir: str):
@@ -31,6 +35,24 @@ def load_results(run_dir: str):
     except Exception:  # noqa: BLE001 - images then cannot be shown, the numbers can
         project = None
     return res, roc, project
+
+
+def run_texts(run_dir: str) -> dict[str, str]:
+    """ref -> text of a text run's test predictions (the "text" column of test_predictions.csv)."""
+    import csv
+
+    try:
+        with open(Path(run_dir) / "test_predictions.csv", newline="", encoding="utf-8") as f:
+            return {r["ref"]: r.get("text") or "" for r in csv.DictReader(f) if r.get("ref")}
+    except (OSError, csv.Error, KeyError):
+        return {}
+
+
+def load_results_any(run_dir: str):
+    """(results, roc, project, texts): ``texts`` (ref -> text) for a text run, else None."""
+    res, roc, project = load_results(run_dir)
+    texts = run_texts(run_dir) if project is not None and project.task == "text-classification" else None
+    return res, roc, project, texts
 
 
 def cell_images(images, refs: list[str], size: int = 96) -> list[tuple[str, np.ndarray | None, str]]:
@@ -79,7 +101,9 @@ class EvaluatePage(Page):
         self.cell_rows: list[int] = []
         self.cams: dict[str, object] = {}
         self.cell_pos: tuple[int, int] | None = None
+        self.texts: dict[str, str] | None = None  # a text run's test texts by ref
         self.extra_view = None
+        self.shift_view = None  # a DANN run's before/after domain shift
 
         root = QVBoxLayout(self)
         top = QHBoxLayout()
@@ -149,8 +173,8 @@ class EvaluatePage(Page):
         right = QWidget()
         rr = QVBoxLayout(right)
         rr.addWidget(heading("Confusion matrix: rows = true class, columns = predicted"))
-        rr.addWidget(hint("Click a cell to see exactly those test images, each with its probabilities and a Grad-CAM "
-                          "heat map of where the model looked (red = strongest)."))
+        self.cell_hint = hint(CELL_HINTS["image"])
+        rr.addWidget(self.cell_hint)
         self.matrix = QTableWidget(0, 0)
         self.matrix.setObjectName("confusionMatrix")
         self.matrix.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -239,13 +263,14 @@ class EvaluatePage(Page):
         self._clear()
         self.summary.setText(f"Loading {Path(run_dir).name}…")
         self._show_result_view(run_dir)
+        self._show_run_shift(run_dir)
         from tlstudio.core.results import EvaluationResults
 
         if not EvaluationResults.available(run_dir):
             self.summary.setText(f"{Path(run_dir).name}: no classification results to show"
                                  + (" (see the technique's own view)." if self.extra_view else "."))
             return
-        self.studio.tasks.submit(load_results, self.run_dir, on_done=lambda r, d=self.run_dir: self._loaded(d, r),
+        self.studio.tasks.submit(load_results_any, self.run_dir, on_done=lambda r, d=self.run_dir: self._loaded(d, r),
                                  on_error=lambda info: (self.summary.setText("The results could not be read."),
                                                         self.error.show_info(info, "Results unreadable")))
 
@@ -300,14 +325,39 @@ class EvaluatePage(Page):
             if tech.task != "image-classification":
                 self.tabs.setCurrentWidget(w)
 
+    def _show_run_shift(self, run_dir: str) -> None:
+        """The shift before and after adaptation, when the run measured it (DANN's domain_shift.json)."""
+        from ..shift import RunShiftView, read_run_shift
+
+        if self.shift_view is not None:
+            idx = self.tabs.indexOf(self.shift_view)
+            if idx >= 0:
+                self.tabs.removeTab(idx)
+            self.shift_view.deleteLater()
+            self.shift_view = None
+        shift = read_run_shift(run_dir)
+        if shift is None:
+            return
+        try:
+            self.shift_view = RunShiftView(shift)
+        except Exception as e:  # noqa: BLE001 - a malformed file: a message, the other tabs stay
+            self.error.show_error(f"{run_dir}/domain_shift.json could not be shown: {type(e).__name__}: {e}",
+                                  traceback.format_exc(), title="Domain shift unreadable")
+            return
+        self.tabs.addTab(self.shift_view, "Domain shift")
+
     def _loaded(self, run_dir: str, payload) -> None:
         if run_dir != self.run_dir:
             return
-        self.results, self.roc, project = payload
+        self.results, self.roc, project, self.texts = payload
         from tlstudio.core.results import RunImages
 
         readers = self.studio.plugins.readers() if self.studio.plugins else None
-        self.images = RunImages(project, readers) if project is not None else None
+        # a text run's rows are texts: listed with their words, no pixels and no Grad-CAM
+        self.images = RunImages(project, readers) if project is not None and self.texts is None else None
+        self.cell_hint.setText(CELL_HINTS["text" if self.texts is not None else "image"])
+        self.view_image.setVisible(self.texts is None)
+        self.view_cam.setVisible(self.texts is None)
         res = self.results
         m = res.metrics
         ci = m.get("accuracy_ci95") or [None, None]
@@ -429,7 +479,8 @@ class EvaluatePage(Page):
         self.cell_refs = [res.refs[r] for r in rows]
         shown = rows[:MAX_CELL_IMAGES]
         more = f" (the first {MAX_CELL_IMAGES} shown)" if len(rows) > MAX_CELL_IMAGES else ""
-        self.cell_title.setText(f"True {res.class_names[i]}, predicted {res.class_names[j]}: {len(rows)} image"
+        noun = "text" if self.texts is not None else "image"
+        self.cell_title.setText(f"True {res.class_names[i]}, predicted {res.class_names[j]}: {len(rows)} {noun}"
                                 f"{'s' if len(rows) != 1 else ''}{more}")
         self.cell_list.clear()
         self.view_image.set_array(None)
@@ -442,6 +493,10 @@ class EvaluatePage(Page):
             k = int(res.predicted[r])
             cap = f"{res.class_names[k]} {p[k]:.2f}"
             tip = f"{ref}\n" + "\n".join(f"p({c}) = {v:.3f}" for c, v in zip(res.class_names, p))
+            if self.texts is not None:
+                text = self.texts.get(ref, "")
+                cap = (text if len(text) <= 60 else text[:59] + "…") + f"\n{cap}"
+                tip = f"{text}\n\n{tip}"
             it = self.cell_list.add(None, cap, tip, data=r)
             self.items[ref] = it
         if not shown or self.images is None:
@@ -517,6 +572,13 @@ class EvaluatePage(Page):
                  f"predicted: {res.class_names[res.predicted[r]]}", ""]
         order = np.argsort(-p)
         lines += [f"p({res.class_names[k]}) = {p[k]:.3f}" for k in order[:10]]
+        if self.texts is not None:
+            import html
+
+            self.view_image.set_array(None)
+            self.view_cam.set_array(None)
+            self.view_text.setText("<br>".join(lines[:3] + [f"“{html.escape(self.texts.get(ref, ''))}”", ""] + lines[4:]))
+            return
         cam = self.cams.get(ref)
         if cam is not None:
             self.view_image.set_array(cam.image)

@@ -1,14 +1,17 @@
 """Predict: drop images or a folder, get the trained run's predictions with probabilities,
-a Grad-CAM heat map for the selected image, and save them as CSV."""
+a Grad-CAM heat map for the selected image, and save them as CSV.  For a text run: type a
+sentence, get its class, the probabilities and the words that drove it."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ..textpredict import TextPredictPanel
 from ..widgets import DropArea, ErrorPanel, ImageView, error_dialog, heading, hint
 from . import Page
 from .evaluate import prediction_device, run_predictor
@@ -18,6 +21,21 @@ MAX_PROB_COLUMNS = 10
 
 def predict_files(predictor, paths: list[str]) -> list[dict]:
     return predictor.predict_paths(paths)
+
+
+def annotated_prediction(res: dict) -> np.ndarray:
+    """The predicted image with its detections drawn (detection) or as it is (captioning)."""
+    from tlstudio.core.data.image import read_file
+
+    from ..taskdata import draw_boxes
+
+    img = read_file(res["ref"])[0]
+    dets = res.get("detections") or []
+    if dets:
+        labels = [str(d["label"]) for d in dets]
+        img = draw_boxes(img, [d["box"] for d in dets], labels, sorted(set(labels)),
+                         [f"{d['label']} {float(d['score']):.2f}" for d in dets])
+    return img
 
 
 def explain_file(predictor, path: str):
@@ -48,6 +66,13 @@ class PredictPage(Page):
         top.addWidget(self.run_combo)
         top.addStretch(1)
         root.addLayout(top)
+        self.image_panel = QWidget()
+        self.text_panel = TextPredictPanel(studio, self._with_predictor, lambda: self.predictor)
+        self.text_panel.hide()
+        self.run_task = "image-classification"
+        outer = root
+        root = QVBoxLayout(self.image_panel)
+        root.setContentsMargins(0, 0, 0, 0)
         drow = QHBoxLayout()
         self.drop = DropArea("Drop images or a folder here — or use the buttons on the right")
         self.drop.setFixedHeight(110)
@@ -85,7 +110,8 @@ class PredictPage(Page):
         split.addWidget(self.table)
         right = QWidget()
         rv = QVBoxLayout(right)
-        rv.addWidget(heading("Selected image and its Grad-CAM heat map"))
+        self.right_title = heading("Selected image and its Grad-CAM heat map")
+        rv.addWidget(self.right_title)
         imgs = QHBoxLayout()
         self.view_image = ImageView(min_size=180)
         self.view_cam = ImageView(min_size=180)
@@ -98,13 +124,16 @@ class PredictPage(Page):
         self.detail.setWordWrap(True)
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         rv.addWidget(self.detail)
-        rv.addWidget(hint("Red marks the regions that pushed the model most towards its answer; check that they "
-                          "are the regions an expert would look at."))
+        self.right_hint = hint("Red marks the regions that pushed the model most towards its answer; check that "
+                               "they are the regions an expert would look at.")
+        rv.addWidget(self.right_hint)
         split.addWidget(right)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         split.setSizes([820, 580])
         root.addWidget(split, 1)
+        outer.addWidget(self.image_panel, 1)
+        outer.addWidget(self.text_panel, 1)
 
         studio.runsChanged.connect(self.fill_runs)
         studio.currentRunChanged.connect(self._current_changed)
@@ -149,6 +178,26 @@ class PredictPage(Page):
             i = self.run_combo.findData(self.run_dir)
             if i >= 0:
                 self.run_combo.setCurrentIndex(i)
+            self._show_task()
+
+    def _show_task(self) -> None:
+        """Texts are typed, images dropped: the panel follows the run's task."""
+        from tlstudio.core.runs import Run
+
+        try:
+            self.run_task = Run(self.run_dir).project().task
+        except Exception:  # noqa: BLE001 - an unreadable run: the image panel says why when used
+            self.run_task = "image-classification"
+        text = self.run_task == "text-classification"
+        self.text_panel.clear()
+        self.text_panel.setVisible(text)
+        self.image_panel.setVisible(not text)
+        annotated = self.run_task in ("detection", "captioning")
+        self.view_cam.setVisible(not annotated)
+        self.right_title.setText({"detection": "Selected image with the detected boxes",
+                                  "captioning": "Selected image and its caption"}.get(
+            self.run_task, "Selected image and its Grad-CAM heat map"))
+        self.right_hint.setVisible(not annotated)
 
     # --- predicting --------------------------------------------------------------------------------
     def _add_files(self) -> None:
@@ -179,24 +228,33 @@ class PredictPage(Page):
 
         self._with_predictor(go)
 
-    def _with_predictor(self, then) -> None:
+    def _with_predictor(self, then, on_error=None) -> None:
         if self.predictor is not None and self._predictor_for == self.run_dir:
             then()
             return
         run_dir = self.run_dir
+        if not run_dir:
+            self.status.setText("No trained run yet: train one first (or pick one above).")
+            return
         self.status.setText("Loading the run's model…")
+
+        def failed(info):
+            self.status.setText("The model could not be loaded.")
+            if on_error is not None:
+                on_error(info)
+            else:
+                self.error.show_info(info, "The run's model could not be loaded")
 
         def done(pred):
             if run_dir != self.run_dir:
                 return
             self.predictor = pred
             self._predictor_for = run_dir
+            self.status.setText("")
             then()
 
         self.studio.tasks.submit(run_predictor, run_dir, self.studio.plugins, prediction_device(self.studio),
-                                 pool="model", on_done=done,
-                                 on_error=lambda info: (self.status.setText("The model could not be loaded."),
-                                                        self.error.show_info(info, "The run's model could not be loaded")))
+                                 pool="model", on_done=done, on_error=failed)
 
     def _predicted(self, run_dir: str, results: list[dict]) -> None:
         if run_dir != self.run_dir:
@@ -258,6 +316,9 @@ class PredictPage(Page):
             self.view_cam.set_array(None)
             self.detail.setText(f"<b>{Path(ref).name}</b>: {res['error']}")
             return
+        if self.run_task in ("detection", "captioning"):
+            self._show_annotated(ref, res)
+            return
         probs = sorted(res.get("probabilities", {}).items(), key=lambda kv: -kv[1])
         self.detail.setText(f"<b>{Path(ref).name}</b> → <b>{res.get('predicted')}</b><br>"
                             + "<br>".join(f"p({c}) = {v:.3f}" for c, v in probs[:10]))
@@ -270,6 +331,27 @@ class PredictPage(Page):
         self.studio.tasks.submit(explain_file, self.predictor, ref, pool="model",
                                  on_done=lambda cam, ref=ref: self._cam_done(ref, cam),
                                  on_error=lambda info: self.error.show_info(info, "Grad-CAM failed"))
+
+    def _show_annotated(self, ref: str, res: dict) -> None:
+        """Detection: the boxes drawn on the image, listed with their scores; captioning: the caption."""
+        import html
+
+        dets = res.get("detections")
+        if dets is not None:
+            lines = [f"{html.escape(str(d['label']))} {float(d['score']):.2f} "
+                     f"[{', '.join(f'{float(v):.0f}' for v in d['box'])}]" for d in dets]
+            body = "<br>".join(lines) or "nothing detected above the score threshold"
+        else:
+            body = f"“{html.escape(str(res.get('predicted', '')))}”"
+        self.detail.setText(f"<b>{html.escape(Path(ref).name)}</b><br>{body}")
+        self.view_image.set_array(None)
+        self.studio.tasks.submit(annotated_prediction, res, on_done=lambda img, ref=ref: self._annotated_done(ref, img),
+                                 on_error=lambda info: self.error.show_info(info, "The image could not be shown"))
+
+    def _annotated_done(self, ref: str, img) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows and self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole) == ref:
+            self.view_image.set_array(img)
 
     def _cam_done(self, ref: str, cam) -> None:
         self.cams[ref] = cam
