@@ -532,3 +532,19 @@ def text_report_md(project, final: dict, data: TextData | None) -> str:
               f"Rows skipped: {len(rep.skipped)}; duplicated texts: {len(rep.duplicates)}.", "", ""]
     head, sep, rest = md.partition("## Test results")
     return head + "\n".join(lines) + sep + rest if sep else md + "\n" + "\n".join(lines)
+
+
+def explain_sentence(predictor, text: str) -> dict:
+    """The prediction of ``text`` with the words that drove it (the window calls it in a worker thread).  A technique
+    without ``explain`` gives the prediction alone (``words`` empty)."""
+    tech, ctx = predictor.technique, predictor.ctx
+    if hasattr(tech, "explain"):
+        with torch.enable_grad():
+            out = dict(tech.explain(ctx, text))
+        out.setdefault("text", text)
+        return out
+    res = predictor.predict([text])[0]
+    if res.get("error"):
+        raise ValueError(res["error"])
+    return {"text": text, "predicted": res["predicted"], "probabilities": res["probabilities"], "words": [],
+            "method": "", "truncated": False}

@@ -15,24 +15,6 @@ POSITIVE_RGB = "46,160,67"
 NEGATIVE_RGB = "215,58,73"
 
 
-def explain_sentence(predictor, text: str) -> dict:
-    """The prediction of ``text`` with the words that drove it (worker thread).  A technique
-    without ``explain`` gives the prediction alone (``words`` empty)."""
-    tech, ctx = predictor.technique, predictor.ctx
-    if hasattr(tech, "explain"):
-        import torch
-
-        with torch.enable_grad():
-            out = dict(tech.explain(ctx, text))
-        out.setdefault("text", text)
-        return out
-    res = predictor.predict([text])[0]
-    if res.get("error"):
-        raise ValueError(res["error"])
-    return {"text": text, "predicted": res["predicted"], "probabilities": res["probabilities"], "words": [],
-            "method": "", "truncated": False}
-
-
 def method_name(method: str) -> str:
     """A short name of the attribution method the technique reported."""
     m = (method or "").lower()
@@ -153,6 +135,8 @@ class TextPredictPanel(QWidget):
         self._asked = text
 
         def go():
+            from tlstudio.core.text import explain_sentence  # torch and transformers: loaded on first use
+
             self.studio.tasks.submit(explain_sentence, self._predictor(), text, pool="model", name="explain-text",
                                      on_done=lambda res, t=text: self._done(t, res), on_error=self._failed)
 

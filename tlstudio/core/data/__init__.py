@@ -18,7 +18,7 @@ from .split import load_split, make_split, save_split, split_counts
 from .table import DatasetReader, ImageTable, Scan, check_trainable
 
 _LAZY = {"ImageDataset": "cache", "build_image_cache": "cache", "make_transforms": "transforms", "preset_values": "transforms",
-         "is_grayscale": "transforms"}
+         "is_grayscale": "transforms", "augmentation_preview": "transforms"}
 
 __all__ = [
     "Item", "Skipped", "ValidationReport", "ImageTable", "DatasetReader", "Scan", "FolderReader", "CsvReader",

@@ -94,3 +94,27 @@ def make_transforms(aug, mean, std, size: int, train: bool, grayscale: bool = Fa
             ops.append(v2.ColorJitter(brightness=jitter, contrast=jitter))
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(ops)
+
+
+def augmentation_preview(table, indices: list[int], aug, size: int, draws: int = 2,
+                         seed: int = 0) -> list:
+    """For each image: [as the model sees it without augmentation, then ``draws`` augmented
+    versions] (the training transforms, without normalisation): the window's augmentation
+    preview."""
+    import numpy as np
+
+    from .image import resize_image
+
+    tf = make_transforms(aug, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), size, train=True)
+    out = []
+    with torch.random.fork_rng(devices=[]):  # a run training meanwhile keeps its own random numbers
+        torch.manual_seed(seed)
+        for i in indices:
+            img = np.array(resize_image(table.load_image(i), size))  # a writable copy
+            t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
+            row = [img]
+            for _ in range(draws):
+                a = tf(t).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+                row.append(np.ascontiguousarray(a))
+            out.append(row)
+    return out

@@ -79,29 +79,6 @@ def preview_indices(table, n: int = PREVIEW_IMAGES) -> list[int]:
     return picks
 
 
-def augmentation_preview(table, indices: list[int], aug: AugmentationConfig, size: int, draws: int = PREVIEW_DRAWS,
-                         seed: int = 0) -> list[list[np.ndarray]]:
-    """For each image: [as the model sees it without augmentation, then ``draws`` augmented
-    versions] (the training transforms, without normalisation)."""
-    import torch
-
-    from tlstudio.core.data import make_transforms, resize_image
-
-    tf = make_transforms(aug, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), size, train=True)
-    out = []
-    with torch.random.fork_rng(devices=[]):  # a run training meanwhile keeps its own random numbers
-        torch.manual_seed(seed)
-        for i in indices:
-            img = np.array(resize_image(table.load_image(i), size))  # a writable copy
-            t = torch.from_numpy(img).permute(2, 0, 1).contiguous()
-            row = [img]
-            for _ in range(draws):
-                a = tf(t).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-                row.append(np.ascontiguousarray(a))
-            out.append(row)
-    return out
-
-
 def skipped_reasons(skipped, kind: str) -> list[tuple[str, int]]:
     """The reasons rows were skipped, grouped ("empty text 2, unknown label 1, duplicate 3")."""
     from collections import Counter
@@ -851,6 +828,8 @@ class DataPage(Page):
             if table is not self.table:
                 return
             self._show_preview(rows)
+
+        from tlstudio.core.data import augmentation_preview  # (imports torch: only once a preview is drawn)
 
         self._preview_task = self.studio.tasks.submit(augmentation_preview, table, idx, aug, size, PREVIEW_DRAWS, seed,
                                                       on_done=done, on_error=lambda info: self.preview_note.setText(
