@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont, QGuiApplication
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
+                               QSplitter, QVBoxLayout, QWidget)
 
 from ..charts import LiveCharts
 from ..tasks import RunFollower, TrainWorker
@@ -31,6 +31,7 @@ class TrainPage(Page):
         self.state = IDLE
         self.worker: TrainWorker | None = None
         self.follower: RunFollower | None = None
+        self.job = None  # a ProcessFollower: a run the window started in other processes (Processes > 1)
         self.run_dir: str | None = None  # the run shown (trained, resumed, followed or opened)
         self.last_status: str | None = None
         self.events: list[dict] = []  # every event of the current session (tests read them)
@@ -64,6 +65,16 @@ class TrainPage(Page):
         self.copy_btn.clicked.connect(self.copy_command)
         for b in (self.train_btn, self.pause_btn, self.resume_btn, self.stop_btn):
             bar.addWidget(b)
+        bar.addSpacing(16)
+        bar.addWidget(QLabel("Processes"))
+        self.procs = QSpinBox()
+        self.procs.setObjectName("processes")
+        self.procs.setRange(1, max(2, os.cpu_count() or 1))
+        self.procs.setValue(1)
+        self.procs.setToolTip("1: train in this window. N > 1: train in N processes (tlstudio train --nproc N, "
+                              "torchrun; one per GPU, or CPU processes with gloo); the window follows the run, Stop "
+                              "stops every process cleanly. Pause is not offered for several processes.")
+        bar.addWidget(self.procs)
         bar.addSpacing(16)
         bar.addWidget(self.copy_btn)
         bar.addSpacing(16)
@@ -151,7 +162,9 @@ class TrainPage(Page):
         self.train_btn.setEnabled(idle and not probs)
         self.pause_btn.setEnabled(self.state == TRAINING and not paused)
         self.resume_btn.setEnabled(paused or (idle and self.resumable_run() is not None))
-        self.stop_btn.setEnabled(self.state == TRAINING or (self.state == FOLLOWING and self._followed_pid() is not None))
+        self.stop_btn.setEnabled(self.state == TRAINING or (self.state == FOLLOWING and (
+            self.job is not None or self._followed_pid() is not None)))
+        self.procs.setEnabled(idle)
         if idle and probs:
             self.reason.setText("Train is disabled:\n" + "\n".join(f"• {p}" for p in probs))
             self.reason.show()
@@ -201,12 +214,40 @@ class TrainPage(Page):
             self.update_buttons()
             return False
         project = self.studio.run_project()
+        if self.procs.value() > 1:
+            return self.start_processes(project, self.procs.value())
         self._begin("Starting…")
         self.charts.reset()
         self.log.clear()
         self.run_dir = None
         self._log(f"Training {project.technique.id} on {project.model.architecture}, {project.training.epochs} epochs.")
         self._launch(TrainWorker(project=project, runs_dir=self.studio.runs_dir(), plugins=self.studio.plugins))
+        return True
+
+    def start_processes(self, project, nproc: int) -> bool:
+        """Train in ``nproc`` processes (``tlstudio train --nproc N`` as a subprocess) and follow the run."""
+        from ..jobs import ProcessFollower, start_job
+        from ..tasks import ErrorInfo
+
+        self._begin(f"Starting {nproc} processes…")
+        self.charts.reset()
+        self.log.clear()
+        try:
+            job, workdir, log = start_job(project, nproc, self.studio.runs_dir())
+        except Exception as e:  # noqa: BLE001 - e.g. more processes than GPUs: said plainly
+            info = ErrorInfo.from_exception(e)
+            self.error.show_error(info.message, info.details, info.advice, title="The run could not start")
+            self.state_label.setText("Not started.")
+            return False
+        self.run_dir = str(job.run.dir)
+        self._log(f"Training {project.technique.id} on {project.model.architecture}, {project.training.epochs} "
+                  f"epochs, in {nproc} processes (tlstudio train --nproc {nproc}); run folder {self.run_dir}.")
+        self.job = ProcessFollower(job, workdir, log, parent=self)
+        self.job.event.connect(self.on_event)
+        self.job.ended.connect(self._follow_ended)
+        self._set_state(FOLLOWING)
+        self.studio.runsChanged.emit()
+        self.job.start()
         return True
 
     def resume(self) -> bool:
@@ -255,6 +296,11 @@ class TrainPage(Page):
             self.worker.stop()
             self.state_label.setText("Stopping after the current batch…")
             self.stop_btn.setEnabled(False)
+        elif self.state == FOLLOWING and self.job is not None:
+            self.job.stop_job()
+            self.state_label.setText("Stopping every process after the current batch…")
+            self._log("Stop requested: every process stops at the same batch; the run can be resumed.")
+            self.stop_btn.setEnabled(False)
         elif self.state == FOLLOWING:
             pid = self._followed_pid()
             if pid is not None:
@@ -286,6 +332,8 @@ class TrainPage(Page):
         if self.worker is not None:
             self.worker.stop()
             return self.worker.wait(ms)
+        if self.job is not None:
+            return self.job.wait(ms / 1000)
         return True
 
     # --- following and history -------------------------------------------------------------------
@@ -312,6 +360,7 @@ class TrainPage(Page):
 
     def _follow_ended(self, status: str) -> None:
         self.follower = None
+        self.job = None
         self.last_status = status
         self._apply_progress()
         self.charts.redraw()
