@@ -34,12 +34,12 @@ def test_export_onnx_and_report_from_the_runs_page(qtbot, tmp_path):
     out = tmp_path / "package"
     dlg.folder.setText(str(out))
     dlg.export_btn.click()
-    qtbot.waitUntil(lambda: dlg.result is not None or dlg.error.isVisible(), timeout=120_000)
-    assert dlg.result is not None, dlg.error.message.text()
+    qtbot.waitUntil(lambda: dlg.summary is not None or dlg.error.isVisible(), timeout=120_000)
+    assert dlg.summary is not None, dlg.error.message.text()
     assert (out / "model.onnx").is_file() and (out / "model_card.md").is_file()
     text = dlg.outcome.label.text()
     assert "Parity passed" in text and "allowed 1e-04" in text and str(out) in text
-    assert dlg.result["max_abs_diff"] <= 1e-4
+    assert dlg.summary["max_abs_diff"] <= 1e-4
 
     # an export into a folder that holds something else is refused in plain words, nothing lost
     busy = tmp_path / "busy"

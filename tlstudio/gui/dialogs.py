@@ -231,7 +231,7 @@ class ExportDialog(QDialog):
 
         self.studio = studio
         self.run_dir = str(run_dir)
-        self.result: dict | None = None
+        self.summary: dict | None = None
         self.task = None
         self.setWindowTitle(f"Export {Path(run_dir).name}")
         self.resize(640, 320)
@@ -313,7 +313,7 @@ class ExportDialog(QDialog):
         fmt = self.format.currentData()
         self.error.clear()
         self.outcome.hide()
-        self.result = None
+        self.summary = None
         self.export_btn.setEnabled(False)
         self.progress.setRange(0, 0)  # busy: the export reports stages, not a count
         self.progress.show()
@@ -336,7 +336,7 @@ class ExportDialog(QDialog):
         from .runactions import parity_text
 
         self._end()
-        self.result = res
+        self.summary = res
         self.stage.setText("")
         pkg = res["package"]
         self.outcome.set_text(f"{parity_text(res)}<br>Package: <a href='{QUrl.fromLocalFile(pkg).toString()}'>{pkg}</a>"

@@ -77,6 +77,13 @@ class TrainPage(Page):
         bar.addWidget(self.procs)
         bar.addSpacing(16)
         bar.addWidget(self.copy_btn)
+        self.scratch_btn = QPushButton("Compare with scratch…")
+        self.scratch_btn.setObjectName("compareScratch")
+        self.scratch_btn.setToolTip("Compare with training from scratch: does the pretrained model help on these "
+                                    "images? (the negative-transfer check, several seeds, mean and 95% CI)")
+        self.scratch_btn.clicked.connect(self.compare_with_scratch)
+        self.scratch_dialog = None
+        bar.addWidget(self.scratch_btn)
         bar.addSpacing(16)
         self.state_label = QLabel()
         self.state_label.setObjectName("trainState")
@@ -165,6 +172,9 @@ class TrainPage(Page):
         self.stop_btn.setEnabled(self.state == TRAINING or (self.state == FOLLOWING and (
             self.job is not None or self._followed_pid() is not None)))
         self.procs.setEnabled(idle)
+        self.scratch_btn.setEnabled(idle and not probs)
+        if idle and self.studio.training_active:  # the comparison with scratch is training
+            self.train_btn.setEnabled(False)
         if idle and probs:
             self.reason.setText("Train is disabled:\n" + "\n".join(f"• {p}" for p in probs))
             self.reason.show()
@@ -206,7 +216,7 @@ class TrainPage(Page):
 
     def start(self) -> bool:
         """Start a new run of the project (False, with the reason shown, when it cannot)."""
-        if self.state != IDLE:
+        if self.state != IDLE or self.studio.training_active:
             return False
         for commit in list(self.studio.before_run):
             commit()
@@ -249,6 +259,17 @@ class TrainPage(Page):
         self.studio.runsChanged.emit()
         self.job.start()
         return True
+
+    def compare_with_scratch(self):
+        """The negative-transfer check's dialog (returned, for tests)."""
+        from ..scratch import ScratchCompareDialog
+
+        if self.scratch_dialog is None:
+            self.scratch_dialog = ScratchCompareDialog(self.studio, self)
+            self.scratch_dialog.finished.connect(lambda _r: self.update_buttons())
+        self.scratch_dialog.show()
+        self.scratch_dialog.raise_()
+        return self.scratch_dialog
 
     def resume(self) -> bool:
         """Continue a paused run, or resume the last stopped or interrupted one."""
@@ -334,6 +355,8 @@ class TrainPage(Page):
             return self.worker.wait(ms)
         if self.job is not None:
             return self.job.wait(ms / 1000)
+        if self.scratch_dialog is not None:
+            return self.scratch_dialog.wait(ms)
         return True
 
     # --- following and history -------------------------------------------------------------------
