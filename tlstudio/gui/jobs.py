@@ -12,18 +12,23 @@ from PySide6.QtCore import QObject, QTimer, Signal
 TERMINAL = {"done", "failed", "stopped"}
 
 
-def start_job(project, nproc: int, runs_dir: Path):
-    """Save the run's project (absolute paths) in a private folder and start the job; returns
-    (RunProcess, that folder, its open log file).  Raises StudioError when N processes cannot
-    run here (more processes than GPUs, a CUDA device without a GPU)."""
+def start_job(project, nproc: int, runs_dir: Path | None, resume_dir: str | Path | None = None):
+    """Save the run's project (absolute paths) in a private folder and start the job (or, with
+    ``resume_dir``, continue that run in ``nproc`` processes); returns (RunProcess, that folder,
+    its open log file).  Raises StudioError when N processes cannot run here (more processes
+    than GPUs, a CUDA device without a GPU)."""
     from tlstudio.core.distributed import RunProcess, check_processes
 
     check_processes(project.training.device, nproc)
     tmp = Path(tempfile.mkdtemp(prefix="tlstudio-job-"))
     try:
-        pfile = project.with_absolute_paths().save(tmp / "project.toml")
         log = open(tmp / "processes.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed when the job ends
-        job = RunProcess.start(pfile, nproc, runs_dir=runs_dir, stderr=log)
+        if resume_dir is not None:
+            job = RunProcess.start(resume_dir, nproc, resume=True, stderr=log)
+            job.new_events()  # the run's earlier events (the page shows them from the folder): follow from here
+        else:
+            pfile = project.with_absolute_paths().save(tmp / "project.toml")
+            job = RunProcess.start(pfile, nproc, runs_dir=runs_dir, stderr=log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -234,24 +234,31 @@ class TrainPage(Page):
         self._launch(TrainWorker(project=project, runs_dir=self.studio.runs_dir(), plugins=self.studio.plugins))
         return True
 
-    def start_processes(self, project, nproc: int) -> bool:
-        """Train in ``nproc`` processes (``tlstudio train --nproc N`` as a subprocess) and follow the run."""
+    def start_processes(self, project, nproc: int, resume_dir: str | None = None) -> bool:
+        """Train in ``nproc`` processes (``tlstudio train --nproc N`` as a subprocess) and follow the
+        run; with ``resume_dir``, continue that stopped or interrupted run in ``nproc`` processes."""
+        from tlstudio.core.runs import Run
+
         from ..jobs import ProcessFollower, start_job
         from ..tasks import ErrorInfo
 
-        self._begin(f"Starting {nproc} processes…")
-        self.charts.reset()
+        self._begin(f"{'Resuming' if resume_dir else 'Starting'} in {nproc} processes…")
+        if resume_dir:
+            self.show_history(resume_dir, keep_state=True)
+            project = Run(resume_dir).project()
+        else:
+            self.charts.reset()
         self.log.clear()
         try:
-            job, workdir, log = start_job(project, nproc, self.studio.runs_dir())
+            job, workdir, log = start_job(project, nproc, self.studio.runs_dir(), resume_dir=resume_dir)
         except Exception as e:  # noqa: BLE001 - e.g. more processes than GPUs: said plainly
             info = ErrorInfo.from_exception(e)
             self.error.show_error(info.message, info.details, info.advice, title="The run could not start")
             self.state_label.setText("Not started.")
             return False
         self.run_dir = str(job.run.dir)
-        self._log(f"Training {project.technique.id} on {project.model.architecture}, {project.training.epochs} "
-                  f"epochs, in {nproc} processes (tlstudio train --nproc {nproc}); run folder {self.run_dir}.")
+        self._log(f"{'Resuming' if resume_dir else 'Training'} {project.technique.id} on "
+                  f"{project.model.architecture}, {project.training.epochs} epochs, in {nproc} processes (tlstudio train --nproc {nproc}); run folder {self.run_dir}.")
         self.job = ProcessFollower(job, workdir, log, parent=self)
         self.job.event.connect(self.on_event)
         self.job.ended.connect(self._follow_ended)
@@ -290,6 +297,8 @@ class TrainPage(Page):
             return False
         from tlstudio.core.runs import Run
 
+        if self.procs.value() > 1:
+            return self.start_processes(None, self.procs.value(), resume_dir=str(run_dir))
         self._begin("Resuming…")
         self.show_history(run_dir, keep_state=True)
         self.run_dir = str(run_dir)
