@@ -29,6 +29,7 @@ def test_compare_with_scratch_from_the_train_page(qtbot, tmp_path):
     assert table["transfer"][3] == f"{cmp.transfer.mean:.3f}"[:len(table['transfer'][3])]
     assert " to " in table["transfer"][4] and " to " in table["scratch"][4]  # the 95% CIs
     assert dlg.verdict.isVisible() and dlg.verdict.label.text() == cmp.verdict
+    assert dlg.plot is not None and dlg.plot.isVisible()  # the seeds, means and CIs drawn
     assert train.train_btn.isEnabled()
 
     # the four runs are in the run store

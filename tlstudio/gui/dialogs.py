@@ -271,7 +271,6 @@ class ExportDialog(QDialog):
         self.stage.setWordWrap(True)
         v.addWidget(self.stage)
         self.outcome = Banner("")
-        self.outcome.setObjectName("exportOutcome")
         self.outcome.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.outcome.label.setOpenExternalLinks(True)
         self.outcome.hide()

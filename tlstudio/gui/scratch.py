@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from PySide6.QtCore import QThread, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHeaderView,
-                               QLabel, QProgressBar, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QFormLayout, QHBoxLayout,
+                               QHeaderView, QLabel, QProgressBar, QSpinBox, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout)
 
 from .widgets import Banner, ErrorPanel, fmt_num, hint
 
@@ -66,7 +69,7 @@ class ScratchCompareDialog(QDialog):
         self.comparison = None
         self.error_info = None
         self.setWindowTitle("Compare with training from scratch")
-        self.resize(720, 460)
+        self.resize(900, 480)
         v = QVBoxLayout(self)
         v.addWidget(hint("Does the pretrained model help on your images? The project's recipe is trained as it "
                          "stands (transfer) and from random initialisation (scratch), with the same data, split, "
@@ -97,7 +100,6 @@ class ScratchCompareDialog(QDialog):
         self.stage.setWordWrap(True)
         v.addWidget(self.stage)
         self.verdict = Banner("")
-        self.verdict.setObjectName("scratchVerdict")
         self.verdict.hide()
         v.addWidget(self.verdict)
         self.table = QTableWidget(0, 6)
@@ -107,7 +109,11 @@ class ScratchCompareDialog(QDialog):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.hide()
-        v.addWidget(self.table, 1)
+        row = QHBoxLayout()
+        row.addWidget(self.table, 3)
+        self.plot = None  # per-seed values, mean and 95% CI of each arm (made with the first result)
+        self._plot_row = row
+        v.addLayout(row, 1)
         self.error = ErrorPanel()
         v.addWidget(self.error)
         self.buttons = QDialogButtonBox()
@@ -208,9 +214,39 @@ class ScratchCompareDialog(QDialog):
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.show()
+        self._draw(cmp)
         self.verdict.set_text(cmp.verdict, warn=cmp.negative_transfer or cmp.transfer.mean is None
                               or cmp.scratch.mean is None)
         self.stage.setText(f"{cmp.metric.replace('_', ' ')} on the test split, {time.strftime('%H:%M')}.")
+
+    def _draw(self, cmp) -> None:
+        import pyqtgraph as pg
+
+        from .charts import PALETTE, styled_plot
+
+        if self.plot is None:
+            self.plot = styled_plot("Seeds, mean, 95% CI", xlabel="", legend=False)
+            self.plot.setObjectName("scratchPlot")
+            self.plot.setMinimumWidth(240)
+            ax = self.plot.getPlotItem().getAxis("bottom")
+            ax.setTicks([[(0, "transfer"), (1, "scratch")]])
+            self._plot_row.addWidget(self.plot, 2)
+        self.plot.clear()
+        self.plot.getPlotItem().setLabel("left", cmp.metric.replace("_", " "))
+        for x, arm in enumerate((cmp.transfer, cmp.scratch)):
+            color = PALETTE[x]
+            if arm.values:
+                self.plot.plot([x] * len(arm.values), arm.values, pen=None, symbol="o", symbolSize=7,
+                               symbolBrush=color)
+            if arm.mean is not None:
+                self.plot.plot([x - 0.25, x + 0.25], [arm.mean, arm.mean], pen=pg.mkPen(color, width=3))
+            lo, hi = arm.ci95
+            if lo is not None:
+                self.plot.addItem(pg.ErrorBarItem(x=np.array([x + 0.3]), y=np.array([arm.mean]),
+                                                  top=np.array([hi - arm.mean]), bottom=np.array([arm.mean - lo]),
+                                                  beam=0.12, pen=pg.mkPen(color, width=2)))
+        self.plot.getPlotItem().enableAutoRange(x=False)
+        self.plot.setXRange(-0.6, 1.6, padding=0)
 
     def _failed(self, info) -> None:
         self.error_info = info
