@@ -334,7 +334,7 @@ class TextClassificationTechnique(Technique):
         lengths = np.array([len(ctx.data.ids[i]) for i in ds.indices])
         batches = LengthGroupedBatches(lengths, ctx.training.batch_size, ctx.training.seed * 7919 + epoch)
         return torch.utils.data.DataLoader(ds, batch_sampler=batches, collate_fn=ctx.data.collate,
-                                           num_workers=ctx.training.num_workers)
+                                           num_workers=ctx.num_workers)
 
     def training_step(self, ctx, batch) -> dict:
         x, y = batch
