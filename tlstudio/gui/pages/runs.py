@@ -146,6 +146,7 @@ class RunsPage(Page):
         self._scanning = False
         studio.runsChanged.connect(self.refresh)
         studio.settingsChanged.connect(self.refresh)
+        studio.pluginsChanged.connect(self._update_buttons)  # Export needs the exporter plugins
         self.refresh()
         self._update_buttons()
 
