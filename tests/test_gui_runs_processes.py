@@ -29,6 +29,7 @@ def test_two_process_run_from_the_train_page(qtbot, tmp_path):
     assert "Test accuracy" in train.result.label.text()
     starts = [e for e in train.events if e.get("kind") == "start"]
     assert len(starts) == 1 and starts[0].get("processes") == 2
+    assert train.command_line().endswith(" --nproc 2")  # Copy as command repeats it in two processes
 
     rp = w.show_page("runs")
     qtbot.waitUntil(lambda: len(rp.rows) >= 1 and rp.rows[0]["status"] == "done", timeout=30_000)

@@ -555,7 +555,9 @@ class TrainPage(Page):
     def command_line(self) -> str | None:
         """The CLI line that repeats the run (or trains the saved project)."""
         if self.run_dir and (Path(self.run_dir) / "project.toml").exists():
-            return f"tlstudio train {shlex.quote(str(Path(self.run_dir) / 'project.toml'))}"
+            n = max((int(e.get("processes") or 1) for e in self.events if e.get("kind") == "start"), default=1)
+            return f"tlstudio train {shlex.quote(str(Path(self.run_dir) / 'project.toml'))}" + (
+                f" --nproc {n}" if n > 1 else "")
         if self.studio.path and not self.studio.dirty:
             return f"tlstudio train {shlex.quote(str(self.studio.path))}"
         return None
