@@ -58,7 +58,7 @@ def export_package(run_dir: str | Path, fmt: str, out: str | Path, *, plugins=No
     par = res["parity"]
     return {"package": res["package"], "format": res["format"], "model_file": res["model_file"],
             "max_abs_diff": float(par["max_abs_diff"]), "tolerance": float(par["tolerance"]),
-            "n_inputs": int(par["n_inputs"]), "inputs_kind": f"{par.get('split') or 'validation'} images",
+            "n_inputs": int(par["n_inputs"]), "inputs_kind": f"{ {'val': 'validation'}.get(par.get('split') or 'val', par.get('split'))} images",
             "files": sorted(res["files"]), "passed": float(par["max_abs_diff"]) <= float(par["tolerance"])}
 
 
