@@ -1,6 +1,7 @@
-"""Train page, Processes = 2: the sample (frozen features, 32 px, 1 epoch) trains in two CPU processes (tlstudio train --nproc 2,
-gloo) started from the window, which follows the run on the same charts; Stop in that mode
-stops every process cleanly (covered by tests/test_distributed.py for the core side)."""
+"""Train page, Processes = 2: the sample (frozen features, 32 px, 1 epoch) trains in two CPU
+processes (tlstudio train --nproc 2, gloo) started from the window, which follows the run on the
+same charts to "done"; one run on the Runs page.  (Stop of such a job is RunProcess.stop(), whose
+clean, resumable stop tests/test_distributed.py covers.)"""
 from __future__ import annotations
 
 import pytest

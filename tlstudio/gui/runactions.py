@@ -46,7 +46,8 @@ def export_package(run_dir: str | Path, fmt: str, out: str | Path, *, plugins=No
         if fmt != "onnx":
             raise StudioError("A text-classification run exports to ONNX with its tokenizer: choose ONNX.")
         if on_event:
-            on_event({"kind": "stage", "message": "Exporting the text model to ONNX and checking it on its own texts ..."})
+            on_event({"kind": "stage",
+                      "message": "Exporting the text model to ONNX and checking it on its own texts ..."})
         s = export_run_onnx(run_dir, out, plugins=plugins)
         return {"package": str(Path(out).resolve()), "format": "onnx", "model_file": s.get("path", ""),
                 "max_abs_diff": float(s["max_abs_diff"]), "tolerance": float(s.get("tolerance", 1e-4)),
@@ -56,9 +57,10 @@ def export_package(run_dir: str | Path, fmt: str, out: str | Path, *, plugins=No
 
     res = export_run(run_dir, fmt, out, plugins=plugins, on_event=on_event)
     par = res["parity"]
+    split = {"val": "validation"}.get(par.get("split") or "val", par.get("split"))
     return {"package": res["package"], "format": res["format"], "model_file": res["model_file"],
             "max_abs_diff": float(par["max_abs_diff"]), "tolerance": float(par["tolerance"]),
-            "n_inputs": int(par["n_inputs"]), "inputs_kind": f"{ {'val': 'validation'}.get(par.get('split') or 'val', par.get('split'))} images",
+            "n_inputs": int(par["n_inputs"]), "inputs_kind": f"{split} images",
             "files": sorted(res["files"]), "passed": float(par["max_abs_diff"]) <= float(par["tolerance"])}
 
 

@@ -258,7 +258,8 @@ class TrainPage(Page):
             return False
         self.run_dir = str(job.run.dir)
         self._log(f"{'Resuming' if resume_dir else 'Training'} {project.technique.id} on "
-                  f"{project.model.architecture}, {project.training.epochs} epochs, in {nproc} processes (tlstudio train --nproc {nproc}); run folder {self.run_dir}.")
+                  f"{project.model.architecture}, {project.training.epochs} epochs, in {nproc} processes "
+                  f"(tlstudio train --nproc {nproc}); run folder {self.run_dir}.")
         self.job = ProcessFollower(job, workdir, log, parent=self)
         self.job.event.connect(self.on_event)
         self.job.ended.connect(self._follow_ended)
