@@ -1,11 +1,13 @@
 """Settings and Plugins dialogs."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, QUrl, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
-                               QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSplitter,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
+                               QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from tlstudio.core.settings import Settings, data_dir
 
@@ -210,3 +212,137 @@ class AboutDialog(QDialog):
         b = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok)
         b.accepted.connect(self.accept)
         v.addWidget(b)
+
+
+class _Relay(QObject):
+    """Carries events from a worker thread to the dialog (a queued signal)."""
+
+    event = Signal(object)
+
+
+class ExportDialog(QDialog):
+    """Export a finished run: a format (the exporter plugins; ONNX for a text run) and a package
+    folder; the export and its parity check run in a worker; the parity figure and the package
+    path, or the error in plain words, are shown when it ends."""
+
+    def __init__(self, studio, run_dir: str, parent=None):
+        super().__init__(parent)
+        from .runactions import default_export_folder, export_formats, run_task
+
+        self.studio = studio
+        self.run_dir = str(run_dir)
+        self.summary: dict | None = None
+        self.task = None
+        self.setWindowTitle(f"Export {Path(run_dir).name}")
+        self.resize(640, 320)
+        v = QVBoxLayout(self)
+        form = QFormLayout()
+        self.format = QComboBox()
+        self.format.setObjectName("exportFormat")
+        for fid, title in export_formats(studio.plugins, run_task(run_dir)).items():
+            self.format.addItem(title, fid)
+        form.addRow("Format", self.format)
+        row = QHBoxLayout()
+        self.folder = QLineEdit()
+        self.folder.setObjectName("exportFolder")
+        self.folder.setToolTip("The package folder: new, empty, or an earlier package of the same run (replaced)")
+        pick = QPushButton("Choose…")
+        pick.clicked.connect(self._pick)
+        row.addWidget(self.folder, 1)
+        row.addWidget(pick)
+        w = QWidget()
+        row.setContentsMargins(0, 0, 0, 0)
+        w.setLayout(row)
+        form.addRow("Package folder", w)
+        v.addLayout(form)
+        self._default = lambda fid: str(default_export_folder(run_dir, fid))
+        self.folder.setText(self._default(self.format.currentData() or "onnx"))
+        self.format.currentIndexChanged.connect(self._format_changed)
+        v.addWidget(hint("The exported model is run again on real inputs of the run and compared with the PyTorch "
+                         "model; a package that does not match is not written."))
+        self.progress = QProgressBar()
+        self.progress.setObjectName("exportProgress")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.hide()
+        v.addWidget(self.progress)
+        self.stage = QLabel("")
+        self.stage.setObjectName("exportStage")
+        self.stage.setWordWrap(True)
+        v.addWidget(self.stage)
+        self.outcome = Banner("")
+        self.outcome.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.outcome.label.setOpenExternalLinks(True)
+        self.outcome.hide()
+        v.addWidget(self.outcome)
+        self.error = ErrorPanel()
+        v.addWidget(self.error)
+        v.addStretch(1)
+        self.buttons = QDialogButtonBox()
+        self.export_btn = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.export_btn.setObjectName("exportButton")
+        self.close_btn = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.export_btn.clicked.connect(self.export)
+        self.close_btn.clicked.connect(self.reject)
+        v.addWidget(self.buttons)
+        self._relay = _Relay(self)
+        self._relay.event.connect(self._on_event)
+        if self.format.count() == 0:
+            self.export_btn.setEnabled(False)
+            self.error.show_error("No exporter is available: check the Plugins dialog (ONNX needs onnx and "
+                                  "onnxruntime, TorchScript needs torch).", title="Cannot export")
+
+    def _format_changed(self) -> None:
+        text = self.folder.text().strip()
+        if not text or any(text == self._default(self.format.itemData(i)) for i in range(self.format.count())):
+            self.folder.setText(self._default(self.format.currentData()))
+
+    def _pick(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Package folder", self.folder.text())
+        if d:
+            self.folder.setText(d)
+
+    def export(self) -> None:
+        from .runactions import export_package
+
+        out = self.folder.text().strip()
+        if not out:
+            self.error.show_error("Choose a package folder first.", title="Cannot export")
+            return
+        fmt = self.format.currentData()
+        self.error.clear()
+        self.outcome.hide()
+        self.summary = None
+        self.export_btn.setEnabled(False)
+        self.progress.setRange(0, 0)  # busy: the export reports stages, not a count
+        self.progress.show()
+        self.stage.setText(f"Exporting to {self.format.currentText()} …")
+        self.task = self.studio.tasks.submit(export_package, self.run_dir, fmt, out, plugins=self.studio.plugins,
+                                             on_event=self._relay.event.emit, pool="model", name="export",
+                                             on_done=self._done, on_error=self._failed)
+
+    def _on_event(self, e: dict) -> None:
+        if e.get("kind") in ("stage", "log") and e.get("message"):
+            self.stage.setText(str(e["message"]))
+
+    def _end(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.progress.hide()
+        self.export_btn.setEnabled(True)
+
+    def _done(self, res: dict) -> None:
+        from .runactions import parity_text
+
+        self._end()
+        self.summary = res
+        self.stage.setText("")
+        pkg = res["package"]
+        self.outcome.set_text(f"{parity_text(res)}<br>Package: <a href='{QUrl.fromLocalFile(pkg).toString()}'>{pkg}</a>"
+                              f"<br>Files: {', '.join(res['files'])}", warn=not res.get("passed"))
+        self.studio.runsChanged.emit()
+
+    def _failed(self, info) -> None:
+        self._end()
+        self.stage.setText("")
+        self.error.show_error(info.message, info.details, info.advice, title="The export failed")

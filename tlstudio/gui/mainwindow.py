@@ -111,6 +111,7 @@ class MainWindow(QMainWindow):
         r.addSeparator()
         self._action(r, "&Copy as command", lambda: self.page("train").copy_command(), "Ctrl+Shift+C")
         self._action(r, "Find &learning rate…", lambda: self.show_page("technique").find_lr())
+        self._action(r, "Compare with training from &scratch…", lambda: self.page("train").compare_with_scratch())
         v = mb.addMenu("&View")
         for i, (key, title, _m, _c) in enumerate(PAGES):
             self._action(v, title, lambda _c=False, k=key: self.show_page(k), f"Ctrl+{i + 1}")
@@ -266,6 +267,9 @@ class MainWindow(QMainWindow):
         follow = getattr(train, "follower", None)
         if follow is not None:
             follow.stop()
+        scratch = getattr(train, "scratch_dialog", None)
+        if scratch is not None:  # the comparison with scratch stops after its current batch
+            scratch.wait(60000)
         self.studio.tasks.shutdown()
         e.accept()
 

@@ -81,7 +81,11 @@ class RunsPage(Page):
                                ("compare", "Compare two", "Select two runs (Ctrl+click) to overlay their curves"),
                                ("resume", "Resume", "Continue a stopped or interrupted run from its last epoch"),
                                ("follow", "Follow", "Watch a run that another process is writing"),
-                               ("folder", "Open folder", "Open the run folder in the file manager")):
+                               ("folder", "Open folder", "Open the run folder in the file manager"),
+                               ("export", "Export…", "Export the finished run as a checked model package (ONNX, "
+                                                     "TorchScript) with its model card"),
+                               ("report", "Report", "Write the run's report (report.html: curves, test results with "
+                                                    "confidence intervals, settings) and open it")):
             b = QPushButton(text)
             b.setObjectName(f"runs_{key}")
             b.setToolTip(tip)
@@ -93,6 +97,16 @@ class RunsPage(Page):
         self.where.setStyleSheet("color: #555555;")
         bar.addWidget(self.where)
         root.addLayout(bar)
+        self.note = QLabel()
+        self.note.setObjectName("runsNote")
+        self.note.setWordWrap(True)
+        self.note.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.note.setOpenExternalLinks(True)
+        self.note.hide()
+        root.addWidget(self.note)
+        self.export_dialog = None
+        self.report_path: str | None = None
+        self.open_reports = True  # open a written report in the browser (tests turn it off)
         split = QSplitter(Qt.Orientation.Vertical)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setObjectName("runsTable")
@@ -132,6 +146,7 @@ class RunsPage(Page):
         self._scanning = False
         studio.runsChanged.connect(self.refresh)
         studio.settingsChanged.connect(self.refresh)
+        studio.pluginsChanged.connect(self._update_buttons)  # Export needs the exporter plugins
         self.refresh()
         self._update_buttons()
 
@@ -215,6 +230,8 @@ class RunsPage(Page):
         self.buttons["resume"].setEnabled(bool(one and one["resumable"] and one["status"] != "running" and idle))
         self.buttons["follow"].setEnabled(bool(one and one["status"] == "running" and not self.studio.training_active))
         self.buttons["folder"].setEnabled(one is not None)
+        self.buttons["export"].setEnabled(bool(one and one["status"] == "done" and self.studio.plugins is not None))
+        self.buttons["report"].setEnabled(bool(one and one["status"] != "running"))
 
     # --- actions ---------------------------------------------------------------------------------
     def open_selected(self) -> None:
@@ -243,6 +260,42 @@ class RunsPage(Page):
         sel = self.selected_dirs()
         if len(sel) == 1:
             QDesktopServices.openUrl(QUrl.fromLocalFile(sel[0]))
+
+    def export(self):
+        """The Export dialog for the selected finished run (returned, for tests)."""
+        from ..dialogs import ExportDialog
+
+        sel = self.selected_dirs()
+        if len(sel) != 1 or self.studio.plugins is None:
+            return None
+        self.export_dialog = ExportDialog(self.studio, sel[0], self)
+        self.export_dialog.show()
+        return self.export_dialog
+
+    def report(self) -> None:
+        """Write the selected run's report.html in a worker, say where it is and open it."""
+        from ..runactions import write_report
+
+        sel = self.selected_dirs()
+        if len(sel) != 1:
+            return
+        self.report_path = None
+        self.buttons["report"].setEnabled(False)
+        self.note.setText(f"Writing the report of {Path(sel[0]).name} …")
+        self.note.show()
+
+        def done(path: str) -> None:
+            self.report_path = path
+            self._update_buttons()
+            self.note.setText(f"Report written: <a href='{QUrl.fromLocalFile(path).toString()}'>{path}</a>")
+            if self.open_reports:
+                QDesktopServices.openUrl(QUrl.fromLocalFile(path))
+
+        def failed(info) -> None:
+            self._update_buttons()
+            self.note.setText(f"The report could not be written: {info.message}")
+
+        self.studio.tasks.submit(write_report, sel[0], name="report", on_done=done, on_error=failed)
 
     def compare(self) -> None:
         sel = self.selected_dirs()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont, QGuiApplication
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
+                               QSplitter, QVBoxLayout, QWidget)
 
 from ..charts import LiveCharts
 from ..tasks import RunFollower, TrainWorker
@@ -31,6 +31,7 @@ class TrainPage(Page):
         self.state = IDLE
         self.worker: TrainWorker | None = None
         self.follower: RunFollower | None = None
+        self.job = None  # a ProcessFollower: a run the window started in other processes (Processes > 1)
         self.run_dir: str | None = None  # the run shown (trained, resumed, followed or opened)
         self.last_status: str | None = None
         self.events: list[dict] = []  # every event of the current session (tests read them)
@@ -65,7 +66,24 @@ class TrainPage(Page):
         for b in (self.train_btn, self.pause_btn, self.resume_btn, self.stop_btn):
             bar.addWidget(b)
         bar.addSpacing(16)
+        bar.addWidget(QLabel("Processes"))
+        self.procs = QSpinBox()
+        self.procs.setObjectName("processes")
+        self.procs.setRange(1, max(2, os.cpu_count() or 1))
+        self.procs.setValue(1)
+        self.procs.setToolTip("1: train in this window. N > 1: train in N processes (tlstudio train --nproc N, "
+                              "torchrun; one per GPU, or CPU processes with gloo); the window follows the run, Stop "
+                              "stops every process cleanly. Pause is not offered for several processes.")
+        bar.addWidget(self.procs)
+        bar.addSpacing(16)
         bar.addWidget(self.copy_btn)
+        self.scratch_btn = QPushButton("Compare with scratch…")
+        self.scratch_btn.setObjectName("compareScratch")
+        self.scratch_btn.setToolTip("Compare with training from scratch: does the pretrained model help on these "
+                                    "images? (the negative-transfer check, several seeds, mean and 95% CI)")
+        self.scratch_btn.clicked.connect(self.compare_with_scratch)
+        self.scratch_dialog = None
+        bar.addWidget(self.scratch_btn)
         bar.addSpacing(16)
         self.state_label = QLabel()
         self.state_label.setObjectName("trainState")
@@ -151,7 +169,12 @@ class TrainPage(Page):
         self.train_btn.setEnabled(idle and not probs)
         self.pause_btn.setEnabled(self.state == TRAINING and not paused)
         self.resume_btn.setEnabled(paused or (idle and self.resumable_run() is not None))
-        self.stop_btn.setEnabled(self.state == TRAINING or (self.state == FOLLOWING and self._followed_pid() is not None))
+        self.stop_btn.setEnabled(self.state == TRAINING or (self.state == FOLLOWING and (
+            self.job is not None or self._followed_pid() is not None)))
+        self.procs.setEnabled(idle)
+        self.scratch_btn.setEnabled(idle and not probs)
+        if idle and self.studio.training_active:  # the comparison with scratch is training
+            self.train_btn.setEnabled(False)
         if idle and probs:
             self.reason.setText("Train is disabled:\n" + "\n".join(f"• {p}" for p in probs))
             self.reason.show()
@@ -193,7 +216,7 @@ class TrainPage(Page):
 
     def start(self) -> bool:
         """Start a new run of the project (False, with the reason shown, when it cannot)."""
-        if self.state != IDLE:
+        if self.state != IDLE or self.studio.training_active:
             return False
         for commit in list(self.studio.before_run):
             commit()
@@ -201,6 +224,8 @@ class TrainPage(Page):
             self.update_buttons()
             return False
         project = self.studio.run_project()
+        if self.procs.value() > 1:
+            return self.start_processes(project, self.procs.value())
         self._begin("Starting…")
         self.charts.reset()
         self.log.clear()
@@ -208,6 +233,51 @@ class TrainPage(Page):
         self._log(f"Training {project.technique.id} on {project.model.architecture}, {project.training.epochs} epochs.")
         self._launch(TrainWorker(project=project, runs_dir=self.studio.runs_dir(), plugins=self.studio.plugins))
         return True
+
+    def start_processes(self, project, nproc: int, resume_dir: str | None = None) -> bool:
+        """Train in ``nproc`` processes (``tlstudio train --nproc N`` as a subprocess) and follow the
+        run; with ``resume_dir``, continue that stopped or interrupted run in ``nproc`` processes."""
+        from tlstudio.core.runs import Run
+
+        from ..jobs import ProcessFollower, start_job
+        from ..tasks import ErrorInfo
+
+        self._begin(f"{'Resuming' if resume_dir else 'Starting'} in {nproc} processes…")
+        if resume_dir:
+            self.show_history(resume_dir, keep_state=True)
+            project = Run(resume_dir).project()
+        else:
+            self.charts.reset()
+        self.log.clear()
+        try:
+            job, workdir, log = start_job(project, nproc, self.studio.runs_dir(), resume_dir=resume_dir)
+        except Exception as e:  # noqa: BLE001 - e.g. more processes than GPUs: said plainly
+            info = ErrorInfo.from_exception(e)
+            self.error.show_error(info.message, info.details, info.advice, title="The run could not start")
+            self.state_label.setText("Not started.")
+            return False
+        self.run_dir = str(job.run.dir)
+        self._log(f"{'Resuming' if resume_dir else 'Training'} {project.technique.id} on "
+                  f"{project.model.architecture}, {project.training.epochs} epochs, in {nproc} processes "
+                  f"(tlstudio train --nproc {nproc}); run folder {self.run_dir}.")
+        self.job = ProcessFollower(job, workdir, log, parent=self)
+        self.job.event.connect(self.on_event)
+        self.job.ended.connect(self._follow_ended)
+        self._set_state(FOLLOWING)
+        self.studio.runsChanged.emit()
+        self.job.start()
+        return True
+
+    def compare_with_scratch(self):
+        """The negative-transfer check's dialog (returned, for tests)."""
+        from ..scratch import ScratchCompareDialog
+
+        if self.scratch_dialog is None:
+            self.scratch_dialog = ScratchCompareDialog(self.studio, self)
+            self.scratch_dialog.finished.connect(lambda _r: self.update_buttons())
+        self.scratch_dialog.show()
+        self.scratch_dialog.raise_()
+        return self.scratch_dialog
 
     def resume(self) -> bool:
         """Continue a paused run, or resume the last stopped or interrupted one."""
@@ -228,6 +298,8 @@ class TrainPage(Page):
             return False
         from tlstudio.core.runs import Run
 
+        if self.procs.value() > 1:
+            return self.start_processes(None, self.procs.value(), resume_dir=str(run_dir))
         self._begin("Resuming…")
         self.show_history(run_dir, keep_state=True)
         self.run_dir = str(run_dir)
@@ -254,6 +326,11 @@ class TrainPage(Page):
         if self.state == TRAINING and self.worker is not None:
             self.worker.stop()
             self.state_label.setText("Stopping after the current batch…")
+            self.stop_btn.setEnabled(False)
+        elif self.state == FOLLOWING and self.job is not None:
+            self.job.stop_job()
+            self.state_label.setText("Stopping every process after the current batch…")
+            self._log("Stop requested: every process stops at the same batch; the run can be resumed.")
             self.stop_btn.setEnabled(False)
         elif self.state == FOLLOWING:
             pid = self._followed_pid()
@@ -286,6 +363,10 @@ class TrainPage(Page):
         if self.worker is not None:
             self.worker.stop()
             return self.worker.wait(ms)
+        if self.job is not None:
+            return self.job.wait(ms / 1000)
+        if self.scratch_dialog is not None:
+            return self.scratch_dialog.wait(ms)
         return True
 
     # --- following and history -------------------------------------------------------------------
@@ -312,6 +393,7 @@ class TrainPage(Page):
 
     def _follow_ended(self, status: str) -> None:
         self.follower = None
+        self.job = None
         self.last_status = status
         self._apply_progress()
         self.charts.redraw()
@@ -474,7 +556,9 @@ class TrainPage(Page):
     def command_line(self) -> str | None:
         """The CLI line that repeats the run (or trains the saved project)."""
         if self.run_dir and (Path(self.run_dir) / "project.toml").exists():
-            return f"tlstudio train {shlex.quote(str(Path(self.run_dir) / 'project.toml'))}"
+            n = max((int(e.get("processes") or 1) for e in self.events if e.get("kind") == "start"), default=1)
+            return f"tlstudio train {shlex.quote(str(Path(self.run_dir) / 'project.toml'))}" + (
+                f" --nproc {n}" if n > 1 else "")
         if self.studio.path and not self.studio.dirty:
             return f"tlstudio train {shlex.quote(str(self.studio.path))}"
         return None

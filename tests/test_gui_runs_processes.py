@@ -1,0 +1,52 @@
+"""Train page, Processes = 2: the sample (frozen features, 32 px, 1 epoch) trains in two CPU
+processes (tlstudio train --nproc 2, gloo) started from the window, which follows the run on the
+same charts to "done"; one run on the Runs page.  (Stop of such a job is RunProcess.stop(), whose
+clean, resumable stop tests/test_distributed.py covers.)"""
+from __future__ import annotations
+
+import pytest
+import torch
+from gui_support import close_window, open_window, sample_copy
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                 reason="torch.distributed with gloo is not available")]
+
+
+def test_two_process_run_from_the_train_page(qtbot, tmp_path):
+    project = sample_copy(tmp_path / "proj", epochs=1, size=32, technique="frozen-features")
+    w = open_window(qtbot, project, wait_models=False)
+    train = w.show_page("train")
+    qtbot.waitUntil(lambda: train.train_btn.isEnabled(), timeout=60_000)
+    train.procs.setValue(2)
+    train.train_btn.click()
+    assert train.state == "following" and train.job is not None
+    assert not train.pause_btn.isEnabled() and train.stop_btn.isEnabled() and not train.procs.isEnabled()
+    run_dir = train.run_dir
+    qtbot.waitUntil(lambda: train.state == "idle", timeout=240_000)
+    assert train.last_status == "done", train.log.toPlainText()[-3000:]
+    pts = train.charts.points()
+    assert pts.get("loss/train (batch)", 0) >= 1 and pts.get("loss/validation") == 1
+    assert "Test accuracy" in train.result.label.text()
+    starts = [e for e in train.events if e.get("kind") == "start"]
+    assert len(starts) == 1 and starts[0].get("processes") == 2
+    assert train.command_line().endswith(" --nproc 2")  # Copy as command repeats it in two processes
+
+    rp = w.show_page("runs")
+    qtbot.waitUntil(lambda: len(rp.rows) >= 1 and rp.rows[0]["status"] == "done", timeout=30_000)
+    assert [r["dir"] for r in rp.rows] == [run_dir]
+    close_window(qtbot, w)
+
+
+def test_more_processes_than_gpus_is_refused_in_plain_words(qtbot, tmp_path):
+    project = sample_copy(tmp_path / "proj", epochs=1, size=32, device="cuda")
+    w = open_window(qtbot, project, wait_models=False)
+    train = w.show_page("train")
+    if torch.cuda.is_available() and torch.cuda.device_count() >= 2:
+        pytest.skip("this machine has two GPUs")
+    qtbot.waitUntil(lambda: train.train_btn.isEnabled() or train.reason.isVisible(), timeout=60_000)
+    train.procs.setValue(2)
+    assert not train.start_processes(w.studio.run_project(), 2)
+    assert train.state == "idle" and train.error.isVisible()
+    assert "GPU" in train.error.message.text()
+    close_window(qtbot, w)
