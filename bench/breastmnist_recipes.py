@@ -143,7 +143,7 @@ def main() -> None:
                     f.write(json.dumps({**r, "overrides": args.set, "time": time.time()}) + "\n")
         rows.append((recipe, runs))
     print()
-    print(f"| recipe | test AUC | test ACC | time (s) | seeds |")
+    print("| recipe | test AUC | test ACC | time (s) | seeds |")
     print("|---|---|---|---|---|")
     for recipe, runs in rows:
         print(f"| {TITLES.get(recipe, recipe)} | {_ms([r['auc'] for r in runs])} | {_ms([r['acc'] for r in runs])} | "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import timm
 import torch
 from safetensors.torch import save_file

@@ -58,24 +58,10 @@ _WHAT = {"detection": "a COCO JSON, a Pascal VOC folder or a CSV of boxes",
 
 
 def split_annotated(ctx, table) -> tuple[list[str], Path | None]:
-    """'train'/'val'/'test' per image: the stored split when there is one, else the
-    source's own (when every image has one) or a seeded random one, then stored."""
-    from .classification import _split_path
-    from .data import load_split, make_split, save_split
+    """'train'/'val'/'test' per image (see :func:`tlstudio.core.classification.stored_split`)."""
+    from .classification import stored_split
 
-    split_file = _split_path(ctx, table)
-    assignments = load_split(split_file, table) if split_file.exists() else None
-    if assignments is not None:
-        ctx.log(f"Using the stored split {split_file}.")
-        return assignments, split_file
-    sp = ctx.project.data.split
-    assignments = make_split(table, sp.mode, sp.val_fraction, sp.test_fraction, sp.seed)
-    try:
-        save_split(split_file, table, assignments)
-    except OSError as e:
-        ctx.log(f"Could not store the split in {split_file}: {e}", "warning")
-        split_file = None
-    return assignments, split_file
+    return stored_split(ctx, table)
 
 
 def decoded_images(ctx, table, size: int) -> tuple[np.ndarray, np.ndarray]:

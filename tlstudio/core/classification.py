@@ -94,10 +94,31 @@ def _split_path(ctx, table) -> Path:
     return base / f"split-{key}.json"
 
 
+def stored_split(ctx, table) -> tuple[list[str], Path | None]:
+    """'train'/'val'/'test' per item of ``table``: the stored split when there is one, else a
+    new seeded one (the source's own where it has one), stored so that re-runs use it.
+    Shared by every task."""
+    from .data import load_split, make_split, save_split
+
+    split_file = _split_path(ctx, table)
+    assignments = load_split(split_file, table) if split_file.exists() else None
+    if assignments is not None:
+        ctx.log(f"Using the stored split {split_file}.")
+        return assignments, split_file
+    sp = ctx.project.data.split
+    assignments = make_split(table, sp.mode, sp.val_fraction, sp.test_fraction, sp.seed)
+    try:
+        save_split(split_file, table, assignments)
+    except OSError as e:
+        ctx.log(f"Could not store the split in {split_file}: {e}", "warning")
+        split_file = None
+    return assignments, split_file
+
+
 def prepare_image_data(ctx) -> ImageData:
     """Read the project's images, check them, split them (stored, so re-runs use the same
     split) and decode them once into the image cache."""
-    from .data import build_image_cache, check_trainable, load_split, make_split, read_data, save_split, split_counts
+    from .data import build_image_cache, check_trainable, read_data, split_counts
 
     proj = ctx.project
     if not proj.data.source:
@@ -119,18 +140,7 @@ def prepare_image_data(ctx) -> ImageData:
                 "`tlstudio validate-data` lists them all.", "warning")
     check_trainable(table)
 
-    split_file = _split_path(ctx, table)
-    assignments = load_split(split_file, table) if split_file.exists() else None
-    if assignments is None:
-        sp = proj.data.split
-        assignments = make_split(table, sp.mode, sp.val_fraction, sp.test_fraction, sp.seed)
-        try:
-            save_split(split_file, table, assignments)
-        except OSError as e:
-            ctx.log(f"Could not store the split in {split_file}: {e}", "warning")
-            split_file = None
-    else:
-        ctx.log(f"Using the stored split {split_file}.")
+    assignments, split_file = stored_split(ctx, table)
     rep.split_counts = split_counts(table, assignments)
 
     arch = ctx.library.architectures.get(proj.model.architecture)

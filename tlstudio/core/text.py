@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .classification import classification_report_md
-from .errors import DataError, ModelError, StudioError
-from .io import atomic_write_json, atomic_write_text, stable_hash
+from .classification import classification_report_md, stored_split
+from .errors import DataError, StudioError
+from .io import atomic_write_json, atomic_write_text
 from .metrics import roc_curve
 from .technique import Technique
 
@@ -174,18 +174,6 @@ class TextInferenceData:
         self.class_names, self.tokenizer, self.max_length, self.folder = class_names, tokenizer, int(max_length), Path(folder)
 
 
-def _split_path(ctx, table) -> Path:
-    from .settings import cache_dir
-
-    proj = ctx.project
-    sp = proj.data.split
-    if sp.file:
-        return proj.resolve(sp.file)
-    key = stable_hash(table.fingerprint(), sp.mode, sp.val_fraction, sp.test_fraction, sp.seed)
-    base = (proj.base_dir / "splits") if proj.path else (cache_dir() / "splits")
-    return base / f"split-{key}.json"
-
-
 def text_model_folder(ctx) -> Path:
     """The Hugging Face folder of the project's model (``model.architecture``: a folder path,
     or the name of a local folder; see :func:`tlstudio.core.models.huggingface.resolve_hf_folder`)."""
@@ -221,23 +209,11 @@ def read_texts(ctx):
 
 def prepare_text_data(ctx, max_length: int) -> TextData:
     """Read, check, split (stored, so re-runs use the same split) and tokenize the texts."""
-    from .data import load_split, make_split, save_split, split_counts
+    from .data import split_counts
     from .models.huggingface import load_tokenizer
 
     table = read_texts(ctx)
-    proj = ctx.project
-    split_file = _split_path(ctx, table)
-    assignments = load_split(split_file, table) if split_file.exists() else None
-    if assignments is None:
-        sp = proj.data.split
-        assignments = make_split(table, sp.mode, sp.val_fraction, sp.test_fraction, sp.seed)
-        try:
-            save_split(split_file, table, assignments)
-        except OSError as e:
-            ctx.log(f"Could not store the split in {split_file}: {e}", "warning")
-            split_file = None
-    else:
-        ctx.log(f"Using the stored split {split_file}.")
+    assignments, split_file = stored_split(ctx, table)
     table.report.split_counts = split_counts(table, assignments)
 
     folder = text_model_folder(ctx)
