@@ -303,8 +303,9 @@ class TextClassificationTechnique(Technique):
 
     def train_batches(self, ctx, epoch: int):
         """Batches of texts of similar length (see :class:`LengthGroupedBatches`); the plain
-        shuffled loader when the classes are balanced by sampling."""
-        if ctx.training.class_balance == "balanced_sampler":
+        shuffled loader when the classes are balanced by sampling, or under torchrun (the
+        engine's loader gives each process its share)."""
+        if ctx.training.class_balance == "balanced_sampler" or getattr(ctx, "dist", None) is not None:
             return ctx.loader("train", train=True, epoch=epoch)
         ds = ctx.data.dataset("train", train=True)
         lengths = np.array([len(ctx.data.ids[i]) for i in ds.indices])
