@@ -1,7 +1,7 @@
 """Train page, Processes = 2: the sample (frozen features, 32 px, 1 epoch) trains in two CPU
 processes (tlstudio train --nproc 2, gloo) started from the window, which follows the run on the
-same charts to "done"; one run on the Runs page.  (Stop of such a job is RunProcess.stop(), whose
-clean, resumable stop tests/test_distributed.py covers.)"""
+same charts to "done"; one run on the Runs page.  Stop of such a job from the window is a clean,
+resumable stop, and Resume continues it in two processes."""
 from __future__ import annotations
 
 import pytest
@@ -49,4 +49,30 @@ def test_more_processes_than_gpus_is_refused_in_plain_words(qtbot, tmp_path):
     assert not train.start_processes(w.studio.run_project(), 2)
     assert train.state == "idle" and train.error.isVisible()
     assert "GPU" in train.error.message.text()
+    close_window(qtbot, w)
+
+
+def test_stop_a_two_process_run_from_the_window_then_resume_it(qtbot, tmp_path):
+    """Stop asks the torchrun job to stop cleanly (resumable); Resume continues it in two
+    processes to the end, one coherent run."""
+    project = sample_copy(tmp_path / "proj", epochs=2, size=32, technique="fine-tuning")
+    w = open_window(qtbot, project, wait_models=False)
+    train = w.show_page("train")
+    qtbot.waitUntil(lambda: train.train_btn.isEnabled(), timeout=60_000)
+    train.procs.setValue(2)
+    train.train_btn.click()
+    run_dir = train.run_dir
+    # after the first epoch (its checkpoint is what a resume starts from)
+    qtbot.waitUntil(lambda: train.charts.points().get("loss/validation", 0) >= 1, timeout=240_000)
+    train.stop_btn.click()
+    qtbot.waitUntil(lambda: train.state == "idle", timeout=240_000)
+    assert train.last_status == "stopped", train.log.toPlainText()[-3000:]
+    assert train.resume_btn.isEnabled() and train.resumable_run() == run_dir
+
+    train.resume_btn.click()
+    qtbot.waitUntil(lambda: train.state == "idle", timeout=300_000)
+    assert train.last_status == "done", train.log.toPlainText()[-3000:]
+    from tlstudio.core.runs import Run
+
+    assert [e["epoch"] for e in Run(run_dir).epochs()] == [1, 2]  # each epoch once
     close_window(qtbot, w)
