@@ -65,7 +65,8 @@ def main() -> None:
     p.data.source = str(data)
     p.model.image_size = args.image_size
     p.technique.id = "fine-tuning"
-    p.technique.settings = {"lr_decay": 1.0, "dropout": 0.2}
+    # the same work as the plain loop: no L2-SP penalty, no mixup (the fine-tuning defaults add both)
+    p.technique.settings = {"lr_decay": 1.0, "dropout": 0.2, "l2sp": 0.0, "mixup": 0.0, "average_last": 0}
     p.training.epochs = args.epochs
     p.training.batch_size = args.batch_size
     p.training.schedule = "none"
