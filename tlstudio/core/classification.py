@@ -184,19 +184,7 @@ class ImageClassificationTechnique(Technique):
         return evaluate_classifier(self, ctx, split)
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
-        probs, targets = ctx.eval_details[split]
-        names = ctx.class_names
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["ref", "label", "predicted", "correct"] + [f"p_{c}" for c in names])
-        for ref, p, y in zip(ctx.data.refs(split), probs, targets):
-            k = int(p.argmax())
-            w.writerow([ref, names[y], names[k], int(k == y)] + [f"{v:.6f}" for v in p])
-        atomic_write_text(ctx.run.dir / f"{split}_predictions.csv", buf.getvalue())
-        full = dict(metrics)
-        if len(names) == 2 and len(set(targets.tolist())) == 2:
-            full["roc"] = roc_curve(probs[:, 1], targets)
-        atomic_write_json(ctx.run.dir / f"evaluation_{split}.json", full)
+        write_classifier_evaluation(ctx, split, metrics)
 
     def write_report(self, ctx, final: dict) -> None:
         atomic_write_text(ctx.run.dir / "report.md", classification_report_md(ctx.project, final, ctx.data))
@@ -372,3 +360,24 @@ def evaluate_classifier(technique, ctx, split: str) -> dict:
     m["loss"] = float(torch.nn.functional.cross_entropy(lg, t))
     ctx.eval_details[split] = (probs.numpy(), t.numpy())
     return m
+
+
+def write_classifier_evaluation(ctx, split: str, metrics: dict, extra: dict[str, list] | None = None) -> None:
+    """``<split>_predictions.csv`` (ref, the ``extra`` columns, label, predicted, correct, one
+    probability per class) and ``evaluation_<split>.json`` (the metrics, with the ROC curve
+    for two classes) from what :func:`evaluate_classifier` kept."""
+    probs, targets = ctx.eval_details[split]
+    names = ctx.class_names
+    extra = extra or {}
+    rows_extra = list(zip(*extra.values())) if extra else [()] * len(targets)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["ref", *extra, "label", "predicted", "correct"] + [f"p_{c}" for c in names])
+    for ref, ex, p, y in zip(ctx.data.refs(split), rows_extra, probs, targets):
+        k = int(p.argmax())
+        w.writerow([ref, *ex, names[y], names[k], int(k == y)] + [f"{v:.6f}" for v in p])
+    atomic_write_text(ctx.run.dir / f"{split}_predictions.csv", buf.getvalue())
+    full = dict(metrics)
+    if len(names) == 2 and len(set(targets.tolist())) == 2:
+        full["roc"] = roc_curve(probs[:, 1], targets)
+    atomic_write_json(ctx.run.dir / f"evaluation_{split}.json", full)

@@ -249,8 +249,8 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
         parity.update(split=info.get("split", ""), source=info.get("source", ""), runtime=exporter.runtime)
 
         project = run.project()
-        ckpt = torch.load(run.best_checkpoint if checkpoint == "best" and run.best_checkpoint.exists()
-                          else run.last_checkpoint, map_location="cpu", weights_only=True)
+        ckpt_file = run.best_checkpoint if checkpoint == "best" and run.best_checkpoint.exists() else run.last_checkpoint
+        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
         from tlstudio import __version__
 
         labels = list(spec.get("labels") or [])

@@ -14,8 +14,6 @@ when the original model folder has moved.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
 import tempfile
@@ -25,10 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .classification import classification_report_md, stored_split
+from .classification import classification_report_md, stored_split, write_classifier_evaluation
 from .errors import DataError, StudioError
-from .io import atomic_write_json, atomic_write_text
-from .metrics import roc_curve
+from .io import atomic_write_text
 from .technique import Technique
 
 SPLITS = ("train", "val", "test")
@@ -327,19 +324,7 @@ class TextClassificationTechnique(Technique):
         return evaluate_classifier(self, ctx, split)
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
-        probs, targets = ctx.eval_details[split]
-        names = ctx.class_names
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["ref", "text", "label", "predicted", "correct"] + [f"p_{c}" for c in names])
-        for ref, text, p, y in zip(ctx.data.refs(split), ctx.data.split_texts(split), probs, targets):
-            k = int(p.argmax())
-            w.writerow([ref, text, names[y], names[k], int(k == y)] + [f"{v:.6f}" for v in p])
-        atomic_write_text(ctx.run.dir / f"{split}_predictions.csv", buf.getvalue())
-        full = dict(metrics)
-        if len(names) == 2 and len(set(targets.tolist())) == 2:
-            full["roc"] = roc_curve(probs[:, 1], targets)
-        atomic_write_json(ctx.run.dir / f"evaluation_{split}.json", full)
+        write_classifier_evaluation(ctx, split, metrics, {"text": list(ctx.data.split_texts(split))})
 
     def write_report(self, ctx, final: dict) -> None:
         atomic_write_text(ctx.run.dir / "report.md", text_report_md(ctx.project, final, ctx.data))
