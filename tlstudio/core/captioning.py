@@ -602,16 +602,9 @@ class CaptioningTechnique(Technique):
 
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted": the caption} (or {"ref", "error"})."""
-        from .data import decode_dicom, decode_image, is_dicom
+        from .data import decode_inputs
 
-        results: list[dict] = []
-        good: list[tuple[int, np.ndarray]] = []
-        for p in inputs:
-            try:
-                good.append((len(results), decode_dicom(p) if is_dicom(p) else decode_image(p)))
-                results.append({"ref": str(p)})
-            except Exception as e:  # noqa: BLE001 - a bad image is reported, the rest go on
-                results.append({"ref": str(p), "error": str(e)})
+        results, good = decode_inputs(inputs)
         model = ctx.model.eval()
         beam = self.decoding(ctx, final=True)
         for a in range(0, len(good), 32):

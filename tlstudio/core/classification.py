@@ -200,16 +200,9 @@ class ImageClassificationTechnique(Technique):
 
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted", "probabilities"} (or {"ref", "error"})."""
-        from .data import decode_dicom, decode_image, is_dicom
+        from .data import decode_inputs
 
-        results: list[dict] = []
-        good: list[tuple[int, np.ndarray]] = []
-        for p in inputs:
-            try:
-                good.append((len(results), decode_dicom(p) if is_dicom(p) else decode_image(p)))
-                results.append({"ref": str(p)})
-            except Exception as e:  # noqa: BLE001 - a bad image is reported, the rest go on
-                results.append({"ref": str(p), "error": str(e)})
+        results, good = decode_inputs(inputs)
         if good:
             probs = predict_images(self.inference_model(ctx), ctx.data, [a for _, a in good], ctx.device)
             names = ctx.data.class_names
@@ -255,19 +248,12 @@ class ImageClassificationTechnique(Technique):
 
     def predict_package(self, spec: dict, run_model, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted", "probabilities"} with an exported model."""
-        from .data import decode_dicom, decode_image, is_dicom
+        from .data import decode_inputs
 
         pre = spec["preprocessing"]
         names = list(spec["labels"])
         data = ImageInferenceData(names, int(pre["size"][0]), pre["mean"], pre["std"])
-        results: list[dict] = []
-        good: list[tuple[int, np.ndarray]] = []
-        for p in inputs:
-            try:
-                good.append((len(results), decode_dicom(p) if is_dicom(p) else decode_image(p)))
-                results.append({"ref": str(p)})
-            except Exception as e:  # noqa: BLE001 - a bad image is reported, the rest go on
-                results.append({"ref": str(p), "error": str(e)})
+        results, good = decode_inputs(inputs)
         for b in range(0, len(good), 32):
             chunk = good[b:b + 32]
             x = data.preprocess([a for _, a in chunk]).numpy()

@@ -11,7 +11,7 @@ on first use, so that reading and checking data stays quick.
 """
 from __future__ import annotations
 
-from .image import ImageDecodeError, decode_dicom, decode_image, is_dicom, resize_image
+from .image import ImageDecodeError, decode_dicom, decode_image, decode_inputs, is_dicom, resize_image
 from .readers import CsvReader, DicomReader, FolderReader, NpzReader, builtin_readers, read_data
 from .report import Item, Skipped, ValidationReport
 from .split import load_split, make_split, save_split, split_counts
@@ -22,7 +22,7 @@ _LAZY = {"ImageDataset": "cache", "build_image_cache": "cache", "make_transforms
 
 __all__ = [
     "Item", "Skipped", "ValidationReport", "ImageTable", "DatasetReader", "Scan", "FolderReader", "CsvReader",
-    "NpzReader", "DicomReader", "builtin_readers", "read_data", "check_trainable", "decode_image",
+    "NpzReader", "DicomReader", "builtin_readers", "read_data", "check_trainable", "decode_image", "decode_inputs",
     "decode_dicom", "is_dicom", "resize_image", "ImageDecodeError", "make_split", "save_split", "load_split", "split_counts",
     *_LAZY,
 ]

@@ -234,3 +234,19 @@ def read_file(path: str | Path, dicom: bool | None = None, window: tuple | list 
         center, width = window or (None, None)
         return read_dicom(path, center, width, ref=ref)
     return read_image(path, ref=ref)
+
+
+def decode_inputs(paths) -> tuple[list[dict], list[tuple[int, np.ndarray]]]:
+    """Decode images (or DICOM files) for prediction: ``results`` holds {"ref"} per path, with
+    {"error"} for one that cannot be decoded (reported, the rest go on), and ``good`` the
+    (index into results, image) of the others."""
+    results: list[dict] = []
+    good: list[tuple[int, np.ndarray]] = []
+    for p in paths:
+        try:
+            good.append((len(results), decode_dicom(p) if is_dicom(p) else decode_image(p)))
+            results.append({"ref": str(p)})
+        except Exception as e:  # noqa: BLE001 - a bad image is reported, the rest go on
+            results.append({"ref": str(p), "error": str(e)})
+    return results, good
+
