@@ -35,9 +35,12 @@ RECIPES = {
     "l2sp": ("fine-tuning", {**PLAIN_SETTINGS, "l2sp": 0.01}, PLAIN_TRAINING),
     # the technique's own Config defaults and recommended_training(): what the window proposes
     "recommended": ("progressive-unfreezing", None, None),
+    # what `tlstudio train --technique fine-tuning` does: the fine-tuning technique's own defaults
+    "fine-tuning": ("fine-tuning", None, None),
 }
 TITLES = {"plain": "plain fine-tuning", "progressive": "progressive unfreezing (3 stages)",
-          "l2sp": "fine-tuning + L2-SP (λ 0.01)", "recommended": "recommended (best combination)"}
+          "l2sp": "fine-tuning + L2-SP (λ 0.01)", "recommended": "recommended (best combination)",
+          "fine-tuning": "fine-tuning, its defaults (the CLI's)"}
 
 
 def _parse_value(text: str):

@@ -42,6 +42,8 @@ class FrozenFeatures(ImageClassificationTechnique):
         model = ctx.build_classifier(head=c.head, dropout=c.dropout, hidden=c.hidden)
         set_trainable(model.groups[:-1], False)
         model.backbone._tl_frozen = True  # stays in eval mode (BatchNorm statistics, dropout)
+        if c.cache_features:  # evaluated on the cached features of the plain images: predictions must agree
+            model.flip_average = False
         return model
 
     def param_groups(self, ctx) -> list[dict]:

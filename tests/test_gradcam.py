@@ -51,6 +51,36 @@ def test_heat_map_lies_on_the_cat(imagenet_mobilenet, corner):
     assert all(p.grad is None for p in imagenet_mobilenet.parameters())  # the model's gradients untouched
 
 
+def test_flip_averaged_model_treats_an_image_and_its_mirror_alike(imagenet_mobilenet):
+    """Test-time flip: the mirror image gets the same prediction and the mirrored heat map
+    (the cat on the left or on the right is the same cat)."""
+    from skimage.data import chelsea
+
+    from tlstudio.core.data import resize_image
+
+    canvas = np.full((128, 128, 3), 128, np.uint8)
+    canvas[16:112, :96] = resize_image(chelsea(), 96)  # off-centre: the mirror differs
+    x = _normalise(canvas)
+    model = imagenet_mobilenet
+    with torch.no_grad():
+        plain, mirrored = model(x), model(x.flip(-1))
+    assert not torch.allclose(plain, mirrored, atol=1e-3)
+    model.flip_average = True
+    try:
+        with torch.no_grad():
+            a, b = model(x), model(x.flip(-1))
+            assert torch.allclose(a, b, atol=1e-4) and torch.allclose(a, (plain + mirrored) / 2, atol=1e-4)
+        heat, probs = grad_cam(model, x)
+        heat_m, probs_m = grad_cam(model, x.flip(-1))
+        assert model.flip_average and not model.training
+        assert np.allclose(probs, probs_m, atol=1e-4)
+        assert np.allclose(heat[0], heat_m[0][:, ::-1], atol=1e-3) and heat.max() == pytest.approx(1.0)
+        assert heat[0][:, :64].sum() > heat[0][:, 64:].sum()  # still on the cat's side
+    finally:
+        model.flip_average = False
+        model.eval()
+
+
 def test_explain_a_given_class_and_overlay():
     img = (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
     heat = np.zeros((8, 8), np.float32)

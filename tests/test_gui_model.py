@@ -74,7 +74,7 @@ def test_learning_rate_finder_applies_its_suggestion(qtbot, tmp_path):
     w = open_window(qtbot, sample_copy(tmp_path / "proj", size=32), wait_models=False)
     tech = w.show_page("technique")
     assert tech.lr_btn.isEnabled()
-    dlg = tech.find_lr(steps=12)
+    dlg = tech.find_lr(steps=40)
     qtbot.waitUntil(lambda: dlg.found is not None or dlg.error.isVisibleTo(dlg), timeout=240_000)
     assert dlg.found is not None, dlg.error.message.text()
     s = dlg.found["suggested"]

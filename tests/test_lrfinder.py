@@ -24,6 +24,16 @@ def test_suggestion_is_the_steepest_descent_of_the_curve():
     assert flat["suggested"] == pytest.approx(1e-4)
 
 
+def test_no_suggestion_outside_the_rates_tried():
+    """A curve whose loss only rises (too few steps, or a rate range that starts too high)
+    must not suggest a tenth of its first rate, a rate that was never tried."""
+    lrs = np.logspace(-7, 0, 12)
+    loss = [0.70, 0.69, 0.72, 0.75, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0, 2.4, 2.8]
+    s = suggest_lr(lrs.tolist(), loss)
+    assert s["suggested"] is None
+    assert "did not fall" in s["note"] and s["lr_at_min"] == pytest.approx(lrs[1])
+
+
 def test_lr_finder_on_the_sample_project(tmp_path):
     p = load_project(SAMPLE_PROJECT)
     p.data.split.file = str(tmp_path / "split.json")  # leave the bundled sample as it is
@@ -57,4 +67,7 @@ def test_lr_finder_can_be_stopped(tmp_path):
             control.stop()
 
     res = find_lr(p, on_event=on_event, control=control, steps=60)
-    assert res["stopped"] and len(res["lrs"]) == 5 and math.isfinite(res["suggested"])
+    assert res["stopped"] and len(res["lrs"]) == 5
+    # five steps over the first decade: a rate within them, or no suggestion and why
+    s = res["suggested"]
+    assert (s is None and "did not fall" in res["note"]) or (math.isfinite(s) and s >= res["lrs"][0])

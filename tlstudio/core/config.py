@@ -62,6 +62,15 @@ class AugmentationConfig(_Strict):
     rotation: float = Field(10.0, ge=0.0, le=180.0, title="Rotation (degrees)")
     scale_min: float = Field(0.8, gt=0.05, le=1.0, title="Smallest crop", description="Smallest share of the image a random crop keeps.")
     color_jitter: float = Field(0.0, ge=0.0, le=1.0, title="Colour jitter", description="Brightness/contrast jitter strength (0 = off).")
+    test_time_flip: bool = Field(
+        True, title="Test-time flip",
+        description="Where training flips images, each prediction averages the image and its mirror image "
+                    "(steadier on small data sets; measured in docs/results.md). Costs a second forward pass.")
+
+    @property
+    def flips_at_test(self) -> bool:
+        """Test-time flip applies: the training augmentation flips horizontally too."""
+        return self.preset != "none" and self.horizontal_flip and self.test_time_flip
 
 
 class TrainingConfig(_Strict):

@@ -286,7 +286,13 @@ class RunContext:
         return None
 
     def to_device(self, batch: Any) -> Any:
-        return _to_device(batch, self.device, self.device.type == "cuda")
+        return _to_device(batch, self.device, self.channels_last)
+
+    @property
+    def channels_last(self) -> bool:
+        """Images travel in channels-last memory order on CUDA and on the CPU, where the
+        convolutions run markedly faster that way (bench/engine_overhead.py measures it)."""
+        return self.device.type in ("cuda", "cpu")
 
     # models
     def build_classifier(self, head: str = "linear", dropout: float = 0.0, hidden: int = 256):
@@ -298,6 +304,7 @@ class RunContext:
         model, info = self.library.build(m.architecture, self.num_classes, weights=weights,
                                          head=head, dropout=dropout, hidden=hidden)
         self.model_info = info
+        model.flip_average = self.project.augmentation.flips_at_test
         if from_run:  # sequential transfer: the earlier run's trained model (see core.sequential)
             from .sequential import start_from_run
 
@@ -447,7 +454,7 @@ class Trainer:
                 self._write_run_files(ctx)
             torch.manual_seed(tr.seed)
             ctx.model = tech.build(ctx).to(device)
-            if device.type == "cuda":
+            if ctx.channels_last:
                 ctx.model = ctx.model.to(memory_format=torch.channels_last)
             state = self._load_checkpoint(ctx) if resuming else None
             start_epoch = state["epoch"] if state else 0

@@ -7,6 +7,7 @@ computed anew.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,24 @@ def cache_key(ctx, split: str, view: int = 0, extra=None) -> str:
     return stable_hash(*parts, *(() if extra is None else (extra,)))
 
 
+def inference_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a frozen network made for fast forward passes: every BatchNorm that follows
+    a convolution folded into it (torch.fx; the same outputs up to float rounding) and the
+    weights in channels-last order. About 3.5x faster for MobileNetV2 on the CPU
+    (bench/frozen_cache.py). A network that torch.fx cannot trace is only reordered."""
+    m = copy.deepcopy(module).eval()
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        m = fuse(m)
+    except Exception:  # noqa: BLE001 - control flow fx cannot trace: run it unfused
+        pass
+    return m.to(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def extract_features(backbone: torch.nn.Module, loader, ctx, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    backbone.eval()
+    backbone = inference_copy(backbone)
     feats, labels = [], []
     total = len(loader)
     for i, (x, y) in enumerate(loader):
@@ -44,7 +60,7 @@ def extract_features(backbone: torch.nn.Module, loader, ctx, task: str) -> tuple
 
 
 def cached_features(ctx, backbone: torch.nn.Module, split: str, view: int = 0,
-                    batch_size: int = 128, extra=None) -> tuple[torch.Tensor, torch.Tensor]:
+                    batch_size: int = 64, extra=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of ``split`` from the frozen ``backbone``: from the disk cache when the
     same model, weights, preprocessing and data were seen before, else computed and stored.
     ``view`` 0 is the plain (validation-style) preprocessing; views 1.. are augmented.

@@ -21,12 +21,13 @@ from .technique import TechniqueConfig
 
 #: the training settings the fine-tuning techniques propose (measured: docs/results.md)
 RECOMMENDED_TRAINING = {"epochs": 10, "lr": 1e-3, "batch_size": 32, "optimizer": "adamw", "weight_decay": 1e-4,
-                        "schedule": "cosine", "warmup_epochs": 0.5, "monitor": "last"}
+                        "schedule": "cosine", "warmup_epochs": 0.5, "monitor": "last", "class_balance": "weighted_loss"}
 
 
 class FineTuningSettings(TechniqueConfig):
     """Defaults = the best recipe measured on BreastMNIST (docs/results.md): every group at
-    the same rate, L2-SP 0.01, mixup 0.2 (weight averaging off: it measured no better)."""
+    the same rate, L2-SP 0.01, mixup 0.2 (weight averaging off: it measured no better); with
+    RECOMMENDED_TRAINING's class-weighted loss and the project's test-time flip."""
 
     lr_decay: float = Field(
         1.0, gt=0.0, le=1.0, title="Learning-rate decay per group",

@@ -68,7 +68,35 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | list[int] | None =
     always ``cam_layer``).  Returns ``(heat, probs)``: heat maps (N, H, W) float32 in
     [0, 1] at the input's size, and the class probabilities (N, K).  ``info``, when given,
     receives the layer used and its map size.  Parameters' ``.grad`` are left untouched.
+
+    A model that averages each image with its mirror image (``flip_average``) is explained
+    the same way: the heat maps of both views, the mirror's flipped back, are averaged, for
+    the class the averaged prediction chose.
     """
+    if not getattr(model, "flip_average", False):
+        return _grad_cam(model, x, target, layer, min_cells, info)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            probs = model.eval()(x).float().softmax(1)
+        if target is None:
+            target = probs.argmax(1).tolist()
+        model.flip_average = False
+        a, _ = _grad_cam(model, x, target, layer, min_cells, info)
+        b, _ = _grad_cam(model, x.flip(-1), target, layer, min_cells)
+    finally:
+        model.flip_average = True
+        model.train(was_training)
+    heat = (a + b[..., ::-1]) / 2
+    peak = heat.reshape(len(heat), -1).max(1).clip(min=1e-12).reshape(-1, 1, 1)
+    heat = np.where(peak > 1e-12, heat / peak, 0.0).astype(np.float32)
+    return heat, probs.cpu().numpy()
+
+
+def _grad_cam(model: nn.Module, x: torch.Tensor, target: int | list[int] | None = None,
+              layer: nn.Module | None = None, min_cells: int = 6,
+              info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`grad_cam` of the model as it is (one view of each image)."""
     fixed = layer is not None
     layer = layer if layer is not None else getattr(model, "cam_layer", None)
     if layer is None:

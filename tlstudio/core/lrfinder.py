@@ -40,7 +40,9 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> dict:
     loss over log10(lr), taken on the part of the curve before its minimum, without the
     first and last tenth where the curve is noise or already exploding).  ``min_div10``:
     a tenth of the rate at the lowest loss.  ``suggested``: the steepest point when it lies
-    below the minimum, else ``min_div10``.  Always finite for a non-empty curve.
+    below the minimum, else ``min_div10`` -- but never a rate outside the range tested: when
+    the loss was lowest within the first decade (it never fell), ``suggested`` is None and
+    ``note`` says why.
     """
     lr = np.asarray(lrs, dtype=float)
     ls = np.asarray(losses, dtype=float)
@@ -59,8 +61,13 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> dict:
         if len(seg) and np.isfinite(seg).any() and np.nanmin(seg) < 0:
             steepest = float(lr[lo + int(np.nanargmin(seg))])
     suggested = steepest if steepest is not None and steepest < lr[i_min] else min_div10
-    return {"suggested": float(suggested), "steepest": steepest, "min_div10": min_div10,
-            "lr_at_min": float(lr[i_min]), "min_loss": float(ls[i_min])}
+    note = ""
+    if suggested < lr[0]:
+        suggested = None
+        note = (f"The loss did not fall over the rates tried (it was lowest at {lr[i_min]:.2g}, near the start "
+                f"of the range): there is no rate to suggest. Run the test with more steps, or keep the current rate.")
+    return {"suggested": None if suggested is None else float(suggested), "steepest": steepest,
+            "min_div10": min_div10, "lr_at_min": float(lr[i_min]), "min_loss": float(ls[i_min]), "note": note}
 
 
 def find_lr(project, plugins=None, on_event: Callable[[dict], None] | None = None, control=None,
@@ -150,7 +157,10 @@ def find_lr(project, plugins=None, on_event: Callable[[dict], None] | None = Non
     res = {"lrs": lrs, "losses": smoothed, "raw_losses": raw, **suggest_lr(lrs, smoothed),
            "stopped_early": exploded, "stopped": stopped, "start_lr": start_lr, "end_lr": end_lr,
            "group_ratios": dict(zip((g.get("name", str(i)) for i, g in enumerate(opt.param_groups)), ratios))}
-    ctx.log(f"Suggested learning rate: {res['suggested']:.2g} (loss fell fastest there; "
-            f"lowest loss at {res['lr_at_min']:.2g}).")
+    if res["suggested"] is None:
+        ctx.log(res["note"], "warning")
+    else:
+        ctx.log(f"Suggested learning rate: {res['suggested']:.2g} (loss fell fastest there; "
+                f"lowest loss at {res['lr_at_min']:.2g}).")
     ctx.emit("lr_found", suggested=res["suggested"], steepest=res["steepest"], min_div10=res["min_div10"])
     return res

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import torch
 from torch import nn
 
 from ..errors import ModelError
@@ -64,6 +65,11 @@ class ClassifierModel(nn.Module):
     layer for Grad-CAM (for ViT the last encoder block, whose output is tokens
     (N, 1 + h*w, C): drop the class token and reshape).  Neither is registered as a
     submodule, so the state dict holds only ``backbone.*`` and ``head.*``.
+
+    ``flip_average``: in eval mode the logits are the mean of those of the image and of its
+    mirror image (test-time augmentation; the engine turns it on where training flipped the
+    images).  It is part of ``forward``, so evaluation, prediction and exported models
+    (ONNX, TorchScript) all give the same answers.  Training steps see single images.
     """
 
     def __init__(self, arch_name: str, backbone: nn.Module, feature_dim: int, head: nn.Module,
@@ -76,11 +82,16 @@ class ClassifierModel(nn.Module):
         self.num_classes = _out_features(head)
         object.__setattr__(self, "groups", [*groups, LayerGroup("head", [head])])
         object.__setattr__(self, "cam_layer", cam_layer)
+        self.flip_average = False
 
     def features(self, x):
         return self.backbone(x)
 
     def forward(self, x):
+        if self.flip_average and not self.training:
+            n = x.shape[0]
+            z = self.head(self.backbone(torch.cat([x, x.flip(-1)])))  # one pass over both views
+            return (z[:n] + z[n:]) / 2
         return self.head(self.backbone(x))
 
     def replace_head(self, head: nn.Module) -> None:

@@ -228,10 +228,20 @@ class RunsPage(Page):
         self.buttons["open"].setEnabled(one is not None)
         self.buttons["compare"].setEnabled(len(sel) == 2)
         self.buttons["resume"].setEnabled(bool(one and one["resumable"] and one["status"] != "running" and idle))
+        self.buttons["resume"].setToolTip(self._resume_tip(one))
         self.buttons["follow"].setEnabled(bool(one and one["status"] == "running" and not self.studio.training_active))
         self.buttons["folder"].setEnabled(one is not None)
         self.buttons["export"].setEnabled(bool(one and one["status"] == "done" and self.studio.plugins is not None))
         self.buttons["report"].setEnabled(bool(one and one["status"] != "running"))
+
+    @staticmethod
+    def _resume_tip(row: dict | None) -> str:
+        """Why Resume is off for a run that stopped before the end of its first epoch (the
+        checkpoint is written at each epoch's end)."""
+        if row and not row["resumable"] and row["status"] in ("stopped", "failed", "interrupted"):
+            return ("This run ended before its first epoch was complete, so there is no checkpoint to continue "
+                    "from: start it again from the Train page.")
+        return "Continue a stopped or interrupted run from its last epoch"
 
     # --- actions ---------------------------------------------------------------------------------
     def open_selected(self) -> None:

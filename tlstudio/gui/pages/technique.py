@@ -398,7 +398,7 @@ class LRFinderDialog(QDialog):
             self.text.setText(f"Suggested learning rate: {s:.3g}")
             self.apply_btn.setEnabled(True)
         else:
-            self.text.setText("No clear suggestion: the loss did not fall steadily.")
+            self.text.setText(result.get("note") or "No clear suggestion: the loss did not fall steadily.")
         self.progress.hide()
 
     def _failed(self, info: ErrorInfo) -> None:
