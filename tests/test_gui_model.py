@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gui_support import close_window, open_window, sample_copy
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 
@@ -83,4 +84,21 @@ def test_learning_rate_finder_applies_its_suggestion(qtbot, tmp_path):
     dlg.apply_btn.click()
     assert abs(w.studio.project.training.lr - s) < 1e-12
     assert tech.training_form.values()["lr"] == pytest.approx(s, rel=1e-3)  # the spin box shows 4 digits
+    close_window(qtbot, w)
+
+
+def test_new_project_proposes_the_best_measured_recipe(qtbot, tmp_path):
+    """File > New: the technique is progressive unfreezing with the training it recommends
+    (the best recipe measured on BreastMNIST, docs/results.md), shown on the technique page."""
+    from tlstudio.core.finetuning import RECOMMENDED_TRAINING
+
+    w = open_window(qtbot, sample_copy(tmp_path / "proj", size=32), wait_models=False)
+    w.new_project()
+    p = w.studio.project
+    assert p.technique.id == "progressive-unfreezing"
+    assert {k: getattr(p.training, k) for k in RECOMMENDED_TRAINING} == RECOMMENDED_TRAINING
+    assert p.augmentation.flips_at_test  # the test-time flip of the measured recipe
+    tech = w.show_page("technique")
+    assert tech.list.currentItem().data(Qt.ItemDataRole.UserRole) == "progressive-unfreezing"
+    assert tech.training_form.values()["class_balance"] == "weighted_loss"
     close_window(qtbot, w)

@@ -50,8 +50,8 @@ def build_project(args, plugins) -> "Project":
     else:
         if not args.data:
             raise SystemExit("Give a project file, or --data PATH (with --model, --technique ...).")
-        tid = args.technique or "fine-tuning"
         data = Project().model_dump(mode="json")
+        tid = args.technique or data["technique"]["id"]
         data["name"] = Path(args.data).stem or "Quick run"
         data["technique"]["id"] = tid
         try:
@@ -623,7 +623,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", help="data reader id (default: auto)")
     t.add_argument("--model", help="architecture (see `tlstudio models`)")
     t.add_argument("--weights", help="imagenet, none, or a weights file")
-    t.add_argument("--technique", help="technique id (see `tlstudio plugins`)")
+    t.add_argument("--technique", help="technique id (see `tlstudio plugins`; default progressive-unfreezing, the best recipe measured)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from PySide6.QtCore import QObject, Signal
 
-from tlstudio.core.config import Project, load_project
+from tlstudio.core.config import Project, TrainingConfig, load_project
 from tlstudio.core.settings import Settings, load_settings, save_settings
 
 from .forms import friendly_error, humanize
@@ -141,7 +141,16 @@ class Studio(QObject):
         self._save_settings_quietly()
 
     def new_project(self) -> None:
-        self._set_project(Project(), None)
+        """A new project: the default technique (the best recipe measured) with the training
+        settings it recommends, as the technique page's Recommended button would set them."""
+        project = Project()
+        tech = self.technique(project.technique.id)
+        try:
+            rec = dict(tech.recommended_training() or {}) if tech is not None else {}
+            project.training = TrainingConfig.model_validate(project.training.model_dump(mode="json") | rec)
+        except Exception:  # noqa: BLE001 - a plugin's bad recommendation: the plain defaults stay
+            pass
+        self._set_project(project, None)
 
     def _set_project(self, project: Project, path: Path | None) -> None:
         self.project = project
