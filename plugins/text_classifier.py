@@ -153,32 +153,9 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def word_html(explanation: dict) -> str:
-    """The sentence with each word's background coloured by its attribution: green towards
-    the predicted class, red away from it (stronger colour, stronger push)."""
-    import html
-
-    text = explanation["text"]
-    words = [w for w in explanation["words"] if w.get("start") is not None]
-    out, pos = [], 0
-    for w in sorted(words, key=lambda w: w["start"]):
-        out.append(html.escape(text[pos:w["start"]]))
-        a = min(1.0, abs(w["weight"]))
-        rgb = "46,160,67" if w["weight"] >= 0 else "215,58,73"
-        out.append(f'<span style="background-color: rgba({rgb},{0.15 + 0.75 * a:.2f})" '
-                   f'title="{w["score"]:+.3f}">{html.escape(text[w["start"]:w["end"]])}</span>')
-        pos = w["end"]
-    out.append(html.escape(text[pos:]))
-    if not words:  # a slow tokenizer: tokens without positions
-        out = [" ".join(f'<span title="{w["score"]:+.3f}">{html.escape(w["word"])}</span>' for w in explanation["words"])]
-    return "".join(out)
-
-
 def make_result_view(technique: TextClassifier, run_dir: Path, parent=None):
-    from PySide6.QtCore import Qt
     from PySide6.QtGui import QColor
-    from PySide6.QtWidgets import (QApplication, QComboBox, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit,
-                                   QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QTabWidget, QTextBrowser,
+    from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QTabWidget,
                                    QVBoxLayout, QWidget)
 
     def table(headers: list[str], name: str) -> QTableWidget:
@@ -194,108 +171,29 @@ def make_result_view(technique: TextClassifier, run_dir: Path, parent=None):
         return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
     class TextResultView(QWidget):
-        """A finished text-classification run: try a sentence, per-class metrics, texts by class."""
+        """A finished text-classification run: per-class metrics, texts by class. Trying a
+        sentence of one's own is the Predict page's (in the model thread, never the window's)."""
 
         def __init__(self):
             super().__init__(parent)
             self.run_dir = run_dir
-            self.predictor = None
             self.evaluation = _read_json(run_dir / "evaluation_test.json")
             self.data = _read_json(run_dir / "data.json")
             self.rows = _read_rows(run_dir / "test_predictions.csv")
             self.class_names = list(self.evaluation.get("class_names") or self.data.get("class_names") or [])
             tabs = QTabWidget(self)
             tabs.setObjectName("text_result_tabs")
-            tabs.addTab(self._try_tab(), "Try a sentence")
             tabs.addTab(self._metrics_tab(), "Per-class results")
             tabs.addTab(self._texts_tab(), "Texts by class")
             lay = QVBoxLayout(self)
             lay.setContentsMargins(0, 0, 0, 0)
+            pointer = QLabel("To try a text of your own — its class, every class's probability and the words that "
+                             "drove it — open the Predict page (Ctrl+6).")
+            pointer.setObjectName("try_pointer")
+            pointer.setWordWrap(True)
+            lay.addWidget(pointer)
             lay.addWidget(tabs)
             self.tabs = tabs
-
-        # --- try a sentence ---------------------------------------------------------------------
-        def _try_tab(self) -> QWidget:
-            w = QWidget()
-            lay = QVBoxLayout(w)
-            lay.addWidget(QLabel("Type or paste a text, then press Predict:"))
-            self.sentence = QPlainTextEdit()
-            self.sentence.setObjectName("sentence_input")
-            self.sentence.setPlaceholderText("e.g. The battery lasts all day and the sound is great.")
-            self.sentence.setMaximumHeight(90)
-            lay.addWidget(self.sentence)
-            row = QHBoxLayout()
-            self.predict_button = QPushButton("Predict")
-            self.predict_button.setObjectName("predict_button")
-            self.predict_button.clicked.connect(self.predict)
-            row.addWidget(self.predict_button)
-            self.verdict = QLabel("")
-            self.verdict.setObjectName("verdict")
-            self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            row.addWidget(self.verdict, 1)
-            lay.addLayout(row)
-            self.probabilities = table(["class", "probability", ""], "probabilities_table")
-            self.probabilities.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-            self.probabilities.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
-            self.probabilities.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-            self.probabilities.setMaximumHeight(36 + 30 * min(max(2, len(self.class_names)), 8))
-            lay.addWidget(self.probabilities)
-            why = QLabel("Which words drove it: integrated gradients on the word embeddings (gradient × input, "
-                         "averaged on the way from a blank text to yours), for the predicted class. "
-                         "<span style='background-color: rgba(46,160,67,0.6)'>Green</span> pushed towards it, "
-                         "<span style='background-color: rgba(215,58,73,0.6)'>red</span> away from it; hover a word "
-                         "for its score.")
-            why.setWordWrap(True)
-            why.setObjectName("explanation_caption")
-            lay.addWidget(why)
-            self.why = why
-            self.explanation = QTextBrowser()
-            self.explanation.setObjectName("explanation")
-            lay.addWidget(self.explanation, 1)
-            return w
-
-        def _load(self):
-            if self.predictor is None:
-                from tlstudio.core.predict import Predictor
-
-                self.predictor = Predictor.from_run(self.run_dir, runs_dir=self.run_dir.parent)
-            return self.predictor
-
-        def predict(self) -> dict | None:
-            text = self.sentence.toPlainText().strip()
-            if not text:
-                self.verdict.setText("Type a text first.")
-                return None
-            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-            try:
-                pred = self._load()
-                result = pred.technique.explain(pred.ctx, text)
-            except Exception as e:  # noqa: BLE001 - the window stays up; the user reads why
-                self.verdict.setText(f"Cannot predict: {e}")
-                return None
-            finally:
-                QApplication.restoreOverrideCursor()
-            p = result["probabilities"][result["predicted"]]
-            self.verdict.setText(f"<b>{result['predicted']}</b> ({100 * p:.1f}%)"
-                                 + (" — the text was cut at the maximum length" if result["truncated"] else ""))
-            probs = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
-            self.probabilities.setRowCount(len(probs))
-            for i, (c, v) in enumerate(probs):
-                self.probabilities.setItem(i, 0, QTableWidgetItem(c))
-                self.probabilities.setItem(i, 1, QTableWidgetItem(f"{100 * v:.1f}%"))
-                bar = QProgressBar()
-                bar.setRange(0, 1000)
-                bar.setValue(int(round(1000 * v)))
-                bar.setTextVisible(False)
-                self.probabilities.setCellWidget(i, 2, bar)
-            self.explanation.setHtml(f"<p style='font-size: 14pt; line-height: 160%'>{word_html(result)}</p>")
-            if result.get("method"):  # say the method the explanation reports, not an assumed one
-                self.why.setText(f"Which words drove it: {result['method']}, on the word embeddings, for the "
-                                 "predicted class. <span style='background-color: rgba(46,160,67,0.6)'>Green</span> "
-                                 "pushed towards it, <span style='background-color: rgba(215,58,73,0.6)'>red</span> "
-                                 "away from it; hover a word for its score.")
-            self.last = result
-            return result
 
         # --- per-class metrics ------------------------------------------------------------------
         def _metrics_tab(self) -> QWidget:

@@ -65,6 +65,39 @@ def test_frozen_features_cache_is_reused_and_invalidated(tmp_path, tiny_digits):
     assert [e for e in third if e["kind"] == "progress" and e["task"].startswith("Extracting")]
 
 
+def test_feature_extraction_copy_gives_the_same_features():
+    """The cache's inference copy (BatchNorm folded into the convolutions, channels-last)
+    computes the features of the network as trained, and leaves that network alone; a
+    network torch.fx cannot trace is used unfused."""
+    from tlstudio.core.features import inference_copy
+    from tlstudio.core.models import ModelLibrary
+
+    model, _ = ModelLibrary().build("mobilenet_v2", 3, weights="imagenet")
+    backbone = model.backbone.eval()
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    fast = inference_copy(backbone)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref, got = backbone(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules()), "BatchNorm folded"
+    assert all(torch.equal(v, before[k]) for k, v in backbone.state_dict().items())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+
+    class Branchy(torch.nn.Module):  # data-dependent control flow: not traceable
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            return y.mean((2, 3)) if y.sum() > 0 else -y.mean((2, 3))
+
+    b = Branchy().eval()
+    with torch.no_grad():
+        assert torch.allclose(inference_copy(b)(x), b(x), atol=1e-5)
+
+
 def test_frozen_backbone_does_not_change(tmp_path, tiny_digits):
     res = train(quick_project(tiny_digits, technique="frozen-features", epochs=2), runs_dir=tmp_path / "runs")
     sd = torch.load(Run(res["run_dir"]).best_checkpoint, weights_only=True)["model"]

@@ -85,3 +85,44 @@ def test_detection_run_draws_its_boxes_on_the_predict_page(qtbot, tmp_path):
     assert f"{float(dets[0]['score']):.2f}" in page.detail.text()
     assert not page.error.isVisibleTo(page)
     close_window(qtbot, w)
+
+
+def test_detection_trains_from_the_train_button(qtbot, tmp_path):
+    """A detection project opened in the window: a click on Train runs Faster R-CNN through
+    the window's own run thread, the charts get the losses, and the result names the mAP."""
+    from PySide6.QtCore import Qt
+
+    from gui_support import epochs_of
+    from tlstudio.core.config import Project
+    from tlstudio.core.data.digit_scenes import write_digit_scenes
+    from tlstudio.core.runs import Run
+
+    scenes = write_digit_scenes(tmp_path / "scenes", n=24, canvas_size=48, digits=(1, 7), per_image=(1, 2), seed=3)
+    p = Project(name="boxes", task="detection")
+    p.data.source = str(scenes / "boxes.csv")
+    p.model.image_size = 48
+    p.technique.id = "faster-rcnn"
+    p.technique.settings = {"trainable_backbone_groups": 0, "fpn_channels": 32, "box_head_size": 64,
+                            "rois_per_image": 32}
+    p.augmentation.preset = "none"
+    p.training.epochs = 2
+    p.training.batch_size = 8
+    p.training.device = "cpu"
+    p.training.threads = 1
+    project_file = p.save(tmp_path / "proj" / "project.toml")
+    w = open_window(qtbot, project_file, wait_models=False)
+    train = w.show_page("train")
+    assert train.train_btn.isEnabled(), train.reason.text()
+    qtbot.mouseClick(train.train_btn, Qt.MouseButton.LeftButton)
+    assert train.state == "training"
+    qtbot.waitUntil(lambda: train.state == "idle", timeout=300_000)
+    assert train.last_status == "done", train.log.toPlainText()[-2000:]
+    assert epochs_of(train.events) == [1, 2]
+    pts = train.charts.points()
+    assert pts["loss/train (batch)"] >= 2 and pts.get("metric/val_map_50") == 2, pts
+    run = Run(train.run_dir)
+    assert run.status() == "done" and run.project().task == "detection"
+    test = run.final().get("test") or {}
+    assert 0.0 <= test["map_50"] <= 1.0
+    assert f"Test mAP@0.5 {test['map_50']:.3f}" in train.result.label.text(), train.result.label.text()
+    close_window(qtbot, w)

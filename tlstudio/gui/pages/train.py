@@ -523,6 +523,9 @@ class TrainPage(Page):
                 parts.append(f"balanced accuracy {t['balanced_accuracy']:.3f}")
             if t.get("auc") is not None:
                 parts.append(f"AUC {t['auc']:.3f}")
+            for key, label in (("map_50", "Test mAP@0.5"), ("map", "mAP@[.5:.95]"), ("bleu_4", "Test BLEU-4")):
+                if t.get(key) is not None:  # detection and captioning runs
+                    parts.append(f"{label} {t[key]:.3f}")
             if e.get("best_epoch"):
                 parts.append(f"best epoch {e['best_epoch']} by {e.get('monitor', '')}")
             self.result.set_text(" · ".join(parts), warn=False)
