@@ -39,7 +39,7 @@ def test_lr_finder_on_the_sample_project(tmp_path):
     p.data.split.file = str(tmp_path / "split.json")  # leave the bundled sample as it is
     p.training.device = "cpu"
     events: list[dict] = []
-    res = find_lr(p, on_event=events.append, steps=60)
+    res = find_lr(p, on_event=events.append, steps=60, end_lr=10.0)  # rates up to 10: the loss must explode
     s = res["suggested"]
     assert math.isfinite(s) and 1e-7 < s < 1.0
     assert len(res["lrs"]) == len(res["losses"]) and len(res["lrs"]) > 20
