@@ -70,7 +70,8 @@ def extract_features(backbone: torch.nn.Module, loader, ctx, task: str) -> tuple
     total = len(loader)
     for i, (x, y) in enumerate(loader):
         x = ctx.to_device(x)
-        net = net or _checked_copy(backbone, x, ctx)
+        if net is None:
+            net = _checked_copy(backbone, x, ctx)
         with ctx.autocast():
             f = net(x)
         feats.append(f.float().cpu())
