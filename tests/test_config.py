@@ -64,3 +64,17 @@ def test_technique_settings_validated_by_its_config(tmp_path, tiny_digits):
     assert res["status"] == "failed"
     assert "technique.settings.trainable_groups" in res["message"] and str(tmp_path / "project.toml") in res["message"]
     assert events[-1]["kind"] == "failed"
+
+
+def test_a_run_from_before_the_test_time_flip_keeps_single_view_predictions(tmp_path):
+    from tlstudio.core.runs import Run
+
+    p = Project()
+    assert p.augmentation.flips_at_test  # new projects: on where training flips
+    run = Run(tmp_path / "run")
+    run.dir.mkdir()
+    run.save_project(p)
+    assert run.project().augmentation.flips_at_test
+    text = run.project_file.read_text(encoding="utf-8")
+    run.project_file.write_text("\n".join(line for line in text.splitlines() if "test_time_flip" not in line), encoding="utf-8")
+    assert not run.project().augmentation.flips_at_test  # as it was trained and evaluated

@@ -93,7 +93,12 @@ class Run:
         return self.dir / "checkpoints" / "best.pt"
 
     def project(self) -> Project:
-        return load_project(self.project_file)
+        """The run's project. A run from before the test-time flip existed (its file does not
+        name the setting) was trained and evaluated on single images, and predicts so."""
+        project = load_project(self.project_file)
+        if "test_time_flip" not in project.augmentation.model_fields_set:
+            project.augmentation.test_time_flip = False
+        return project
 
     def save_project(self, project: Project) -> None:
         project.save(self.project_file)
