@@ -13,13 +13,19 @@ pytestmark = [pytest.mark.slow,
                                  reason="torch.distributed with gloo is not available")]
 
 
-def test_two_process_run_from_the_train_page(qtbot, tmp_path):
-    project = sample_copy(tmp_path / "proj", epochs=1, size=32, technique="frozen-features")
+def _train_in_two_processes(qtbot, tmp_path, epochs: int, technique: str):
+    """The sample project in a window, Processes set to 2, Train clicked: (window, train page)."""
+    project = sample_copy(tmp_path / "proj", epochs=epochs, size=32, technique=technique)
     w = open_window(qtbot, project, wait_models=False)
     train = w.show_page("train")
     qtbot.waitUntil(lambda: train.train_btn.isEnabled(), timeout=60_000)
     train.procs.setValue(2)
     train.train_btn.click()
+    return w, train
+
+
+def test_two_process_run_from_the_train_page(qtbot, tmp_path):
+    w, train = _train_in_two_processes(qtbot, tmp_path, epochs=1, technique="frozen-features")
     assert train.state == "following" and train.job is not None
     assert not train.pause_btn.isEnabled() and train.stop_btn.isEnabled() and not train.procs.isEnabled()
     run_dir = train.run_dir
@@ -55,12 +61,7 @@ def test_more_processes_than_gpus_is_refused_in_plain_words(qtbot, tmp_path):
 def test_stop_a_two_process_run_from_the_window_then_resume_it(qtbot, tmp_path):
     """Stop asks the torchrun job to stop cleanly (resumable); Resume continues it in two
     processes to the end, one coherent run."""
-    project = sample_copy(tmp_path / "proj", epochs=2, size=32, technique="fine-tuning")
-    w = open_window(qtbot, project, wait_models=False)
-    train = w.show_page("train")
-    qtbot.waitUntil(lambda: train.train_btn.isEnabled(), timeout=60_000)
-    train.procs.setValue(2)
-    train.train_btn.click()
+    w, train = _train_in_two_processes(qtbot, tmp_path, epochs=2, technique="fine-tuning")
     run_dir = train.run_dir
     # after the first epoch (its checkpoint is what a resume starts from)
     qtbot.waitUntil(lambda: train.charts.points().get("loss/validation", 0) >= 1, timeout=240_000)
