@@ -60,6 +60,10 @@ class AugmentationConfig(_Strict):
     )
     horizontal_flip: bool = Field(True, title="Horizontal flips", description="Switch off where anatomy has a side (chest X-rays).")
     vertical_flip: bool = Field(False, title="Vertical flips")
+    mirror_safe: bool | None = Field(
+        None, title="Mirror images show the same thing",
+        description="Does a left-right mirror image of one of your images show the same finding (a skin lesion, "
+                    "a cell) or not (a chest film, where the heart lies on the left)? Not answered yet: None.")
     rotation: float = Field(10.0, ge=0.0, le=180.0, title="Rotation (degrees)")
     scale_min: float = Field(0.8, gt=0.05, le=1.0, title="Smallest crop", description="Smallest share of the image a random crop keeps.")
     color_jitter: float = Field(0.0, ge=0.0, le=1.0, title="Colour jitter", description="Brightness/contrast jitter strength (0 = off).")
@@ -153,7 +157,7 @@ class Project(_Strict):
 
     # --- file -------------------------------------------------------------------------
     def to_toml(self) -> str:
-        return tomli_w.dumps(self.model_dump(mode="json"))
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))  # TOML has no null: None = not set
 
     def save(self, path: str | Path | None = None) -> Path:
         path = Path(path) if path else self._path

@@ -1,0 +1,1 @@
+"""Analyses of data and results: what a run's figures mean for a decision (no Qt, little torch)."""
