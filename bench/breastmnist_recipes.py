@@ -88,7 +88,7 @@ def run_one(recipe: str, seed: int, image_size: int, overrides: list[str], trace
     if trace:  # analysis only: the test split at every epoch (never used by the engine's choices)
         def on_event(e):
             if e["kind"] == "epoch":
-                t = trainer.ctx.technique.evaluate(trainer.ctx, "test")
+                t = trainer.ctx.evaluate("test")
                 print(f"    epoch {e['epoch']:>2}: val AUC {e.get('val_auc', 0):.3f} loss {e.get('val_loss', 0):.3f} "
                       f"ACC {e.get('val_accuracy', 0):.3f} | test AUC {t['auc']:.3f} ACC {t['accuracy']:.3f}", flush=True)
 

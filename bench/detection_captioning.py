@@ -26,18 +26,9 @@ from common import fresh_home, row
 
 def untrained_test_metrics(project) -> dict:
     """The project's model before any training, on the same test images."""
-    from tlstudio.core.engine import RunContext
-    from tlstudio.core.plugins import get_plugin_manager
+    from tlstudio.core.engine import open_context
 
-    pm = get_plugin_manager()
-    tech = pm.technique(project.technique.id).fresh()
-    ctx = RunContext(project, tech, tech.make_config(project.technique.settings), torch.device("cpu"), run=None,
-                     plugins=pm)
-    tech.prepare_data(ctx)
-    torch.manual_seed(project.training.seed)
-    ctx.model = tech.build(ctx)
-    tech.on_fit_start(ctx)
-    return tech.evaluate(ctx, "test")
+    return open_context(project, device="cpu").evaluate("test")
 
 
 def run(project, label: str) -> dict:

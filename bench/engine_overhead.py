@@ -23,12 +23,13 @@ from common import bench_data, fresh_home, row
 
 def plain_loop(project, epochs: int, channels_last: bool = False) -> list[float]:
     from tlstudio.core.engine import RunContext, select_device
+    from tlstudio.core.engine.loop import prepare
     from tlstudio.core.plugins import get_plugin_manager
 
     pm = get_plugin_manager()
     tech = pm.technique("fine-tuning").fresh()
     ctx = RunContext(project, tech, tech.make_config({}), select_device("cpu"), run=None, plugins=pm)
-    tech.prepare_data(ctx)
+    prepare(ctx)
     torch.manual_seed(0)
     model = ctx.build_classifier(dropout=0.2)
     if channels_last:

@@ -19,13 +19,14 @@ from common import bench_data, fresh_home, row
 def naive(project, epochs: int) -> tuple[float, float]:
     """The obvious loop: backbone forward under no_grad every epoch, then the head."""
     from tlstudio.core.engine import RunContext, select_device
+    from tlstudio.core.engine.loop import prepare
     from tlstudio.core.metrics import classification_metrics
     from tlstudio.core.plugins import get_plugin_manager
 
     pm = get_plugin_manager()
     tech = pm.technique("frozen-features").fresh()
     ctx = RunContext(project, tech, tech.make_config({}), select_device("cpu"), run=None, plugins=pm)
-    tech.prepare_data(ctx)  # decoded-image cache built here, outside the timing
+    prepare(ctx)  # decoded-image cache built here, outside the timing
     torch.manual_seed(0)
     model = ctx.build_classifier()
     backbone, head = model.backbone.eval(), model.head

@@ -118,8 +118,10 @@ def make_context(size: int, batch: int, workers: int | None, dev: torch.device):
         p.training.num_workers = workers
     pm = get_plugin_manager()
     tech = pm.technique("fine-tuning").fresh()
+    from tlstudio.core.engine.loop import prepare
+
     ctx = RunContext(p, tech, tech.make_config({}), dev, run=None, plugins=pm)
-    tech.prepare_data(ctx)
+    prepare(ctx)
     return ctx, label
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tlstudio.core import hookimpl
+from tlstudio.api import hookimpl
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "resources" / "sample" / "project.toml"

@@ -2,16 +2,11 @@
 decoder, an embedding + LSTM or a small Transformer."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from tlstudio.core import TechniqueConfig, hookimpl
-from tlstudio.core.blocks import set_trainable
-from tlstudio.core.captioning import CaptioningTechnique, build_caption_model
-from tlstudio.core.features import cached_features
+from tlstudio.api import Technique, TechniqueConfig, build_caption_model, cached_features, hookimpl, keep_in_eval, set_trainable
 
 
 class CaptioningConfig(TechniqueConfig):
@@ -46,8 +41,9 @@ class CaptioningConfig(TechniqueConfig):
     beam_size: int = Field(3, ge=1, le=20, title="Beam size")
 
 
-class Captioning(CaptioningTechnique):
+class Captioning(Technique):
     id = "captioning"
+    task = "captioning"
     title = "Image captioning (CNN + LSTM)"
     explanation = (
         "Writes a sentence about each image. A network pretrained on ImageNet looks at the image (its layers stay as "
@@ -64,10 +60,10 @@ class Captioning(CaptioningTechnique):
 
     def build(self, ctx):
         c = ctx.config
-        weights = "none" if ctx.for_inference else ctx.project.model.weights
+        weights = ctx.weights  # "none" when predicting: the checkpoint brings the weights
         encoder, info = ctx.library.build(ctx.project.model.architecture, 1, weights=weights)
         ctx.model_info = info
-        if not ctx.for_inference and weights != "none":
+        if weights != "none":
             ctx.log(f"Encoder {ctx.project.model.architecture}: {info.get('weights_path') or weights}")
         model = build_caption_model(encoder, c.decoder, len(ctx.data.vocabulary), c.grid, c.max_length,
                                     embed=c.embed_size, hidden=c.hidden_size, layers=c.layers, dropout=c.dropout,
@@ -77,7 +73,7 @@ class Captioning(CaptioningTechnique):
         set_trainable(groups[: len(groups) - n], False)
         set_trainable(groups[len(groups) - n:], True)
         if n == 0:
-            model.encoder._tl_frozen = True  # stays in eval mode (batch-norm statistics, dropout)
+            keep_in_eval(model.encoder)  # batch-norm statistics and dropout as pretrained
         object.__setattr__(model, "encoder_groups", groups)
         return model
 
@@ -90,84 +86,12 @@ class Captioning(CaptioningTechnique):
                 out.insert(0, {"params": params, "lr": lr * decay ** k, "name": f"encoder.{g.name}"})
         return out
 
-    def on_fit_start(self, ctx) -> None:
+    def setup(self, ctx) -> None:
         c = ctx.config
-        self.features = {}
         if c.cache_features and not any(p.requires_grad for p in ctx.model.encoder.parameters()):
             enc = ctx.model.encoder
-            self.features = {s: cached_features(ctx, enc, s, extra={"grid": c.grid})[0]
-                             for s in ("train", "val", "test") if ctx.data.has_split(s)}
-
-    def result_view(self, run_dir, parent=None):
-        return CaptionResultView(run_dir, parent)
-
-
-def CaptionResultView(run_dir, parent=None):
-    """Each test image with the generated caption beside its reference captions."""
-    from PySide6.QtCore import Qt
-    from PySide6.QtGui import QPixmap
-    from PySide6.QtWidgets import QHBoxLayout, QLabel, QListWidget, QVBoxLayout, QWidget
-
-    class View(QWidget):
-        def __init__(self):
-            super().__init__(parent)
-            self.results = _load_results(run_dir)
-            self.images = self.results.get("images", [])
-            self.list = QListWidget()
-            for im in self.images:
-                self.list.addItem(Path(im["ref"]).name)
-            self.picture = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
-            self.picture.setMinimumSize(256, 256)
-            self.generated = QLabel(wordWrap=True)
-            self.generated.setTextFormat(Qt.TextFormat.RichText)
-            self.references = QLabel(wordWrap=True)
-            side = QVBoxLayout()
-            side.addWidget(QLabel(f"<b>Generated</b> ({self.results.get('decoding', '')} decoding)"))
-            side.addWidget(self.generated)
-            side.addWidget(QLabel("<b>References</b>"))
-            side.addWidget(self.references)
-            side.addStretch(1)
-            lay = QHBoxLayout(self)
-            lay.addWidget(self.list, 1)
-            lay.addWidget(self.picture, 2)
-            lay.addLayout(side, 2)
-            self.list.currentRowChanged.connect(self.show_image)
-            if self.images:
-                self.list.setCurrentRow(0)
-            else:
-                self.picture.setText(self.results.get("message", "No test captions in this run."))
-
-        def show_image(self, row: int) -> None:
-            if not 0 <= row < len(self.images):
-                return
-            im = self.images[row]
-            pix = QPixmap(im["ref"])
-            if pix.isNull():
-                self.picture.setText(f"{Path(im['ref']).name}\n(image not found)")
-            else:
-                self.picture.setPixmap(pix.scaled(256, 256, Qt.AspectRatioMode.KeepAspectRatio,
-                                                  Qt.TransformationMode.SmoothTransformation))
-            cider = im.get("cider")
-            self.generated.setText(f"<i>{_html(im['caption']) or '(empty)'}</i>"
-                                   + (f"<br>CIDEr-D {cider:.2f}" if cider is not None else ""))
-            self.references.setText("<br>".join(f"• {_html(r)}" for r in im["references"]))
-
-    return View()
-
-
-def _html(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _load_results(run_dir) -> dict:
-    f = Path(run_dir) / "test_predictions.json"
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {"images": [], "message": f"No test captions in {run_dir} (the run has no test split, or did not finish)."}
-    except (OSError, ValueError) as e:
-        return {"images": [], "message": f"{f}: cannot be read ({e})."}
-
+            ctx.task.use_features({s: cached_features(ctx, enc, s, extra={"grid": c.grid})[0]
+                                   for s in ("train", "val", "test") if ctx.data.has_split(s)})
 
 @hookimpl
 def tlstudio_techniques():

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 
-from tlstudio.core import ImageClassificationTechnique, TechniqueConfig, hookimpl
-from tlstudio.core.adaptation import DomainDiscriminator, GradientReversal, domain_adversarial_loss, grl_lambda
-from tlstudio.core.blocks import discriminative_param_groups, freeze_all_but_top
-from tlstudio.core.diagnostics import run_shift
-from tlstudio.core.io import atomic_write_json, atomic_write_text
-from tlstudio.core.target import prepare_target, target_metrics
+from tlstudio.api import DomainAdversarial, TargetDomain, TechniqueConfig, hookimpl
+
+from .finetune import FineTuneConfig, FineTuning, recipe_callbacks
 
 
-class DANNConfig(TechniqueConfig):
+class DANNConfig(FineTuneConfig):
     adversarial: bool = Field(
         True, title="Align the domains",
         description="Train the domain discriminator behind the gradient reversal layer. Off: the source-only "
-                    "baseline on the same data, measured on the same target images.")
+                    "baseline — the plain recipe on the same data, measured on the same target images.")
     lambda_schedule: Literal["ganin", "fixed"] = Field(
         "ganin", title="Reversal weight schedule",
         description="ganin: λ rises from 0 to its maximum as 2/(1+exp(−10·p))−1 of the training progress p "
@@ -30,14 +26,6 @@ class DANNConfig(TechniqueConfig):
                                       description="Units in each of the discriminator's two hidden layers.")
     discriminator_lr: float = Field(1.0, gt=0.0, le=100.0, title="Discriminator learning-rate factor",
                                     description="The discriminator learns at this times the head's learning rate.")
-    trainable_groups: int = Field(-1, ge=-1, le=64, title="Layer groups to train",
-                                  description="How many layer groups, counted from the top, learn (-1 = all).")
-    lr_decay: float = Field(0.5, gt=0.0, le=1.0, title="Learning-rate decay per group",
-                            description="Each group learns at this times the rate of the group above it.")
-    head: Literal["linear", "bn_dropout"] = Field("linear", title="Head",
-                                                  description="linear: one new layer; bn_dropout: BatchNorm + dropout + a hidden layer.")
-    dropout: float = Field(0.0, ge=0.0, le=0.9, title="Dropout")
-    hidden: int = Field(256, ge=8, le=4096, title="Hidden units")
     target_test_share: float = Field(
         0.3, ge=0.0, le=0.9, title="Target test share",
         description="Share of the labelled target images held out to measure target accuracy (never trained on; "
@@ -47,7 +35,7 @@ class DANNConfig(TechniqueConfig):
     shift_images: int = Field(300, ge=10, le=5000, title="Images per side for the MMD")
 
 
-class DANN(ImageClassificationTechnique):
+class DANN(FineTuning):
     id = "dann"
     title = "Domain-adversarial training (DANN)"
     explanation = (
@@ -61,171 +49,25 @@ class DANN(ImageClassificationTechnique):
         "discriminator does not disturb the features. Watch the discriminator's accuracy drift towards 0.5 as the "
         "features align, and the target accuracy (on labelled target images held out, if you have any). It helps "
         "when the label-relevant content is shared and only the appearance shifts; when the classes themselves "
-        "occur in different proportions, forcing the feature distributions together can hurt."
+        "occur in different proportions, forcing the feature distributions together can hurt. Switch 'Align the "
+        "domains' off for the source-only baseline: the same plain recipe without the adaptation."
     )
     Config = DANNConfig
-    series = {"class_loss": "Class loss", "domain_loss": "Domain loss",
-              "discriminator_accuracy": "Domain discriminator accuracy", "grl_lambda": "Reversal weight λ",
-              "target_accuracy": "Target accuracy"}
+    series = {"class_loss": "Class loss"}
     default_monitor = "val_accuracy"
-
-    def __init__(self) -> None:
-        self.discriminator: DomainDiscriminator | None = None
-        self.reversal = GradientReversal(0.0)
-        self._sums: dict[str, float] = {}
-        self._n = 0
-        self.shift: dict = {}
 
     def recommended_training(self) -> dict:
         return {"epochs": 10, "lr": 1e-3, "batch_size": 32, "schedule": "cosine", "weight_decay": 1e-4,
                 "optimizer": "adamw"}
 
-    # --- data and model ---------------------------------------------------------------------
-    def prepare_data(self, ctx) -> None:
-        super().prepare_data(ctx)
-        prepare_target(ctx, ctx.config.target_test_share)
+    def callbacks(self, c):
+        target = TargetDomain(c.target_test_share, measure_shift=c.measure_shift, shift_images=c.shift_images)
+        adversarial = [DomainAdversarial(c.lambda_schedule, c.lambda_max, c.discriminator_hidden, c.discriminator_lr)
+                       if c.adversarial else None]
+        return [target, *adversarial, *recipe_callbacks(c)]
 
-    def build(self, ctx):
-        c = ctx.config
-        model = ctx.build_classifier(head=c.head, dropout=c.dropout, hidden=c.hidden)
-        freeze_all_but_top(model, c.trainable_groups)
-        self.discriminator = DomainDiscriminator(model.feature_dim, c.discriminator_hidden).to(ctx.device)
-        return model
-
-    def param_groups(self, ctx) -> list[dict]:
-        groups = discriminative_param_groups(ctx.model, ctx.training.lr, ctx.config.lr_decay)
-        if ctx.config.adversarial:
-            groups.append({"params": list(self.discriminator.parameters()), "name": "discriminator",
-                           "lr": ctx.training.lr * ctx.config.discriminator_lr})
-        return groups
-
-    def on_fit_start(self, ctx) -> None:
-        if ctx.config.measure_shift and "before" not in self.shift and ctx.step == 0:
-            rep = run_shift(ctx, ctx.model.backbone, ctx.config.shift_images, seed=ctx.training.seed)
-            self.shift["before"] = rep.to_dict()
-            ctx.log(f"Domain shift before adaptation: MMD² {rep.mmd.mmd2:.4f}, p = {rep.mmd.p_value:.3g}.")
-
-    # --- training ---------------------------------------------------------------------------
-    def train_batches(self, ctx, epoch: int):
-        source = super().train_batches(ctx, epoch)
-        if not ctx.config.adversarial:
-            return source
-        return _WithTarget(ctx, source, epoch)
-
-    def on_epoch_start(self, ctx, epoch: int) -> None:
-        self._sums, self._n = {}, 0
-        self.discriminator.train()
-
-    def training_step(self, ctx, batch) -> dict:
-        if not ctx.config.adversarial:
-            out = super().training_step(ctx, batch)
-            self._add({"class_loss": out["loss"]})
-            return {**out, "class_loss": out["loss"]}
-        xs, ys, xt = batch
-        c = ctx.config
-        progress = ctx.step / max(1, ctx.steps_per_epoch * ctx.training.epochs)
-        self.reversal.lambda_ = grl_lambda(progress, c.lambda_schedule, c.lambda_max)
-        features = ctx.model.backbone(torch.cat([xs, xt]))
-        fs, ft = features[: len(xs)], features[len(xs):]
-        class_loss = ctx.criterion(ctx.model.head(fs), ys)
-        domain_loss, accuracy = domain_adversarial_loss(self.discriminator, self.reversal, fs, ft)
-        out = {"loss": class_loss + domain_loss, "class_loss": class_loss, "domain_loss": domain_loss,
-               "discriminator_accuracy": accuracy, "grl_lambda": self.reversal.lambda_}
-        self._add(out)
-        return out
-
-    def _add(self, values: dict) -> None:
-        for k, v in values.items():
-            if k != "loss":
-                self._sums[k] = self._sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
-        self._n += 1
-
-    def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> dict:
-        series = {k: v / max(1, self._n) for k, v in self._sums.items()}
-        target = ctx.data.target
-        if target.has_labels:
-            series["target_accuracy"] = target_metrics(ctx, ctx.model, target)["accuracy"]
-        return series
-
-    # --- results ----------------------------------------------------------------------------
-    def evaluate(self, ctx, split: str) -> dict:
-        m = super().evaluate(ctx, split)
-        if split != "test":
-            return m
-        target = ctx.data.target
-        t = target_metrics(ctx, ctx.model, target)
-        if t.get("n"):
-            m["target"] = t
-            m.update({f"target_{k}": t[k] for k in ("accuracy", "balanced_accuracy", "f1_macro", "auc")})
-            m["target_n"] = t["n"]
-        if ctx.config.measure_shift:
-            rep = run_shift(ctx, ctx.model.backbone, ctx.config.shift_images, seed=ctx.training.seed)
-            self.shift["after"] = rep.to_dict()
-            m["mmd2_after"], m["mmd_p_after"] = rep.mmd.mmd2, rep.mmd.p_value
-            if "before" in self.shift:
-                m["mmd2_before"], m["mmd_p_before"] = self.shift["before"]["mmd2"], self.shift["before"]["p_value"]
-            ctx.log(f"Domain shift after adaptation: MMD² {rep.mmd.mmd2:.4f}, p = {rep.mmd.p_value:.3g}.")
-        return m
-
-    def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
-        super().write_evaluation(ctx, split, metrics)
-        if split == "test" and self.shift:
-            atomic_write_json(ctx.run.dir / "domain_shift.json", self.shift)
-
-    def write_report(self, ctx, final: dict) -> None:
-        super().write_report(ctx, final)
-        t = final.get("test", {})
-        lines = ["", "## Target domain", ""]
-        if t.get("target_accuracy") is not None:
-            ci = t["target"].get("accuracy_ci95", [None, None])
-            lines.append(f"- Target accuracy: {t['target_accuracy']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f}) on "
-                         f"{t['target_n']} labelled target images held out (never trained on).")
-        else:
-            lines.append("- The target images carry no labels: target accuracy cannot be measured.")
-        for when in ("before", "after"):
-            s = self.shift.get(when)
-            if s:
-                lines.append(f"- Shift {when} adaptation: MMD² {s['mmd2']:.4f}, p = {s['p_value']:.3g}.")
-        path = ctx.run.dir / "report.md"
-        atomic_write_text(path, path.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
-
-    def state_dict(self) -> dict:
-        return {"discriminator": self.discriminator.state_dict() if self.discriminator is not None else {},
-                "shift_before": self.shift.get("before")}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("discriminator") and self.discriminator is not None:
-            self.discriminator.load_state_dict(state["discriminator"])
-        if state.get("shift_before"):
-            self.shift["before"] = state["shift_before"]
-
-
-class _WithTarget:
-    """One epoch of (source images, source labels, target images) batches: the source
-    loader sets the length; the target loader (shuffled, seeded per epoch) cycles."""
-
-    def __init__(self, ctx, source, epoch: int):
-        self.ctx, self.source, self.epoch = ctx, source, epoch
-        data = ctx.data
-        self.dataset = data.target.dataset("adapt", train=True, source=data)
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def _target_loader(self, k: int):
-        return self.ctx.loader("train", train=True, epoch=self.epoch * 1000 + k, dataset=self.dataset, shuffle=True)
-
-    def __iter__(self):
-        k = 0
-        it = iter(self._target_loader(k))
-        for xs, ys in self.source:
-            try:
-                xt, _ = next(it)
-            except StopIteration:
-                k += 1
-                it = iter(self._target_loader(k))
-                xt, _ = next(it)
-            yield xs, ys, xt
+    def after_loss(self, ctx, out: dict) -> None:
+        out.setdefault("class_loss", out["loss"].detach())  # before the callbacks add to the loss
 
 
 @hookimpl

@@ -8,11 +8,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from tlstudio.core import TechniqueConfig, hookimpl
-from tlstudio.core.detection import (DetectionTechnique, auto_anchor_sizes, coco_faster_rcnn,
-                                     detection_param_groups, find_coco_detector, freeze_backbone, how_to_add_coco,
-                                     imagenet_faster_rcnn)
-from tlstudio.core.errors import ModelError
+from tlstudio.api import (ModelError, Technique, TechniqueConfig, auto_anchor_sizes, coco_faster_rcnn,
+                          detection_param_groups, find_coco_detector, freeze_backbone, hookimpl, how_to_add_coco,
+                          imagenet_faster_rcnn)
 
 
 class FasterRCNNConfig(TechniqueConfig):
@@ -62,8 +60,9 @@ class FasterRCNNConfig(TechniqueConfig):
         return ",".join(f"{s:g}" for s in sizes)
 
 
-class FasterRCNN(DetectionTechnique):
+class FasterRCNN(Technique):
     id = "faster-rcnn"
+    task = "detection"
     title = "Faster R-CNN"
     explanation = (
         "Finds and outlines objects of your classes: a box, a class and a score for each. As in the classic recipe, "
@@ -100,27 +99,28 @@ class FasterRCNN(DetectionTechnique):
 
     def build(self, ctx):
         c, d = ctx.config, ctx.data
-        if ctx.for_inference and not self.spec:
+        pretrained = ctx.weights != "none"  # "none" when predicting: the checkpoint brings the weights
+        if not self.spec and not hasattr(d, "train_box_sizes"):
             raise ModelError("This run's checkpoint does not say which detector it trained (no 'spec' in its "
                              "technique state): it cannot be rebuilt for prediction.")
-        spec = self.spec if ctx.for_inference else self._choose(ctx)
+        spec = self.spec or self._choose(ctx)  # a resumed or predicting run rebuilds what it trained
         common = dict(rois_per_image=c.rois_per_image, score_thresh=0.05, nms_thresh=c.nms_threshold,
                       detections=c.max_detections)
         if spec["kind"] == "coco":
-            weights = None if ctx.for_inference else Path(spec["weights"])
+            weights = Path(spec["weights"]) if pretrained else None
             model = coco_faster_rcnn(spec["name"], len(d.class_names), weights, d.size, **common)
             ctx.model_info = model.info
             if weights:
                 ctx.log(f"COCO-trained {spec['name']} from {weights}: box predictor replaced for "
                         f"{len(d.class_names)} classes.")
         else:
-            weights = "none" if ctx.for_inference else ctx.project.model.weights
+            weights = ctx.weights
             model, info = imagenet_faster_rcnn(
                 ctx.library, spec["architecture"], len(d.class_names), weights, d.size, d.mean, d.std,
                 anchor_sizes=spec["anchor_sizes"], fpn_channels=spec["fpn_channels"],
                 box_head_size=spec["box_head_size"], **common)
             ctx.model_info = info
-            if not ctx.for_inference:
+            if pretrained:
                 ctx.log(f"Faster R-CNN on {spec['architecture']} ({info.get('weights_path') or weights}); anchors "
                         + ", ".join("/".join(f"{s:g}" for s in a) for a in spec["anchor_sizes"]) + " px")
         self.spec = spec
@@ -136,109 +136,6 @@ class FasterRCNN(DetectionTechnique):
     def load_state_dict(self, state: dict) -> None:
         if state.get("spec"):
             self.spec = json.loads(state["spec"])
-
-    def result_view(self, run_dir, parent=None):
-        return DetectionResultView(run_dir, parent)
-
-
-def DetectionResultView(run_dir, parent=None):
-    """The test images with their true boxes (green) and the detections (orange, with class
-    and score) above a score threshold chosen with the slider."""
-    from PySide6.QtCore import QRectF, Qt
-    from PySide6.QtGui import QColor, QFont, QPainter, QPen, QPixmap
-    from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QSlider, QVBoxLayout, QWidget)
-
-    class View(QWidget):
-        TRUE, FOUND = QColor(40, 200, 80), QColor(255, 140, 0)
-
-        def __init__(self):
-            super().__init__(parent)
-            self.results = _load_results(run_dir, "detection")
-            self.images = self.results.get("images", [])
-            self.list = QListWidget()
-            for im in self.images:
-                self.list.addItem(Path(im["ref"]).name)
-            self.canvas = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
-            self.canvas.setMinimumSize(320, 320)
-            self.slider = QSlider(Qt.Orientation.Horizontal)
-            self.slider.setRange(0, 100)
-            self.slider.setValue(round(100 * float(self.results.get("score_threshold", 0.5))))
-            self.caption = QLabel()
-            self.legend = QLabel("green: true boxes   orange: detections (class and score)")
-            right = QVBoxLayout()
-            right.addWidget(self.canvas, 1)
-            right.addWidget(self.caption)
-            right.addWidget(self.slider)
-            right.addWidget(self.legend)
-            lay = QHBoxLayout(self)
-            lay.addWidget(self.list)
-            lay.addLayout(right, 3)
-            self.list.currentRowChanged.connect(lambda _: self.redraw())
-            self.slider.valueChanged.connect(lambda _: self.redraw())
-            if self.images:
-                self.list.setCurrentRow(0)
-            else:
-                self.canvas.setText(self.results.get("message", "No test predictions in this run."))
-
-        @property
-        def threshold(self) -> float:
-            return self.slider.value() / 100
-
-        def visible_detections(self) -> list[dict]:
-            row = self.list.currentRow()
-            if not 0 <= row < len(self.images):
-                return []
-            return [d for d in self.images[row]["predicted"] if d["score"] >= self.threshold]
-
-        def redraw(self) -> None:
-            row = self.list.currentRow()
-            if not 0 <= row < len(self.images):
-                return
-            im = self.images[row]
-            pix = QPixmap(im["ref"])
-            if pix.isNull():
-                pix = QPixmap(int(im["width"]), int(im["height"]))
-                pix.fill(QColor(60, 60, 60))
-            scale = max(1.0, 320 / max(pix.width(), pix.height()))
-            pix = pix.scaled(round(pix.width() * scale), round(pix.height() * scale),
-                             Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
-            sx, sy = pix.width() / im["width"], pix.height() / im["height"]
-            out = QPixmap(pix.size())
-            out.fill(QColor(0, 0, 0))
-            p = QPainter(out)
-            p.drawPixmap(0, 0, pix)
-            p.setFont(QFont(p.font().family(), 9))
-            shown = self.visible_detections()
-            for color, boxes, scored in ((self.TRUE, im["truth"], False), (self.FOUND, shown, True)):
-                p.setPen(QPen(color, 2))
-                for b in boxes:
-                    x1, y1, x2, y2 = b["box"]
-                    r = QRectF(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy)
-                    p.drawRect(r)
-                    text = f"{b['label']} {b['score']:.2f}" if scored else b["label"]
-                    p.drawText(r.adjusted(2, 1 if scored else r.height() - 14, 0, 0).topLeft() + _pt(0, 10), text)
-            p.end()
-            self.canvas.setPixmap(out)
-            self.caption.setText(f"{Path(im['ref']).name}: {len(im['truth'])} true boxes, {len(shown)} detections "
-                                 f"with score >= {self.threshold:.2f}")
-
-    def _pt(x, y):
-        from PySide6.QtCore import QPointF
-
-        return QPointF(x, y)
-
-    return View()
-
-
-def _load_results(run_dir, task: str) -> dict:
-    f = Path(run_dir) / "test_predictions.json"
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {"images": [], "message": f"No test predictions in {run_dir} (the run has no test split, or did not finish)."}
-    except (OSError, ValueError) as e:
-        return {"images": [], "message": f"{f}: cannot be read ({e})."}
-
 
 @hookimpl
 def tlstudio_techniques():

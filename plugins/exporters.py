@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlstudio.core import hookimpl
-from tlstudio.core.export import ExportError, Exporter, flatten_outputs
+from tlstudio.api import ExportError, Exporter, flatten_outputs, hookimpl
 
 
 class TorchScriptExporter(Exporter):

@@ -1,21 +1,25 @@
 """Fine-tuning: the pretrained network keeps learning on your images, the top layers
-faster than the bottom ones."""
+faster than the bottom ones, held near what it learned by L2-SP."""
 from __future__ import annotations
 
-from pydantic import Field
+from tlstudio.api import (L2SP, HeadSettings, LayerSettings, Mixup, RegularisationSettings, Technique, WeightAveraging,
+                          discriminative_param_groups, freeze_all_but_top, hookimpl)
 
-from tlstudio.core import hookimpl
-from tlstudio.core.blocks import freeze_all_but_top
-from tlstudio.core.finetuning import FineTuningBase, FineTuningSettings
-
-
-class FineTuneConfig(FineTuningSettings):
-    trainable_groups: int = Field(
-        -1, ge=-1, le=64, title="Layer groups to train",
-        description="How many layer groups, counted from the top, learn (the new head counts as one). -1 = all of them.")
+#: the training settings the fine-tuning techniques propose (measured: docs/results.md)
+RECOMMENDED_TRAINING = {"epochs": 10, "lr": 1e-3, "batch_size": 32, "optimizer": "adamw", "weight_decay": 1e-4,
+                        "schedule": "cosine", "warmup_epochs": 0.5, "monitor": "last", "class_balance": "weighted_loss"}
 
 
-class FineTuning(FineTuningBase):
+class FineTuneConfig(HeadSettings, LayerSettings, RegularisationSettings):
+    """Defaults = the best plain recipe measured on BreastMNIST (docs/results.md)."""
+
+
+def recipe_callbacks(c) -> list:
+    """The regularisers of the plain recipe: L2-SP, mixup, weight averaging (each off at 0)."""
+    return [L2SP(c.l2sp), Mixup(c.mixup), WeightAveraging(c.average_last)]
+
+
+class FineTuning(Technique):
     id = "fine-tuning"
     title = "Fine-tuning"
     explanation = (
@@ -27,13 +31,20 @@ class FineTuning(FineTuningBase):
     )
     Config = FineTuneConfig
 
+    def recommended_training(self) -> dict:
+        return dict(RECOMMENDED_TRAINING)
+
+    def callbacks(self, c):
+        return recipe_callbacks(c)
+
     def build(self, ctx):
-        model = self.build_model(ctx)
-        freeze_all_but_top(model, ctx.config.trainable_groups)
+        c = ctx.config
+        model = ctx.build_classifier(head=c.head, dropout=c.dropout, hidden=c.hidden)
+        freeze_all_but_top(model, c.trainable_groups)
         return model
 
     def param_groups(self, ctx) -> list[dict]:
-        return self.group_lrs(ctx, ctx.training.lr)
+        return discriminative_param_groups(ctx.model, ctx.training.lr, ctx.config.lr_decay)
 
 
 @hookimpl

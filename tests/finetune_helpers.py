@@ -1,28 +1,24 @@
 """Helpers of the fine-tuning toolkit tests (no tests here)."""
 from __future__ import annotations
 
-import torch
 from conftest import quick_project
 
 
 def technique_context(data, technique: str, settings: dict | None = None, **training):
-    """A technique with its model built and its optimizer made, exactly as the engine does
-    before the first epoch (no run folder): returns (technique, ctx, events)."""
-    from tlstudio.core.engine import RunContext, _technique_for
-    from tlstudio.core.plugins import get_plugin_manager
+    """A run's context with the model built and the optimizer made, exactly as the engine
+    does before the first epoch (no run folder): returns (technique, ctx, events)."""
+    from tlstudio.core.engine import open_context
 
-    pm = get_plugin_manager()
     p = quick_project(data, technique, **training)
     p.technique.settings = dict(settings or {})
-    tech, cfg = _technique_for(p, pm)
-    events: list[dict] = []
-    ctx = RunContext(p, tech, cfg, torch.device("cpu"), run=None, plugins=pm, emit=events.append)
-    tech.prepare_data(ctx)
-    torch.manual_seed(0)
-    ctx.model = tech.build(ctx)
-    tech.on_fit_start(ctx)
-    ctx.set_param_groups(tech.param_groups(ctx))
-    return tech, ctx, events
+    events: list = []
+    ctx = open_context(p, device="cpu", emit=events.append)
+    return ctx.technique, ctx, events
+
+
+def epoch_starts(ctx, epoch: int) -> None:
+    """What the engine calls at the start of an epoch: the technique's and its callbacks' hooks."""
+    ctx.recipe.call("on_epoch_start", ctx, epoch)
 
 
 def trainable(model) -> set[int]:
@@ -37,12 +33,13 @@ def params_of(groups) -> set[int]:
     return {id(p) for g in groups for p in g.parameters()}
 
 
-def one_step(ctx, tech) -> float:
-    """One real training step on the first training batch."""
+def one_step(ctx, tech=None) -> float:
+    """One real training step on the first training batch (through the whole recipe)."""
     ctx.model.train()
-    batch = next(iter(tech.train_batches(ctx, 0)))
-    out = tech.training_step(ctx, batch)
-    ctx.optimizer.zero_grad()
+    batch = next(iter(ctx.train_batches(0)))
+    out = ctx.training_step(batch)
+    opt = ctx.train.optimizer
+    opt.zero_grad()
     out["loss"].backward()
-    ctx.optimizer.step()
+    opt.step()
     return float(out["loss"].detach())

@@ -39,7 +39,7 @@ import this_module_does_not_exist_anywhere  # the plugin's author forgot a depen
 """
 
 RAISING_HOOK = """
-from tlstudio.core import hookimpl
+from tlstudio.api import hookimpl
 
 @hookimpl
 def tlstudio_techniques():
@@ -47,7 +47,7 @@ def tlstudio_techniques():
 """
 
 WRONG_TYPE = """
-from tlstudio.core import hookimpl
+from tlstudio.api import hookimpl
 
 @hookimpl
 def tlstudio_techniques():
@@ -55,7 +55,7 @@ def tlstudio_techniques():
 """
 
 GOOD_OBSERVER = """
-from tlstudio.core import hookimpl
+from tlstudio.api import hookimpl
 EVENTS = []
 
 @hookimpl

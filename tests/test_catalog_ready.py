@@ -8,7 +8,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tlstudio.core.blocks import freeze_all_but_top, set_trainable
+from tlstudio.core.techniques.blocks import freeze_all_but_top, set_trainable
 from tlstudio.core.models import ModelLibrary
 
 
@@ -67,7 +67,7 @@ def test_timm_weights_in_the_models_folder_join_the_catalog(tmp_path, studio_hom
     # freezing by group reaches BatchNorm layers (their statistics stay ImageNet's)
     freeze_all_but_top(model, 2)
     assert not any(p.requires_grad for p in model.groups[0].parameters())
-    from tlstudio.core.blocks import keep_frozen_bn_in_eval
+    from tlstudio.core.techniques.blocks import keep_frozen_bn_in_eval
 
     model.train()
     keep_frozen_bn_in_eval(model)

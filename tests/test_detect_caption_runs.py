@@ -97,19 +97,10 @@ def _cli(*args: str) -> tuple[int, str]:
 def untrained_test_metrics(project_file: Path) -> dict:
     """The same project's model before any training, evaluated on the same test images."""
     from tlstudio.core.config import load_project
-    from tlstudio.core.engine import RunContext
-    from tlstudio.core.plugins import get_plugin_manager
+    from tlstudio.core.engine import open_context
 
-    project = load_project(project_file)
-    pm = get_plugin_manager()
-    tech = pm.technique(project.technique.id).fresh()
-    ctx = RunContext(project, tech, tech.make_config(project.technique.settings), torch.device("cpu"), run=None,
-                     plugins=pm)
-    tech.prepare_data(ctx)
-    torch.manual_seed(project.training.seed)
-    ctx.model = tech.build(ctx)
-    tech.on_fit_start(ctx)
-    return tech.evaluate(ctx, "test")
+    ctx = open_context(load_project(project_file), device="cpu")
+    return ctx.evaluate("test")
 
 
 @contextlib.contextmanager
@@ -210,7 +201,7 @@ def test_detection_inference_model_is_a_plain_module(det_run):
     from tlstudio.core.predict import Predictor
 
     p = Predictor.from_run(det_run["run_dir"])
-    model = p.technique.inference_model(p.ctx)
+    model = p.task.inference_model(p.ctx)
     assert isinstance(model, torch.nn.Module)
     with torch.no_grad():
         out = model.eval()(torch.rand(2, 3, 64, 64))
@@ -228,9 +219,9 @@ def _colour_pixels(widget, rgb, tol=40) -> int:
 
 
 def test_detection_result_view_draws_boxes_and_follows_the_slider(det_run, qtbot, tmp_path):
-    from tlstudio_plugins.detection import FasterRCNN
+    from tlstudio_plugins.tasks import Detection
 
-    view = FasterRCNN().result_view(det_run["run_dir"])
+    view = Detection().result_view(det_run["run_dir"])
     qtbot.addWidget(view)
     assert view.list.count() == 18 and view.list.currentRow() == 0
     view.slider.setValue(5)
@@ -245,7 +236,7 @@ def test_detection_result_view_draws_boxes_and_follows_the_slider(det_run, qtbot
     view.list.setCurrentRow(3)
     assert view.caption.text().startswith(Path(json.loads(
         (Path(det_run["run_dir"]) / "test_predictions.json").read_text())["images"][3]["ref"]).name)
-    empty = FasterRCNN().result_view(tmp_path)  # a run without results: a message, no crash
+    empty = Detection().result_view(tmp_path)  # a run without results: a message, no crash
     qtbot.addWidget(empty)
     assert "No test predictions" in empty.canvas.text()
 
@@ -286,7 +277,7 @@ def test_captioning_inference_model_is_the_greedy_generator(cap_run):
     from tlstudio.core.predict import Predictor
 
     p = Predictor.from_run(cap_run["run_dir"])
-    gen = p.technique.inference_model(p.ctx)
+    gen = p.task.inference_model(p.ctx)
     assert isinstance(gen, torch.nn.Module)
     preds = json.loads((Path(cap_run["run_dir"]) / "test_predictions.json").read_text())
     from tlstudio.core.data import decode_image
@@ -299,7 +290,7 @@ def test_captioning_inference_model_is_the_greedy_generator(cap_run):
 
 
 def test_caption_result_view_shows_caption_and_references(cap_run, qtbot):
-    from tlstudio_plugins.captioning import Captioning
+    from tlstudio_plugins.tasks import Captioning
 
     view = Captioning().result_view(cap_run["run_dir"])
     qtbot.addWidget(view)

@@ -139,7 +139,7 @@ def test_imagenet_backbone_detector_freezes_and_groups(one_thread):
     lrs = {g["name"]: g["lr"] for g in detection_param_groups(model, 1e-3, 0.5)}
     assert lrs == {"stage5": 2.5e-4, "head_conv": 5e-4, "fpn": 1e-3, "rpn": 1e-3, "roi_heads": 1e-3}
     model.train()
-    from tlstudio.core.blocks import keep_frozen_bn_in_eval
+    from tlstudio.core.techniques.blocks import keep_frozen_bn_in_eval
 
     keep_frozen_bn_in_eval(model)
     bns = [m for m in model.backbone.body.modules() if isinstance(m, torch.nn.BatchNorm2d)]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import make_digit_folder, quick_project
 
-from tlstudio.core import hookimpl
+from tlstudio.api import hookimpl
 from tlstudio.core.engine import resume, train
 from tlstudio.core.runs import Run
 from tlstudio_plugins.finetune import FineTuning
@@ -87,7 +87,7 @@ def test_two_processes_train_like_one_into_one_coherent_run(tmp_path):
 def test_stop_request_stops_a_torchrun_job_which_resumes_in_one_process(tmp_path):
     """The window's way: start the job as a subprocess, follow metrics.jsonl, press Stop;
     then resume the two-process run in one process."""
-    from tlstudio.core.distributed import RunProcess
+    from tlstudio.core.engine.distributed import RunProcess
 
     project, path = project_file(tmp_path, epochs=3)
     log = open(tmp_path / "job.log", "w+")

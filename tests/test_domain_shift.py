@@ -10,9 +10,9 @@ import torch
 from conftest import mnist_arrays as _mnist_arrays
 from torch import nn
 
-from tlstudio.core.adaptation import DomainDiscriminator, GradientReversal, domain_adversarial_loss, gradient_reversal, grl_lambda
+from tlstudio.core.techniques.adaptation import DomainDiscriminator, GradientReversal, domain_adversarial_loss, gradient_reversal, grl_lambda
 from tlstudio.core.compare import Arm, ScratchComparison, t_interval
-from tlstudio.core.continual import EWCPenalty, _looped_squared_grads, diagonal_fisher
+from tlstudio.core.techniques.continual import EWCPenalty, _looped_squared_grads, diagonal_fisher
 from tlstudio.core.diagnostics import embed_2d, mmd2_unbiased, mmd_test
 
 
@@ -235,7 +235,7 @@ def test_target_classes_match_the_source_by_name_and_labels_stay_out_of_adaptati
     from conftest import make_digit_folder
 
     from tlstudio.core.data import build_image_cache, read_data
-    from tlstudio.core.target import TargetData
+    from tlstudio.core.techniques.target import TargetData
 
     root = make_digit_folder(tmp_path / "t", classes=(0, 1, 9), per_class=10)
     (root / "1" / "broken.png").write_bytes(b"not an image")

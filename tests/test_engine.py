@@ -206,7 +206,7 @@ def test_split_is_stored_and_reused(tmp_path, tiny_digits):
 
 
 def test_lr_schedules_are_pure_functions_of_the_step():
-    from tlstudio.core.blocks import lr_factor
+    from tlstudio.core.techniques.blocks import lr_factor
     from tlstudio.core.config import TrainingConfig
 
     for sched in ("none", "cosine", "cosine_warm_restarts", "onecycle", "step"):

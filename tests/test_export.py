@@ -124,7 +124,7 @@ def test_cli_export_and_predict_from_the_package_alone(trained, tmp_path, capsys
 def test_parity_failure_is_loud_and_leaves_nothing(trained, tmp_path):
     """An exporter with a real bug (it exports the model in training mode, so BatchNorm uses
     batch statistics) is caught by the parity check on real images, and no package is left."""
-    from tlstudio.core import hookimpl
+    from tlstudio.api import hookimpl
     from tlstudio_plugins.exporters import TorchScriptExporter
 
     class TrainModeTorchScript(TorchScriptExporter):

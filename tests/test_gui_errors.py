@@ -7,10 +7,10 @@ from gui_support import close_window, open_window, sample_copy
 from PySide6.QtCore import Qt
 
 from conftest import make_digit_folder
-from tlstudio.core import ImageClassificationTechnique, hookimpl
+from tlstudio.api import Technique, hookimpl
 
 
-class OutOfMemory(ImageClassificationTechnique):
+class OutOfMemory(Technique):
     """A real technique whose training step runs out of (graphics) memory."""
 
     id = "oom-test"

@@ -10,7 +10,7 @@ from pydantic import Field
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
 
 from tlstudio.core.config import AugmentationConfig, DataConfig, TrainingConfig
-from tlstudio.core.technique import TechniqueConfig
+from tlstudio.core.techniques.base import TechniqueConfig
 from tlstudio.gui.forms import PydanticForm
 
 

@@ -90,7 +90,7 @@ def test_learning_rate_finder_applies_its_suggestion(qtbot, tmp_path):
 def test_new_project_proposes_the_best_measured_recipe(qtbot, tmp_path):
     """File > New: the technique is progressive unfreezing with the training it recommends
     (the best recipe measured on BreastMNIST, docs/results.md), shown on the technique page."""
-    from tlstudio.core.finetuning import RECOMMENDED_TRAINING
+    from tlstudio_plugins.finetune import RECOMMENDED_TRAINING
 
     w = open_window(qtbot, sample_copy(tmp_path / "proj", size=32), wait_models=False)
     w.new_project()

@@ -11,14 +11,14 @@ from plugin_packages import install_bad_plugins, make_plugin_package, pip_instal
 
 PANEL_PLUGIN = """
 from pydantic import Field
-from tlstudio.core import ImageClassificationTechnique, TechniqueConfig, hookimpl
+from tlstudio.api import Technique, TechniqueConfig, hookimpl
 
 
 class PanelConfig(TechniqueConfig):
     strength: float = Field(0.5, ge=0.0, le=1.0, title="Strength", description="How strong.")
 
 
-class BrokenPanel(ImageClassificationTechnique):
+class BrokenPanel(Technique):
     id = "broken-panel"
     title = "Technique with a broken panel"
     explanation = "Trains a new head and the network, with a custom settings panel that raises."

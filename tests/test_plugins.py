@@ -85,7 +85,7 @@ def test_observer_plugin_sees_events_and_a_raising_one_cannot_stop_a_run(tmp_pat
     site = tmp_path / "site"
     pip_install(make_plugin_package(tmp_path / "src", "tl-observer", "tl_observer", GOOD_OBSERVER), site)
     pip_install(make_plugin_package(tmp_path / "src", "tl-bad-observer", "tl_bad_observer", """
-        from tlstudio.core import hookimpl
+        from tlstudio.api import hookimpl
         @hookimpl
         def tlstudio_run_event(event):
             raise ValueError("observer bug")

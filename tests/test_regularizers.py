@@ -9,12 +9,14 @@ from conftest import make_digit_folder, quick_project
 from finetune_helpers import one_step, technique_context
 
 from tlstudio.core.engine import train
-from tlstudio.core.regularizers import L2SP
+from tlstudio.core.techniques.callbacks import L2SP as L2SPCallback
+from tlstudio.core.techniques.callbacks import Mixup
+from tlstudio.core.techniques.regularizers import L2SP
 
 
 def test_l2sp_is_zero_at_the_start_and_grows_as_weights_move(tiny_digits):
     tech, ctx, _ = technique_context(tiny_digits, "fine-tuning", {"l2sp": 0.01}, lr=3e-3, schedule="none")
-    reg = tech.l2sp
+    reg = ctx.recipe.find(L2SPCallback).penalty
     assert isinstance(reg, L2SP)
     assert float(reg.penalty()) == 0.0  # the snapshot is the pretrained point itself
     # the snapshot holds the pretrained weights, not a random initialisation
@@ -29,11 +31,11 @@ def test_l2sp_is_zero_at_the_start_and_grows_as_weights_move(tiny_digits):
     assert 0.0 < seen[0] < seen[1] < seen[2]
     # it is λ times the squared distance, and the loss of a training step carries it
     assert float(reg.penalty()) == pytest.approx(0.01 * float(reg.distance()))
-    batch = next(iter(tech.train_batches(ctx, 0)))
-    out = tech.training_step(ctx, batch)
+    batch = next(iter(ctx.train_batches(0)))
+    out = ctx.training_step(batch)
     assert "l2sp" in out and float(out["l2sp"]) == pytest.approx(seen[-1], rel=1e-5)
     # L2-SP replaces weight decay on the pretrained layers; the new head keeps it
-    wd = {g["name"]: g["weight_decay"] for g in ctx.optimizer.param_groups}
+    wd = {g["name"]: g["weight_decay"] for g in ctx.train.optimizer.param_groups}
     assert wd["head"] == ctx.training.weight_decay > 0 and all(v == 0 for k, v in wd.items() if k != "head")
 
 
@@ -50,10 +52,10 @@ def test_l2sp_pulls_toward_the_pretrained_weights(tiny_digits):
 
 def test_without_l2sp_nothing_is_added(tiny_digits):
     tech, ctx, _ = technique_context(tiny_digits, "fine-tuning", {"l2sp": 0.0, "mixup": 0.0})
-    assert tech.l2sp is None
-    out = tech.training_step(ctx, next(iter(tech.train_batches(ctx, 0))))
+    assert ctx.recipe.find(L2SPCallback).penalty is None
+    out = ctx.training_step(next(iter(ctx.train_batches(0))))
     assert "l2sp" not in out
-    assert all(g["weight_decay"] == ctx.training.weight_decay for g in ctx.optimizer.param_groups)
+    assert all(g["weight_decay"] == ctx.training.weight_decay for g in ctx.train.optimizer.param_groups)
 
 
 def test_l2sp_is_charted_per_epoch(tmp_path, tiny_digits):
@@ -93,7 +95,7 @@ def test_weighted_loss_weighs_the_rare_class_up(tmp_path):
     data = _imbalanced(tmp_path / "imb")
     _, ctx, _ = technique_context(data, "fine-tuning", class_balance="weighted_loss")
     ctx.criterion(torch.zeros(2, 2), torch.tensor([0, 1]))
-    w = ctx.state["_class_weights"]
+    w = ctx.class_weights()
     counts = np.bincount(ctx.data.labels("train"))
     assert w[1] / w[0] == pytest.approx(counts[0] / counts[1])
 
@@ -105,7 +107,7 @@ def test_balanced_sampler_evens_the_classes(tmp_path, technique):
     tech, ctx, _ = technique_context(data, technique, class_balance="balanced_sampler", batch_size=16)
     labels = []
     for epoch in range(6):
-        for batch in tech.train_batches(ctx, epoch):
+        for batch in ctx.train_batches(epoch):
             labels.append(batch[-1])
     y = torch.cat(labels)
     share = float((y == 1).float().mean())
@@ -116,8 +118,8 @@ def test_balanced_sampler_evens_the_classes(tmp_path, technique):
 def test_mixup_trains_on_blended_images_and_soft_labels(tiny_digits):
     torch.manual_seed(0)
     tech, ctx, _ = technique_context(tiny_digits, "fine-tuning", {"mixup": 0.4})
-    x, y = next(iter(tech.train_batches(ctx, 0)))
-    mx, my = tech._mix(ctx, (x, y))
+    x, y = next(iter(ctx.train_batches(0)))
+    mx, my = ctx.recipe.find(Mixup).before_batch(ctx, (x, y))
     assert my.shape == (len(y), 3) and torch.allclose(my.sum(1), torch.ones(len(y)))
     assert ((my > 0) & (my < 1)).any(), "labels are blended"
     assert not torch.equal(mx, x)
@@ -131,7 +133,7 @@ def test_average_of_the_last_epochs_becomes_the_final_model(tiny_digits):
     for epoch in range(3):
         one_step(ctx, tech)
         snaps.append({k: v.clone() for k, v in ctx.model.state_dict().items()})
-        tech.on_epoch_end(ctx, epoch, {})
+        ctx.recipe.merged("on_epoch_end", ctx, epoch, {})
     final = ctx.model.state_dict()
     w = "head.1.weight"
     assert not torch.equal(snaps[1][w], snaps[2][w])
@@ -139,6 +141,10 @@ def test_average_of_the_last_epochs_becomes_the_final_model(tiny_digits):
     bn = "backbone.features.1.conv.0.1.running_mean"
     assert torch.allclose(final[bn], (snaps[1][bn] + snaps[2][bn]) / 2, atol=1e-6)
     # the running average travels with the checkpoint (resume)
-    again = type(tech)()
-    again.load_state_dict(tech.state_dict())
-    assert again.avg_n == 2 and torch.equal(again.avg[w], tech.avg[w])
+    from tlstudio.core.techniques.base import Recipe
+    from tlstudio.core.techniques.callbacks import WeightAveraging
+
+    again = Recipe.of(tech.fresh(), ctx.config)
+    again.load_state_dict(ctx.recipe.state_dict())
+    avg, done = again.find(WeightAveraging), ctx.recipe.find(WeightAveraging)
+    assert avg.avg_n == 2 and torch.equal(avg.avg[w], done.avg[w])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import quick_project
 
-from tlstudio.core.blocks import lr_factor
+from tlstudio.core.techniques.blocks import lr_factor
 from tlstudio.core.config import TrainingConfig
 from tlstudio.core.engine import train
 

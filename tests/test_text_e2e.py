@@ -39,8 +39,8 @@ def test_minilm_learns_sentiment_from_a_few_hundred_sentences(uci_slice, tmp_pat
     run_dir = final["run_dir"]
 
     pred = Predictor.from_run(run_dir)
-    good = pred.technique.explain(pred.ctx, "The food was absolutely wonderful.")
-    bad = pred.technique.explain(pred.ctx, "Terrible service, I will never come back.")
+    good = pred.task.explain(pred.ctx, "The food was absolutely wonderful.")
+    bad = pred.task.explain(pred.ctx, "Terrible service, I will never come back.")
     assert good["predicted"] == "positive" and bad["predicted"] == "negative"
     top = max(good["words"], key=lambda w: w["score"])
     assert top["word"] == "wonderful", good["words"]

@@ -158,7 +158,7 @@ def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentence
     for r in (out[0], out[2]):
         assert r["predicted"] in ("negative", "positive")
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    why = pred.technique.explain(pred.ctx, "The screen is great.")
+    why = pred.task.explain(pred.ctx, "The screen is great.")
     assert "gradient × input" in why["method"] and [w["word"] for w in why["words"]][:2] == ["The", "screen"]
     assert all(-1 <= w["weight"] <= 1 for w in why["words"]) and max(abs(w["weight"]) for w in why["words"]) == 1
 
@@ -176,7 +176,7 @@ def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentence
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():
-    from tlstudio.core.blocks import lr_factor
+    from tlstudio.core.techniques.blocks import lr_factor
     from tlstudio.core.config import TrainingConfig
 
     tr = TrainingConfig(schedule="linear", warmup_epochs=1)

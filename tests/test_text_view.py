@@ -32,8 +32,8 @@ def finished_run(tmp_path_factory):
 def _view(qtbot, run_dir):
     from tlstudio.core.plugins import get_plugin_manager
 
-    tech = get_plugin_manager().technique("bert-text-classification")
-    view = tech.result_view(run_dir)
+    task = get_plugin_manager().task("text-classification")
+    view = task.result_view(run_dir)
     qtbot.addWidget(view)
     view.resize(900, 600)
     view.show()

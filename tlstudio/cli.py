@@ -141,7 +141,7 @@ class _Progress:
 def _apply_from_run(args, data: dict) -> None:
     """--from-run: start from an earlier run's trained model (its architecture and image
     size unless given)."""
-    from tlstudio.core.sequential import resolve_run
+    from tlstudio.core.engine.sequential import resolve_run
 
     run = resolve_run(args.from_run, args.runs_dir)
     data["model"]["from_run"] = str(run.dir.resolve())
@@ -228,7 +228,7 @@ def cmd_shift(args, plugins) -> int:
 
 
 def cmd_train(args, plugins) -> int:
-    from tlstudio.core import distributed as D
+    from tlstudio.core.engine import distributed as D
     from tlstudio.core.engine import RunControl, Trainer, resume, train
     from tlstudio.core.errors import StudioError
 
@@ -302,7 +302,7 @@ class _Quiet:
 def _train_with_torchrun(args, plugins) -> int:
     """``tlstudio train ... --nproc N``: the run folder first, then torchrun with N processes
     re-invoking this command line; waits, and reports like a single-process run."""
-    from tlstudio.core import distributed as D
+    from tlstudio.core.engine import distributed as D
     from tlstudio.core.runs import open_run
     from tlstudio.core.settings import load_settings
 

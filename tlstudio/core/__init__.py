@@ -1,47 +1,20 @@
-"""The studio core: everything but the window. Never imports Qt.
+"""The studio core: everything but the window.  Never imports Qt.
 
-These are the public names a plugin may use (``from tlstudio.core import ...``); the
-public modules ``tlstudio.core.blocks``, ``.features``, ``.metrics``, ``.data`` and
-``.models`` hold the shared building blocks.  Names load lazily so that importing the
-core (for example to read a project file) does not import torch.
+==================  ==============================================================================
+room                what lives there
+==================  ==============================================================================
+``config``          the project (``project.toml``): the contract between the window and the CLI
+``events``          typed, versioned run events and the run result
+``plugins``         discovery and isolation of plugins (``hookspecs``: the hooks)
+``runs``            the run store (one folder per run)
+``engine/``         the training loop, its context, checkpoints, torchrun
+``tasks/``          the Task contract (the built-in tasks' code: classification, detection,
+                    captioning, text)
+``techniques/``     the Technique contract, the callbacks recipes share, their building blocks
+``data/``           readers, validation, splits, the image cache, augmentation
+``models/``         the offline model library
+``analysis/``       what results and data mean (metrics, calibration, shift, comparisons ...)
+==================  ==============================================================================
+
+Plugins import from :mod:`tlstudio.api`, the public surface, not from here.
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-_NAMES = {
-    # plugin contract
-    "hookimpl": "hookspecs", "hookspec": "hookspecs",
-    "Technique": "technique", "TechniqueConfig": "technique",
-    "ImageClassificationTechnique": "classification", "ImageData": "classification",
-    "DetectionTechnique": "detection", "CaptioningTechnique": "captioning",
-    "TextClassificationTechnique": "text", "TextData": "text",
-    # project
-    "Project": "config", "load_project": "config", "project_from_dict": "config",
-    # running
-    "train": "engine", "resume": "engine", "RunControl": "engine", "RunContext": "engine",
-    "select_device": "engine", "seed_everything": "engine",
-    "Run": "runs", "list_runs": "runs", "open_run": "runs",
-    "PluginManager": "plugins", "get_plugin_manager": "plugins",
-    # exports and reports
-    "Exporter": "export", "ExportError": "export", "export_run": "export", "html_report": "report",
-    # errors
-    "StudioError": "errors", "ProjectError": "errors", "DataError": "errors", "ModelError": "errors",
-    "PluginError": "errors", "RunStopped": "errors",
-}
-
-__all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str) -> Any:
-    mod = _NAMES.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'tlstudio.core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__

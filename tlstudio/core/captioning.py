@@ -27,7 +27,7 @@ from torch import nn
 from .annotated import AnnotatedData, backbone_preprocessing, decoded_images, read_annotated, split_annotated
 from .errors import StudioError
 from .io import atomic_write_json, atomic_write_text
-from .technique import Technique
+from .tasks.base import Task
 
 SPLITS = ("train", "val", "test")
 SPECIALS = ("<pad>", "<start>", "<end>", "<unk>")
@@ -477,18 +477,21 @@ def caption_metrics(hypotheses: Sequence[str], references: Sequence[Sequence[str
 
 
 # --- the task's base class ------------------------------------------------------------------------------------
-class CaptioningTechnique(Technique):
-    """Base class of captioning techniques: data (with the vocabulary), teacher-forced
-    loss, decoding, BLEU/CIDEr evaluation, results and prediction.
+class CaptioningTask(Task):
+    """Image captioning: data (with the vocabulary), teacher-forced loss, decoding, BLEU/CIDEr
+    evaluation, results and prediction.
 
-    Subclasses implement ``build`` returning a :class:`CaptionModel` (or a model with the
-    same ``encoder`` / ``decoder`` / ``generate`` contract).  ``Config`` may define
-    ``min_count``, ``max_length``, ``decoding`` ("greedy"/"beam") and ``beam_size``.
-    A frozen encoder's features can come from the feature cache: set ``self.features``
-    ({split: (features, rows)}) in ``on_fit_start`` and batches become (rows, tokens)."""
+    A technique's ``build`` returns a :class:`CaptionModel` (or a model with the same
+    ``encoder`` / ``decoder`` / ``generate`` contract); its settings may define ``min_count``,
+    ``max_length``, ``decoding`` ("greedy"/"beam") and ``beam_size``.  A frozen encoder's
+    features can come from the feature cache: the technique hands them over with
+    :meth:`use_features` ({split: features}) and batches become (rows, tokens)."""
 
-    task = "captioning"
+    id = "captioning"
+    title = "Image captioning"
+    description = "Images with one or more sentences describing each: COCO captions JSON or Karpathy-split JSON."
     default_monitor = "val_bleu_4"
+    headline = (("bleu_4", "Test BLEU-4"), ("cider", "CIDEr-D"))
     series = {"cider": "CIDEr-D (validation)"}
 
     def __init__(self):
@@ -498,9 +501,15 @@ class CaptioningTechnique(Technique):
     def _cfg(self, ctx, name: str, default):
         return getattr(ctx.config, name, default)
 
-    def prepare_data(self, ctx) -> None:
-        ctx.data = prepare_caption_data(ctx, int(self._cfg(ctx, "min_count", 1)), int(self._cfg(ctx, "max_length", 20)))
-        self.vocab_words = list(ctx.data.vocabulary.words)
+    def prepare_data(self, ctx):
+        data = prepare_caption_data(ctx, int(self._cfg(ctx, "min_count", 1)), int(self._cfg(ctx, "max_length", 20)))
+        self.vocab_words = list(data.vocabulary.words)
+        return data
+
+    def use_features(self, features: dict[str, torch.Tensor]) -> None:
+        """Cached encoder features per split: training and evaluation read these instead of
+        running the (frozen) encoder."""
+        self.features = dict(features)
 
     # --- training ---------------------------------------------------------------------------------
     def train_batches(self, ctx, epoch: int):
@@ -579,26 +588,26 @@ class CaptioningTechnique(Technique):
         atomic_write_text(ctx.run.dir / f"{split}_predictions.csv", buf.getvalue())
         atomic_write_json(ctx.run.dir / f"evaluation_{split}.json", metrics)
 
-    def write_report(self, ctx, final: dict) -> None:
-        atomic_write_text(ctx.run.dir / "report.md", caption_report_md(ctx.project, final, ctx.data,
-                                                                        ctx.eval_details.get("test")))
+    def report(self, ctx, final: dict) -> str:
+        return caption_report_md(ctx.project, final, ctx.data, ctx.eval_details.get("test"))
 
     # --- prediction ---------------------------------------------------------------------------------
     def inference_model(self, ctx) -> nn.Module:
         """A plain nn.Module: normalised images -> greedy token ids (see CaptionGenerator)."""
         return CaptionGenerator(ctx.model, ctx.data.max_length)
 
-    def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> None:
+    def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> "CaptionInferenceData":
         try:
             desc = json.loads((Path(run_dir) / "data.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             raise StudioError(f"{run_dir}: data.json is missing: the run did not get as far as preparing its data.") from None
-        self.load_state_dict(checkpoint.get("technique") or {})
+        if not self.vocab_words:  # a run from before tasks kept the vocabulary with the technique
+            self.load_state_dict(checkpoint.get("technique") or {})
         words = self.vocab_words or desc.get("vocabulary")
         if not words:
             raise StudioError(f"{run_dir}: the run's vocabulary is missing (data.json has none).")
-        ctx.data = CaptionInferenceData(Vocabulary(words), desc["image_size"], desc["mean"], desc["std"],
-                                        int(desc.get("max_length", self._cfg(ctx, "max_length", 20))))
+        return CaptionInferenceData(Vocabulary(words), desc["image_size"], desc["mean"], desc["std"],
+                                    int(desc.get("max_length", self._cfg(ctx, "max_length", 20))))
 
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted": the caption} (or {"ref", "error"})."""

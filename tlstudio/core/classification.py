@@ -1,4 +1,6 @@
-"""Image classification: the data of a run, and the base class of its techniques."""
+"""Image classification: the data of a run, and the task (the built-in task plugin
+``image-classification``: reading, splitting and caching images, the loss, evaluation with
+the figures a clinician reads, prediction and export)."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +15,7 @@ import torch
 from .errors import ModelError, StudioError
 from .io import atomic_write_json, atomic_write_text, stable_hash
 from .metrics import classification_metrics, roc_curve
-from .technique import Technique
+from .tasks.base import Task
 
 SPLITS = ("train", "val", "test")
 
@@ -21,8 +23,8 @@ SPLITS = ("train", "val", "test")
 class ImageData:
     """The prepared images of one run: decoded once, cached, split, ready for loaders."""
 
-    #: the target domain (a :class:`tlstudio.core.target.TargetData`), when a technique
-    #: prepared one with :func:`tlstudio.core.target.prepare_target`
+    #: the target domain (a :class:`tlstudio.core.techniques.target.TargetData`), when a technique
+    #: prepared one with :func:`tlstudio.core.techniques.target.prepare_target`
     target = None
 
     def __init__(self, table, assignments: list[str], images: np.ndarray, valid: np.ndarray, size: int,
@@ -159,44 +161,41 @@ def prepare_image_data(ctx) -> ImageData:
     return data
 
 
-class ImageClassificationTechnique(Technique):
-    """Base class of image-classification techniques: data, loss, evaluation, results.
+class ImageClassificationTask(Task):
+    """Images in, one class each out: cross-entropy, the per-class figures a clinician reads
+    (sensitivity, specificity, AUC, confusion matrix), predictions with probabilities."""
 
-    Subclasses implement ``build`` (and usually ``param_groups``); the defaults train
-    ``ctx.model`` on (images, labels) batches with cross-entropy.
-    """
-
-    task = "image-classification"
+    id = "image-classification"
+    title = "Image classification"
+    description = ("Images sorted into classes: a folder with one sub-folder per class, a CSV of image paths and "
+                   "labels, an NPZ of arrays, or DICOM files in class folders.")
     default_monitor = "val_auc"
+    headline = (("accuracy", "Test accuracy"), ("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"))
 
-    def prepare_data(self, ctx) -> None:
-        ctx.data = prepare_image_data(ctx)
+    def prepare_data(self, ctx):
+        return prepare_image_data(ctx)
 
     def training_step(self, ctx, batch) -> dict:
         x, y = batch
-        return {"loss": ctx.criterion(ctx.model(x), y)}
-
-    def predict_step(self, ctx, batch) -> tuple:
-        x, y = batch
-        return ctx.model(x), y
+        return {"loss": ctx.criterion(ctx.forward(x), y)}
 
     def evaluate(self, ctx, split: str) -> dict:
-        return evaluate_classifier(self, ctx, split)
+        return evaluate_classifier(ctx, split)
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         write_classifier_evaluation(ctx, split, metrics)
 
-    def write_report(self, ctx, final: dict) -> None:
-        atomic_write_text(ctx.run.dir / "report.md", classification_report_md(ctx.project, final, ctx.data))
+    def report(self, ctx, final: dict) -> str:
+        return classification_report_md(ctx.project, final, ctx.data)
 
     # --- prediction on new images ------------------------------------------------------
-    def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> None:
+    def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> "ImageInferenceData":
         try:
             desc = json.loads((Path(run_dir) / "data.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             raise StudioError(f"{run_dir}: data.json is missing: the run did not get as far as preparing its data.") from None
-        ctx.data = ImageInferenceData(list(checkpoint.get("class_names") or desc["class_names"]),
-                                      int(desc["image_size"]), desc["mean"], desc["std"])
+        return ImageInferenceData(list(checkpoint.get("class_names") or desc["class_names"]),
+                                  int(desc["image_size"]), desc["mean"], desc["std"])
 
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted", "probabilities"} (or {"ref", "error"})."""
@@ -224,7 +223,7 @@ class ImageClassificationTechnique(Technique):
         k = min(int(n), len(ds))
         picks = np.unique(np.linspace(0, len(ds) - 1, k).round().astype(int))
         x = torch.stack([ds[int(i)][0] for i in picks])
-        ctx.state["export_inputs_info"] = {"split": split, "n": int(len(picks)), "source": str(data.table.source),
+        ctx.scratch["export_inputs_info"] = {"split": split, "n": int(len(picks)), "source": str(data.table.source),
                                            "fingerprint": data.fingerprint,
                                            "refs": [data.refs(split)[int(i)] for i in picks]}
         return (x,)
@@ -232,7 +231,7 @@ class ImageClassificationTechnique(Technique):
     def export_spec(self, ctx) -> dict:
         d = ctx.data
         return {
-            "task": self.task, "inputs": ["image"], "outputs": ["logits"], "labels": list(d.class_names),
+            "task": self.id, "inputs": ["image"], "outputs": ["logits"], "labels": list(d.class_names),
             "postprocess": "softmax",
             "preprocessing": {
                 "kind": "image", "layout": "NCHW", "dtype": "float32", "channels": "RGB",
@@ -328,15 +327,15 @@ def classification_report_md(project, final: dict, data: ImageData | None) -> st
 
 
 @torch.no_grad()
-def evaluate_classifier(technique, ctx, split: str) -> dict:
-    """Metrics of a classifier on ``split`` (the technique's ``eval_batches`` and
+def evaluate_classifier(ctx, split: str) -> dict:
+    """Metrics of a classifier on ``split`` (the run's evaluation batches through the task's
     ``predict_step`` give logits and labels); the probabilities are kept in
     ``ctx.eval_details[split]`` for ``write_evaluation``.  Shared by every classification task."""
     ctx.model.eval()
     logits, targets = [], []
     with ctx.autocast():
-        for batch in technique.eval_batches(ctx, split):
-            out, y = technique.predict_step(ctx, ctx.to_device(batch))
+        for batch in ctx.eval_batches(split):
+            out, y = ctx.task.predict_step(ctx, ctx.to_device(batch))
             logits.append(out.float().cpu())
             targets.append(y.cpu())
     lg = torch.cat(logits)

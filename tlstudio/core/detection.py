@@ -35,7 +35,7 @@ from .annotated import AnnotatedData, backbone_preprocessing, decoded_images, re
 from .errors import ModelError, StudioError
 from .io import atomic_write_json, atomic_write_text
 from .models.classifier import LayerGroup
-from .technique import Technique
+from .tasks.base import Task
 
 SPLITS = ("train", "val", "test")
 
@@ -362,7 +362,7 @@ def freeze_backbone(model: nn.Module, trainable_groups: int) -> None:
     """Train the top ``trainable_groups`` layer groups of the pretrained backbone (-1: all),
     and everything above it.  Batch-norm statistics of the backbone stay frozen, as in
     torchvision's detectors: detection batches are too small to estimate them."""
-    from .blocks import set_trainable
+    from .techniques.blocks import set_trainable
 
     new = model.new_groups
     body = [g for g in model.groups if g.name not in new and g.name not in ("fpn", "rpn", "box_head")]
@@ -453,19 +453,23 @@ def summarize_detections(dets: list[dict], threshold: float) -> str:
     return "; ".join(f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in shown)
 
 
-class DetectionTechnique(Technique):
-    """Base class of object-detection techniques: data, loss, mAP evaluation, results,
-    prediction.  Subclasses implement ``build`` (a torchvision-style detector: in training
-    mode ``model(images, targets)`` returns a dict of losses; in eval mode ``model(images)``
-    returns [{"boxes", "labels" (1-based), "scores"}]) and usually ``param_groups``.
-    ``Config`` may define ``score_threshold`` (the default score for shown predictions)."""
+class DetectionTask(Task):
+    """Object detection: data (boxes), loss, mAP evaluation, results, prediction.  A
+    technique's ``build`` returns a torchvision-style detector: in training mode
+    ``model(images, targets)`` returns a dict of losses; in eval mode ``model(images)``
+    returns [{"boxes", "labels" (1-based), "scores"}].  The technique's settings may define
+    ``score_threshold`` (the default score for shown predictions)."""
 
-    task = "detection"
+    id = "detection"
+    title = "Object detection"
+    description = ("Images with boxes around the objects of each class: COCO JSON, Pascal VOC XML folders or a CSV "
+                   "of boxes.")
     default_monitor = "val_map_50"
+    headline = (("map_50", "Test mAP@0.5"), ("map", "mAP@[.5:.95]"))
     series = {"map": "mAP@[.5:.95] (validation)"}
 
-    def prepare_data(self, ctx) -> None:
-        ctx.data = prepare_detection_data(ctx)
+    def prepare_data(self, ctx):
+        return prepare_detection_data(ctx)
 
     def training_step(self, ctx, batch) -> dict:
         images, targets = batch
@@ -483,7 +487,7 @@ class DetectionTechnique(Technique):
         ctx.model.eval()
         preds, targets = [], []
         with ctx.autocast():
-            for batch in self.eval_batches(ctx, split):
+            for batch in ctx.eval_batches(split):
                 out, tg = self.predict_step(ctx, ctx.to_device(batch))
                 preds += [{"boxes": o["boxes"].float().cpu(), "scores": o["scores"].float().cpu(),
                            "labels": o["labels"].cpu() - 1} for o in out]
@@ -526,18 +530,17 @@ class DetectionTechnique(Technique):
         atomic_write_text(ctx.run.dir / f"{split}_predictions.csv", buf.getvalue())
         atomic_write_json(ctx.run.dir / f"evaluation_{split}.json", metrics)
 
-    def write_report(self, ctx, final: dict) -> None:
-        atomic_write_text(ctx.run.dir / "report.md", detection_report_md(ctx.project, final, ctx.data))
+    def report(self, ctx, final: dict) -> str:
+        return detection_report_md(ctx.project, final, ctx.data)
 
     # --- prediction on new images --------------------------------------------------------------------
-    def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> None:
+    def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> "DetectionInferenceData":
         try:
             desc = json.loads((Path(run_dir) / "data.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             raise StudioError(f"{run_dir}: data.json is missing: the run did not get as far as preparing its data.") from None
-        ctx.data = DetectionInferenceData(list(checkpoint.get("class_names") or desc["class_names"]),
-                                          int(desc["image_size"]), desc["mean"], desc["std"])
-        self.load_state_dict(checkpoint.get("technique") or {})
+        return DetectionInferenceData(list(checkpoint.get("class_names") or desc["class_names"]),
+                                      int(desc["image_size"]), desc["mean"], desc["std"])
 
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted" (a one-line summary), "detections" [{"label",

@@ -4,8 +4,8 @@ An :class:`Exporter` (a plugin, hook ``tlstudio_exporters``; TorchScript and ONN
 built in) turns a plain ``nn.Module`` into a file and runs that file again in its own
 runtime.  :func:`export_run` does the rest for any technique:
 
-1. the run's model, from its best checkpoint: ``technique.inference_model(ctx)``;
-2. REAL inputs: ``technique.export_inputs(ctx, n)`` (image classification: preprocessed
+1. the run's model, from its best checkpoint: ``task.inference_model(ctx)``;
+2. REAL inputs: ``task.export_inputs(ctx, n)`` (image classification: preprocessed
    validation images of the run's own split);
 3. the export, traced with two inputs and checked with all ``n`` and with one (dynamic batch):
    the exported model must match the PyTorch model to ``tolerance`` (max abs difference,
@@ -14,8 +14,8 @@ runtime.  :func:`export_run` does the rest for any technique:
    ``preprocessing.json``, ``package.json``, ``model_card.md``/``.json`` and ``SHA256SUMS``.
 
 ``tlstudio predict PACKAGE IMAGES...`` (:mod:`tlstudio.core.package`) then works from the
-package alone.  A technique of another task supplies its own ``export_inputs``,
-``export_spec`` and ``predict_package`` (see :class:`tlstudio.core.technique.Technique`).
+package alone.  Each task supplies its own ``export_inputs``, ``export_spec`` and
+``predict_package`` (see :class:`tlstudio.core.tasks.base.Task`).
 """
 from __future__ import annotations
 
@@ -188,8 +188,11 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     """
     import torch
 
+    from .engine.inference import open_run_model
+    from .events import Log
     from .plugins import get_plugin_manager
-    from .predict import Predictor
+    from .runs import open_run
+    from .settings import load_settings
 
     t0 = time.time()
     emit = on_event or (lambda e: None)
@@ -204,13 +207,13 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     _prepare_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # the package is built beside it, then renamed
 
-    pred = Predictor.from_run(run_ref, runs_dir=runs_dir, plugins=plugins, checkpoint=checkpoint, device="cpu")
-    run, tech, ctx = pred.run, pred.technique, pred.ctx
-    ctx._emit = emit
-    model = tech.inference_model(ctx).float().cpu().eval()
-    emit({"kind": "stage", "message": f"Reading {n_inputs} validation inputs of run {run.id} ..."})
+    run = open_run(run_ref, runs_dir or load_settings().runs_path())
+    ctx = open_run_model(run, plugins=plugins, which=checkpoint, device="cpu", emit=emit)
+    tech, task = ctx.technique, ctx.task
+    model = task.inference_model(ctx).float().cpu().eval()
+    emit(Log(message=f"Reading {n_inputs} validation inputs of run {run.id} ..."))
     try:
-        inputs = tech.export_inputs(ctx, n_inputs)
+        inputs = task.export_inputs(ctx, n_inputs)
     except NotImplementedError as e:
         raise ExportError(str(e)) from None
     except StudioError as e:
@@ -219,19 +222,19 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     inputs = tuple(t.detach().float().cpu() if t.is_floating_point() else t.detach().cpu() for t in inputs)
     if not inputs or int(inputs[0].shape[0]) < 1:
         raise ExportError("The run has no validation inputs to check the export with.")
-    info = dict(ctx.state.get("export_inputs_info") or {})
+    info = dict(ctx.scratch.get("export_inputs_info") or {})
     trained_on = run.env().get("data_fingerprint")
     if trained_on and info.get("fingerprint") and info["fingerprint"] != trained_on:
         ctx.log("The run's data changed since training: the parity check uses today's files.", "warning")
-    spec = tech.export_spec(ctx)
+    spec = task.export_spec(ctx)
     if len(spec.get("inputs", [])) != len(inputs):
-        raise ExportError(f"The technique names {len(spec.get('inputs', []))} model inputs but gave {len(inputs)}.")
+        raise ExportError(f"The task names {len(spec.get('inputs', []))} model inputs but gave {len(inputs)}.")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
     try:
         model_path = tmp / exporter.file_name
         example = tuple(t[:2] for t in inputs)
-        emit({"kind": "stage", "message": f"Exporting to {exporter.title} ..."})
+        emit(Log(message=f"Exporting to {exporter.title} ..."))
         t_exp = time.time()
         try:
             with torch.no_grad():
@@ -242,8 +245,7 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
             raise ExportError(f"{exporter.title} export of {run.project().model.architecture} failed: "
                               f"{type(e).__name__}: {e}") from e
         export_seconds = time.time() - t_exp
-        emit({"kind": "stage", "message": f"Checking {exporter.title} against PyTorch on {int(inputs[0].shape[0])} "
-                                          "real inputs ..."})
+        emit(Log(message=f"Checking {exporter.title} against PyTorch on {int(inputs[0].shape[0])} real inputs ..."))
         runner = exporter.load(model_path, spec)
         parity = check_parity(model, runner, inputs, tolerance)
         parity.update(split=info.get("split", ""), source=info.get("source", ""), runtime=exporter.runtime)
@@ -259,7 +261,7 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
         atomic_write_json(tmp / "preprocessing.json", spec.get("preprocessing") or {})
         package = {
             "format": PACKAGE_FORMAT, "format_version": PACKAGE_VERSION,
-            "name": project.name, "task": spec.get("task", tech.task), "technique": tech.id,
+            "name": project.name, "task": spec.get("task", task.id), "technique": tech.id,
             "architecture": project.model.architecture, "exporter": exporter.id, "runtime": exporter.runtime,
             "model_file": exporter.file_name, "inputs": list(spec["inputs"]), "outputs": list(spec["outputs"]),
             "dynamic_batch": True, "labels": labels, "postprocess": spec.get("postprocess", "none"),

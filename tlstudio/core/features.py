@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from .io import atomic_write_bytes, stable_hash
+from .techniques.base import Callback
 
 
 def cache_key(ctx, split: str, view: int = 0, extra=None) -> str:
@@ -102,3 +103,40 @@ def cached_features(ctx, backbone: torch.nn.Module, split: str, view: int = 0,
     f, y = extract_features(backbone, loader, ctx, what)
     atomic_write_bytes(path, save({"features": f.contiguous(), "labels": y.contiguous()}))
     return f, y
+
+
+# --- as a callback any technique can list ---------------------------------------------------------
+class FeatureCache(Callback):
+    """Train a head on cached features of a frozen backbone: the backbone runs once per image
+    (and per augmented view) and the features are stored; each epoch then trains the head
+    on them, and evaluation reads them too.  ``views`` augmented versions of each training
+    image are cached as well, one used per epoch (0: the plain images only).
+
+    Predictions of such a run are of single images (no test-time flip), so that they agree
+    with the figures measured on the cached features."""
+
+    def __init__(self, views: int = 0):
+        self.views = int(views)
+        self.features: dict = {}
+        self.augmented: list = []
+
+    def on_build(self, ctx, model) -> None:
+        model.flip_average = False  # evaluated on the cached features of the plain images
+
+    def setup(self, ctx) -> None:
+        backbone = ctx.model.backbone
+        self.features = {s: cached_features(ctx, backbone, s) for s in ("train", "val", "test") if ctx.data.has_split(s)}
+        self.augmented = [cached_features(ctx, backbone, "train", v) for v in range(1, self.views + 1)]
+
+    def _loader(self, ctx, feats, train: bool, epoch: int = 0):
+        return ctx.loader("train", train=train, epoch=epoch, dataset=torch.utils.data.TensorDataset(*feats))
+
+    def train_batches(self, ctx, epoch: int):
+        views = [self.features["train"], *self.augmented]
+        return self._loader(ctx, views[epoch % len(views)], train=True, epoch=epoch)
+
+    def eval_batches(self, ctx, split: str):
+        return self._loader(ctx, self.features[split], train=False)
+
+    def forward(self, ctx, x):
+        return ctx.model.head(x) if x.dim() == 2 else None  # a batch of features, not of images

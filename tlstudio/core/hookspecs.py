@@ -3,11 +3,11 @@
 A plugin is a Python module (or object) registered under the entry-point group
 ``tlstudio.plugins``.  It implements any of the hooks below with the ``hookimpl`` marker::
 
-    from tlstudio.core import hookimpl, ImageClassificationTechnique
+    from tlstudio.api import Technique, hookimpl
 
-    class MyTechnique(ImageClassificationTechnique):
-        id = "my-technique"
-        ...
+    class MyTechnique(Technique):
+        id, title, task = "my-technique", "My technique", "image-classification"
+        def build(self, ctx): ...
 
     @hookimpl
     def tlstudio_techniques():
@@ -30,11 +30,22 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def tlstudio_techniques() -> list:
-    """Return a list of :class:`tlstudio.core.technique.Technique` instances.
+def tlstudio_tasks() -> list:
+    """Return a list of :class:`tlstudio.core.tasks.base.Task` instances.
 
-    A technique is a training recipe (frozen features, fine-tuning, DANN ...): an id, a
-    title, a task, an explanation for the expert, a pydantic ``Config`` and training hooks.
+    A task is a kind of problem (image classification, detection, captioning, text
+    classification, multi-label ...): its data, its usual loss, evaluation and results,
+    prediction, the export spec, the window's words and result view.
+    """
+
+
+@hookspec
+def tlstudio_techniques() -> list:
+    """Return a list of :class:`tlstudio.core.techniques.base.Technique` instances.
+
+    A technique is a training recipe on a task (frozen features, fine-tuning, DANN ...): an
+    id, a title, the task's id, an explanation for the expert, a pydantic ``Config``, the
+    callbacks it shares with other recipes and its own hooks (build, param_groups ...).
     """
 
 
@@ -69,6 +80,7 @@ def tlstudio_exporters() -> list:
 
 
 @hookspec
-def tlstudio_run_event(event: dict) -> None:
-    """Observe a run event (a plain dict with a ``kind``: start, batch, epoch, log, stage,
-    done, failed).  Observers must be quick; their errors never stop a run."""
+def tlstudio_run_event(event) -> None:
+    """Observe a run event (a :class:`tlstudio.core.events.Event`: RunStarted, BatchEnded,
+    EpochEnded, Log, StageChanged, RunDone, RunFailed ...; ``event.to_dict()`` gives its plain
+    form).  Observers must be quick; their errors never stop a run."""

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import blocks
+from .techniques import blocks
 from .errors import RunStopped, StudioError
 
 
@@ -83,26 +83,18 @@ def find_lr(project, plugins=None, on_event: Callable[[dict], None] | None = Non
     and ``progress``; ``control`` (a :class:`RunControl`) stops it (the curve so far is
     returned, with ``stopped`` true).
     """
-    from .engine import RunContext, _technique_for, select_device, seed_everything
-    from .plugins import get_plugin_manager
+    from .engine import open_context, seed_everything
+    from .events import LrFound, LrStep, Progress
 
     if not (0 < start_lr < end_lr):
         raise StudioError(f"The range test needs 0 < start_lr < end_lr (got {start_lr} and {end_lr}).")
     steps = max(5, int(steps))
-    pm = plugins or get_plugin_manager()
-    tech, cfg = _technique_for(project, pm)
     tr = project.training
     if tr.threads:
         torch.set_num_threads(tr.threads)
-    device = select_device(tr.device)
-    ctx = RunContext(project, tech, cfg, device, run=None, plugins=pm, control=control, emit=on_event)
     seed_everything(tr.seed)
-    tech.prepare_data(ctx)
-    torch.manual_seed(tr.seed)
-    ctx.model = tech.build(ctx).to(device)
-    tech.on_fit_start(ctx)
-    ctx.set_param_groups(tech.param_groups(ctx))
-    opt = ctx.optimizer
+    ctx = open_context(project, plugins=plugins, device=tr.device, emit=on_event, control=control)
+    opt = ctx.train.optimizer
     # each group's rate relative to the head's (training.lr): the curve is in head rates
     ref = max(g["base_lr"] for g in opt.param_groups)
     ratios = [g["base_lr"] / ref for g in opt.param_groups]
@@ -119,14 +111,14 @@ def find_lr(project, plugins=None, on_event: Callable[[dict], None] | None = Non
         while len(lrs) < steps and not exploded:
             model.train()
             blocks.keep_frozen_bn_in_eval(model)
-            for batch in tech.train_batches(ctx, epoch):
+            for batch in ctx.train_batches(epoch):
                 ctx.control.check()
                 lr = start_lr * mult ** len(lrs)
                 for g, r in zip(opt.param_groups, ratios):
                     g["lr"] = lr * r
                 batch = ctx.to_device(batch)
                 with ctx.autocast():
-                    out = tech.training_step(ctx, batch)
+                    out = ctx.training_step(batch)
                 loss = out["loss"]
                 value = float(loss.detach())
                 lrs.append(lr)
@@ -141,8 +133,8 @@ def find_lr(project, plugins=None, on_event: Callable[[dict], None] | None = Non
                 avg = _smooth(raw, smoothing)[-1]
                 smoothed.append(avg)
                 best = min(best, avg)
-                ctx.emit("lr_find", step=len(lrs), steps=steps, lr=lr, loss=avg, raw_loss=value)
-                ctx.emit("progress", task="Finding the learning rate", done=len(lrs), total=steps)
+                ctx.emit(LrStep(step=len(lrs), steps=steps, lr=lr, loss=avg, raw_loss=value))
+                ctx.emit(Progress(task="Finding the learning rate", done=len(lrs), total=steps))
                 if len(lrs) > 5 and avg > diverge * best:
                     exploded = True
                     break
@@ -162,5 +154,5 @@ def find_lr(project, plugins=None, on_event: Callable[[dict], None] | None = Non
     else:
         ctx.log(f"Suggested learning rate: {res['suggested']:.2g} (loss fell fastest there; "
                 f"lowest loss at {res['lr_at_min']:.2g}).")
-    ctx.emit("lr_found", suggested=res["suggested"], steepest=res["steepest"], min_div10=res["min_div10"])
+    ctx.emit(LrFound(suggested=res["suggested"], steepest=res["steepest"], min_div10=res["min_div10"]))
     return res

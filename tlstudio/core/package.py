@@ -48,11 +48,11 @@ def verify_checksums(folder: Path) -> None:
 class ModelPackage:
     """An exported package, loaded with the runtime it was exported for."""
 
-    def __init__(self, folder: Path, spec: dict, runner, technique):
+    def __init__(self, folder: Path, spec: dict, runner, task):
         self.folder = folder
         self.spec = spec
         self.run_model = runner
-        self.technique = technique
+        self.task_plugin = task  # the Task that reads this package's inputs
 
     @classmethod
     def open(cls, folder: str | Path, plugins=None, verify: bool = True) -> "ModelPackage":
@@ -71,7 +71,7 @@ class ModelPackage:
                               f"exporter reads it (available: {', '.join(sorted(plugins.exporters())) or 'none'}).")
         exporter.check_available()
         runner = exporter.load(folder / spec["model_file"], spec)
-        return cls(folder, spec, runner, _technique_for_package(spec, plugins))
+        return cls(folder, spec, runner, _task_for_package(folder, spec, plugins))
 
     @property
     def class_names(self) -> list[str]:
@@ -82,7 +82,7 @@ class ModelPackage:
         return self.spec.get("task", "")
 
     def predict(self, inputs: list) -> list[dict]:
-        return self.technique.predict_package(self.spec, self.run_model, list(inputs))
+        return self.task_plugin.predict_package(self.spec, self.run_model, list(inputs))
 
     def predict_paths(self, paths: Iterable[str | Path]) -> list[dict]:
         from .predict import expand_paths
@@ -95,15 +95,10 @@ class ModelPackage:
         return write_predictions_csv(results, self.class_names, path)
 
 
-def _technique_for_package(spec: dict, plugins):
-    """The technique that exported the package (it knows how to read its inputs), or the
-    task's base class when that plugin is not installed here."""
-    t = plugins.techniques().get(spec.get("technique", ""))
-    if t is not None:
-        return t.fresh()
-    if spec.get("task") == "image-classification":
-        from .classification import ImageClassificationTechnique
-
-        return ImageClassificationTechnique()
-    raise StudioError(f"The package was made by the technique '{spec.get('technique')}' ({spec.get('task')}), which is "
-                      "not installed here: install its plugin to predict with it.")
+def _task_for_package(folder: Path, spec: dict, plugins):
+    """The task of the package (it knows how to read the package's inputs)."""
+    task = plugins.tasks().get(spec.get("task", ""))
+    if task is None:
+        raise StudioError(f"{folder}: the package is for the task '{spec.get('task')}', which no installed plugin "
+                          "offers here: install the plugin that made it to predict with it.")
+    return task.fresh()

@@ -45,9 +45,11 @@ class PluginInfo:
 
 # hook name -> (expected item type, how to name an item)
 def _hook_types() -> dict[str, tuple[type, Callable[[Any], str]]]:
-    from .technique import Technique
+    from .tasks.base import Task
+    from .techniques.base import Technique
 
-    types: dict[str, tuple[type, Callable[[Any], str]]] = {"tlstudio_techniques": (Technique, lambda t: t.id)}
+    types: dict[str, tuple[type, Callable[[Any], str]]] = {"tlstudio_tasks": (Task, lambda t: t.id),
+                                                           "tlstudio_techniques": (Technique, lambda t: t.id)}
     try:
         from .data import DatasetReader
 
@@ -163,6 +165,21 @@ class PluginManager:
             if t.id and t.id not in ts and (task is None or t.task == task):
                 ts[t.id] = t
         return ts
+
+    def tasks(self) -> dict[str, Any]:
+        """The tasks by id (the first plugin to offer an id keeps it)."""
+        ts: dict[str, Any] = {}
+        for t in self._collect("tlstudio_tasks"):
+            if t.id and t.id not in ts:
+                ts[t.id] = t
+        return ts
+
+    def task(self, task_id: str):
+        ts = self.tasks()
+        if task_id not in ts:
+            raise PluginError(f"Unknown task '{task_id}'. Available: {', '.join(sorted(ts)) or 'none'}"
+                              + self._failure_hint())
+        return ts[task_id]
 
     def technique(self, tid: str):
         ts = self.techniques()

@@ -8,7 +8,6 @@ from typing import Iterable
 
 import torch
 
-from .errors import StudioError
 from .io import atomic_write_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
@@ -29,36 +28,24 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 class Predictor:
     """A trained run's model, ready to predict (CLI, Predict page, Grad-CAM).
 
-    The run's technique does the task-specific work (``load_for_inference`` and
-    ``predict_inputs``); this class loads the run and its checkpoint."""
+    The run's task does the task-specific work (``load_for_inference`` and
+    ``predict_inputs``); :func:`tlstudio.core.engine.open_run_model` loads the run."""
 
-    def __init__(self, run, technique, ctx):
+    def __init__(self, run, ctx):
         self.run = run
-        self.technique = technique
         self.ctx = ctx
-        self.model = technique.inference_model(ctx).to(ctx.device).eval()
+        self.task = ctx.task
+        self.technique = ctx.technique
+        self.model = ctx.task.inference_model(ctx).to(ctx.device).eval()
 
     @classmethod
     def from_run(cls, run_ref, runs_dir=None, plugins=None, checkpoint: str = "best", device: str = "cpu") -> "Predictor":
-        from .engine import RunContext, _technique_for, select_device
-        from .plugins import get_plugin_manager
+        from .engine.inference import open_run_model
         from .runs import open_run
         from .settings import load_settings
 
-        plugins = plugins or get_plugin_manager()
         run = open_run(run_ref, runs_dir or load_settings().runs_path())
-        path = run.best_checkpoint if checkpoint == "best" and run.best_checkpoint.exists() else run.last_checkpoint
-        if not path.exists():
-            raise StudioError(f"{run.dir}: this run has no trained model yet (no checkpoint).")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        project = run.project()
-        tech, cfg = _technique_for(project, plugins)
-        ctx = RunContext(project, tech, cfg, select_device(device), run=None, plugins=plugins, for_inference=True)
-        tech.load_for_inference(ctx, run.dir, state)
-        ctx.model = tech.build(ctx)
-        ctx.model.load_state_dict(state["model"])
-        tech.load_state_dict(state.get("technique") or {})
-        return cls(run, tech, ctx)
+        return cls(run, open_run_model(run, plugins=plugins, which=checkpoint, device=device))
 
     @property
     def class_names(self) -> list[str]:
@@ -66,7 +53,7 @@ class Predictor:
 
     def predict(self, inputs: list) -> list[dict]:
         with torch.no_grad():
-            return self.technique.predict_inputs(self.ctx, list(inputs))
+            return self.task.predict_inputs(self.ctx, list(inputs))
 
     def predict_paths(self, paths: Iterable[str | Path]) -> list[dict]:
         """Image files or folders of them: one result per image."""

@@ -1,11 +1,12 @@
-"""Text classification: the data of a run, and the base class of its techniques.
+"""Text classification: the data of a run, and the task (the built-in task plugin
+``text-classification``).
 
 The expert's texts (CSV / TSV / JSONL / UCI ``sentence<TAB>label``, see
 :mod:`tlstudio.core.data.text`) are read, checked, split (stratified, stored) and tokenized
 once with the model folder's own tokenizer; batches are padded to their longest text.  The
 model is ``AutoModelForSequenceClassification`` from a LOCAL Hugging Face folder
 (:mod:`tlstudio.core.models.huggingface`), with layer groups ``embeddings``, ``layer 1..N``,
-``head`` so that the blocks of :mod:`tlstudio.core.blocks` (freezing, per-group learning
+``head`` so that the blocks of :mod:`tlstudio.core.techniques.blocks` (freezing, per-group learning
 rates) apply as they do to images.
 
 A run folder keeps everything prediction needs (``text_model/``: the tokenizer and the model
@@ -26,7 +27,7 @@ import torch
 from .classification import classification_report_md, stored_split, write_classifier_evaluation
 from .errors import DataError, StudioError
 from .io import atomic_write_text
-from .technique import Technique
+from .tasks.base import Task
 
 SPLITS = ("train", "val", "test")
 RUN_MODEL_DIR = "text_model"  # tokenizer + config inside a run folder
@@ -250,14 +251,14 @@ def build_text_classifier(ctx):
     run's own config when only predicting (the checkpoint brings the weights)."""
     from .models.huggingface import load_sequence_classifier, transformer_layer_groups
 
-    pretrained = not ctx.for_inference and ctx.project.model.weights != "none"
+    pretrained = ctx.weights != "none"
     model, info = load_sequence_classifier(ctx.data.folder, ctx.class_names, pretrained=pretrained)
     tok = ctx.data.tokenizer
     if getattr(model.config, "pad_token_id", None) is None and tok.pad_token_id is not None:
         model.config.pad_token_id = tok.pad_token_id
     model.groups = transformer_layer_groups(model)
     ctx.model_info = {"folder": info["folder"], "model_type": info["model_type"]}
-    if not ctx.for_inference:
+    if pretrained or getattr(ctx, "run", None) is not None:  # a run, not a prediction
         n_layers = len(model.groups) - 2
         ctx.log(f"Model: {info['model_type']} from {info['folder']} ({info['params_m']}M parameters, {n_layers} encoder "
                 f"layers); " + (f"new, untrained: {', '.join(info['new_weights'][:6])}" if pretrained
@@ -283,20 +284,25 @@ def save_run_model_files(run_dir: Path, model, tokenizer) -> Path:
     return dest
 
 
-# --- the technique base ---------------------------------------------------------------------------
-class TextClassificationTechnique(Technique):
-    """Base class of text-classification techniques: data, loss, evaluation, prediction,
-    explanation and export.  Subclasses implement ``build`` (usually with
-    :func:`build_text_classifier`) and ``param_groups``."""
+# --- the task ------------------------------------------------------------------------------------
+class TextClassificationTask(Task):
+    """Texts in, one class each out: data, loss, evaluation, prediction, explanation and
+    export.  The technique's settings may set ``max_length`` (tokens; default 128)."""
 
-    task = "text-classification"
+    id = "text-classification"
+    title = "Text classification"
+    description = ("Texts sorted into classes: a CSV/TSV or JSONL table with a text column and a label column, or "
+                   "the two-column sentence<TAB>label files of the UCI sentiment sets.")
+    item = "text"
+    inputs = "texts"
     default_monitor = "val_accuracy"
+    headline = (("accuracy", "Test accuracy"), ("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"))
 
     def max_length(self, ctx) -> int:
         return int(getattr(ctx.config, "max_length", 128))
 
-    def prepare_data(self, ctx) -> None:
-        ctx.data = prepare_text_data(ctx, self.max_length(ctx))
+    def prepare_data(self, ctx):
+        return prepare_text_data(ctx, self.max_length(ctx))
 
     def train_batches(self, ctx, epoch: int):
         """Batches of texts of similar length (see :class:`LengthGroupedBatches`); the plain
@@ -310,27 +316,26 @@ class TextClassificationTechnique(Technique):
         return torch.utils.data.DataLoader(ds, batch_sampler=batches, collate_fn=ctx.data.collate,
                                            num_workers=ctx.num_workers)
 
+    def forward(self, ctx, x):
+        return ctx.model(**x).logits
+
     def training_step(self, ctx, batch) -> dict:
         x, y = batch
-        return {"loss": ctx.criterion(ctx.model(**x).logits, y)}
-
-    def predict_step(self, ctx, batch) -> tuple:
-        x, y = batch
-        return ctx.model(**x).logits, y
+        return {"loss": ctx.criterion(ctx.forward(x), y)}
 
     def evaluate(self, ctx, split: str) -> dict:
         from .classification import evaluate_classifier
 
-        return evaluate_classifier(self, ctx, split)
+        return evaluate_classifier(ctx, split)
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         write_classifier_evaluation(ctx, split, metrics, {"text": list(ctx.data.split_texts(split))})
 
-    def write_report(self, ctx, final: dict) -> None:
-        atomic_write_text(ctx.run.dir / "report.md", text_report_md(ctx.project, final, ctx.data))
+    def report(self, ctx, final: dict) -> str:
+        return text_report_md(ctx.project, final, ctx.data)
 
     # --- prediction, explanation, export ------------------------------------------------------
-    def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> None:
+    def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> "TextInferenceData":
         from .models.huggingface import load_tokenizer
 
         run_dir = Path(run_dir)
@@ -342,8 +347,8 @@ class TextClassificationTechnique(Technique):
         if not (folder / "config.json").is_file():
             raise StudioError(f"{folder}: the run's tokenizer and model config are missing (the run did not get as far "
                               "as building its model).")
-        ctx.data = TextInferenceData(list(checkpoint.get("class_names") or desc["class_names"]), load_tokenizer(folder),
-                                     int(desc.get("max_length", 128)), folder)
+        return TextInferenceData(list(checkpoint.get("class_names") or desc["class_names"]), load_tokenizer(folder),
+                                 int(desc.get("max_length", 128)), folder)
 
     def tokenize(self, ctx, texts: list[str]) -> dict:
         from .models.huggingface import quiet_transformers
@@ -497,12 +502,12 @@ def text_report_md(project, final: dict, data: TextData | None) -> str:
 
 
 def explain_sentence(predictor, text: str) -> dict:
-    """The prediction of ``text`` with the words that drove it (the window calls it in a worker thread).  A technique
+    """The prediction of ``text`` with the words that drove it (the window calls it in a worker thread).  A task
     without ``explain`` gives the prediction alone (``words`` empty)."""
-    tech, ctx = predictor.technique, predictor.ctx
-    if hasattr(tech, "explain"):
+    task, ctx = predictor.task, predictor.ctx
+    if hasattr(task, "explain"):
         with torch.enable_grad():
-            out = dict(tech.explain(ctx, text))
+            out = dict(task.explain(ctx, text))
         out.setdefault("text", text)
         return out
     res = predictor.predict([text])[0]

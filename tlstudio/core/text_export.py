@@ -127,16 +127,16 @@ def export_run_onnx(run_ref, out_dir: str | Path, runs_dir=None, plugins=None, m
     from .predict import Predictor
 
     pred = Predictor.from_run(run_ref, runs_dir=runs_dir, plugins=plugins)
-    tech = pred.technique
-    if not hasattr(tech, "export_onnx"):
-        raise StudioError(f"{pred.run.dir}: the technique {tech.id} does not export text models.")
+    task = pred.task
+    if not hasattr(task, "export_onnx"):
+        raise StudioError(f"{pred.run.dir}: the task {task.id} does not export text models.")
     texts: list[str] = []
     for name in ("test_predictions.csv", "val_predictions.csv"):
         f = pred.run.dir / name
         if f.exists() and not texts:
             with open(f, newline="", encoding="utf-8") as fh:
                 texts = [r["text"] for r in csv.DictReader(fh) if r.get("text")][:max_texts]
-    summary = tech.export_onnx(pred.ctx, out_dir, texts or None, tolerance)
+    summary = task.export_onnx(pred.ctx, out_dir, texts or None, tolerance)
     summary["run_dir"] = str(pred.run.dir)
     atomic_write_json(Path(out_dir) / "export.json", summary)
     _readable(Path(out_dir))

@@ -1,5 +1,5 @@
 """A training job the window started in other processes (``tlstudio train --nproc N`` through
-``tlstudio.core.distributed.RunProcess``), followed like any run another process writes."""
+``tlstudio.core.engine.distributed.RunProcess``), followed like any run another process writes."""
 from __future__ import annotations
 
 import shutil
@@ -17,7 +17,7 @@ def start_job(project, nproc: int, runs_dir: Path | None, resume_dir: str | Path
     ``resume_dir``, continue that run in ``nproc`` processes); returns (RunProcess, that folder,
     its open log file).  Raises StudioError when N processes cannot run here (more processes
     than GPUs, a CUDA device without a GPU)."""
-    from tlstudio.core.distributed import RunProcess, check_processes
+    from tlstudio.core.engine.distributed import RunProcess, check_processes
 
     check_processes(project.training.device, nproc)
     tmp = Path(tempfile.mkdtemp(prefix="tlstudio-job-"))

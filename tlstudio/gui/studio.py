@@ -132,6 +132,18 @@ class Studio(QObject):
     def technique(self, tid: str | None = None):
         return self.techniques().get(tid or self.project.technique.id)
 
+    def tasks_by_id(self) -> dict:
+        if self.plugins is None:
+            return {}
+        try:
+            return self.plugins.tasks()
+        except Exception:  # noqa: BLE001 - the manager isolates hooks; belt and braces
+            return {}
+
+    def task(self, task_id: str | None = None):
+        """The Task plugin of ``task_id`` (default: the project's), or None."""
+        return self.tasks_by_id().get(task_id or self.project.task)
+
     # --- project file ---------------------------------------------------------------------------
     def open_project(self, path: str | Path) -> None:
         """Open a project file; raises ProjectError (a readable message) when it is bad."""

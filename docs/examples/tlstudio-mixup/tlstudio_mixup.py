@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from tlstudio.core import ImageClassificationTechnique, TechniqueConfig, hookimpl
-from tlstudio.core.blocks import discriminative_param_groups, freeze_all_but_top
+from tlstudio.api import Technique, TechniqueConfig, discriminative_param_groups, freeze_all_but_top, hookimpl
 
 
 class MixupConfig(TechniqueConfig):
@@ -22,9 +21,10 @@ class MixupConfig(TechniqueConfig):
     lr_decay: float = Field(0.5, gt=0.0, le=1.0, title="Learning-rate decay per group")
 
 
-class MixupFineTuning(ImageClassificationTechnique):
+class MixupFineTuning(Technique):
     id = "mixup"
     title = "Mixup fine-tuning"
+    task = "image-classification"
     explanation = (
         "Fine-tuning in which every training image is blended with another one, and the answer the network must "
         "give is blended in the same proportion. The network cannot memorise single images, so it generalises "

@@ -290,7 +290,7 @@ class EvaluatePage(Page):
         self.roc_box.hide()
 
     def _show_result_view(self, run_dir: str) -> None:
-        """A technique's own results widget (detection boxes, captions ...), in its own tab."""
+        """The run's task's own results widget (detection boxes, captions, texts ...), in its own tab."""
         if self.extra_view is not None:
             idx = self.tabs.indexOf(self.extra_view)
             if idx >= 0:
@@ -300,30 +300,29 @@ class EvaluatePage(Page):
         from tlstudio.core.runs import Run
 
         try:
-            tid = Run(run_dir).project().technique.id
+            task_id = Run(run_dir).project().task
         except Exception:  # noqa: BLE001
             return
-        tech = self.studio.technique(tid)
-        if tech is None:
+        task = self.studio.task(task_id)
+        if task is None:
             return
         try:
-            w = tech.result_view(Path(run_dir), self)
+            w = task.result_view(Path(run_dir), self)
             if w is not None and not isinstance(w, QWidget):
                 raise TypeError(f"result_view returned a {type(w).__name__}, not a Qt widget")
         except Exception as e:  # noqa: BLE001 - a plugin's view must never break the page
             from .technique import plugin_of
 
-            info = plugin_of(self.studio.plugins, tid)
+            info = plugin_of(self.studio.plugins, task_id, "tlstudio_tasks")
             if info is not None:
                 info.fail(f"result_view raised {type(e).__name__}: {e}", traceback.format_exc())
-            self.error.show_error(f"The results view of {tech.title or tid} failed: {type(e).__name__}: {e}",
+            self.error.show_error(f"The results view of {task.title or task_id} failed: {type(e).__name__}: {e}",
                                   traceback.format_exc(), title="Plugin view failed")
             return
-        if w is not None:
+        if w is not None:  # a task with a view of its own: shown first
             self.extra_view = w
-            self.tabs.addTab(w, tech.title or tid)
-            if tech.task != "image-classification":
-                self.tabs.setCurrentWidget(w)
+            self.tabs.addTab(w, task.title or task_id)
+            self.tabs.setCurrentWidget(w)
 
     def _show_run_shift(self, run_dir: str) -> None:
         """The shift before and after adaptation, when the run measured it (DANN's domain_shift.json)."""

@@ -29,12 +29,13 @@ def lrfinder_module():
         return None
 
 
-def plugin_of(plugins, technique_id: str):
-    """The PluginInfo that provides a technique (to record a failure of its panel)."""
+def plugin_of(plugins, item_id: str, hook: str = "tlstudio_techniques"):
+    """The PluginInfo that provides a technique (or, with ``hook``, a task ...), to record a
+    failure of its panel or view."""
     if plugins is None:
         return None
     for info in plugins.plugins.values():
-        if technique_id in info.provides.get("tlstudio_techniques", []):
+        if item_id in info.provides.get(hook, []):
             return info
     return None
 

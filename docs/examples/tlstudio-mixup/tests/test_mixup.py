@@ -5,7 +5,7 @@ import pytest
 
 
 def test_discovered_through_entry_points():
-    from tlstudio.core.plugins import PluginManager
+    from tlstudio.api import PluginManager
 
     assert "mixup" in PluginManager().techniques()
 
@@ -21,7 +21,7 @@ def test_settings_are_validated():
 
 def test_trains_on_images(tmp_path, monkeypatch):
     monkeypatch.setenv("TLSTUDIO_HOME", str(tmp_path / "home"))
-    from tlstudio.core import Project, train
+    from tlstudio.api import Project, train
 
     p = Project()
     p.data.source = str(Path(__file__).parent / "digits")  # put a few class folders of images here

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
+from .base import Callback
 
 PARTS = ("adapt", "test")
 
@@ -63,7 +64,7 @@ class TargetData:
         if source is not None:
             return source.transform(train)
         if train not in self._transforms:
-            from .data import make_transforms
+            from ..data import make_transforms
 
             self._transforms[train] = make_transforms(None, self.mean, self.std, self.size, False)
         return self._transforms[train]
@@ -71,7 +72,7 @@ class TargetData:
     def dataset(self, part: str, train: bool = False, source=None):
         """(image, label) pairs of ``part`` ("adapt" or "test"); label -1 = unlabelled.
         ``train`` applies the source's augmentation (pass the source ImageData)."""
-        from .data import ImageDataset
+        from ..data import ImageDataset
 
         return ImageDataset(self.images, self._labels, self.indices[part], self.transform(train, source))
 
@@ -112,7 +113,7 @@ def prepare_target(ctx, test_fraction: float = 0.3, seed: int | None = None, req
 
     Returns None when the project has no target and ``required`` is False.
     """
-    from .data import build_image_cache, read_data
+    from ..data import build_image_cache, read_data
 
     proj = ctx.project
     if not proj.data.target_source:
@@ -151,7 +152,7 @@ def prepare_target(ctx, test_fraction: float = 0.3, seed: int | None = None, req
     src.target = target
     run = getattr(ctx, "run", None)
     if run is not None:
-        from .io import atomic_write_json
+        from ..io import atomic_write_json
 
         atomic_write_json(run.dir / "target_split.json", target.split_record())
     return target
@@ -180,10 +181,86 @@ def target_predictions(ctx, model, target: TargetData, part: str = "test"):
 def target_metrics(ctx, model, target: TargetData, part: str = "test") -> dict:
     """Accuracy (and the other classification metrics) of ``model`` on the labelled target
     images held out for testing; ``{"n": 0}`` when the target has no labels."""
-    from .metrics import classification_metrics
+    from ..metrics import classification_metrics
 
     if not target.has_labels:
         return {"n": 0}
     probs, labels = target_predictions(ctx, model, target, part)
     keep = labels >= 0
     return classification_metrics(probs[keep], labels[keep], target.class_names)
+
+
+# --- as a callback any technique can list ---------------------------------------------------------
+class TargetDomain(Callback):
+    """A second image set, the target domain (another scanner, another hospital): read with
+    the run's data, its labels (if any) used only to measure accuracy on held-out target
+    images after every epoch and at the end, and optionally the shift between the domains
+    (MMD with its p-value) before and after training."""
+
+    series = {"target_accuracy": "Target accuracy"}
+
+    def __init__(self, test_share: float = 0.3, measure_shift: bool = False, shift_images: int = 300):
+        self.test_share, self.measure_shift, self.shift_images = float(test_share), bool(measure_shift), int(shift_images)
+        self.shift: dict = {}
+
+    def on_data(self, ctx) -> None:
+        prepare_target(ctx, self.test_share)
+
+    def setup(self, ctx) -> None:
+        if self.measure_shift and "before" not in self.shift and ctx.train.step == 0:
+            rep = self._measure(ctx)
+            self.shift["before"] = rep.to_dict()
+            ctx.log(f"Domain shift before adaptation: MMD² {rep.mmd.mmd2:.4f}, p = {rep.mmd.p_value:.3g}.")
+
+    def _measure(self, ctx):
+        from ..diagnostics import run_shift
+
+        return run_shift(ctx, ctx.model.backbone, self.shift_images, seed=ctx.training.seed)
+
+    def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> dict:
+        target = ctx.data.target
+        return {"target_accuracy": target_metrics(ctx, ctx.model, target)["accuracy"]} if target.has_labels else {}
+
+    def after_evaluate(self, ctx, split: str, m: dict) -> None:
+        if split != "test":
+            return
+        t = target_metrics(ctx, ctx.model, ctx.data.target)
+        if t.get("n"):
+            m["target"] = t
+            m.update({f"target_{k}": t[k] for k in ("accuracy", "balanced_accuracy", "f1_macro", "auc")})
+            m["target_n"] = t["n"]
+        if self.measure_shift:
+            rep = self._measure(ctx)
+            self.shift["after"] = rep.to_dict()
+            m["mmd2_after"], m["mmd_p_after"] = rep.mmd.mmd2, rep.mmd.p_value
+            if "before" in self.shift:
+                m["mmd2_before"], m["mmd_p_before"] = self.shift["before"]["mmd2"], self.shift["before"]["p_value"]
+            ctx.log(f"Domain shift after adaptation: MMD² {rep.mmd.mmd2:.4f}, p = {rep.mmd.p_value:.3g}.")
+
+    def write_results(self, ctx, split: str, metrics: dict) -> None:
+        if split == "test" and self.shift:
+            from ..io import atomic_write_json
+
+            atomic_write_json(ctx.run.dir / "domain_shift.json", self.shift)
+
+    def report(self, ctx, final: dict) -> str:
+        t = final.get("test", {})
+        lines = ["## Target domain", ""]
+        if t.get("target_accuracy") is not None:
+            ci = t["target"].get("accuracy_ci95", [None, None])
+            lines.append(f"- Target accuracy: {t['target_accuracy']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f}) on "
+                         f"{t['target_n']} labelled target images held out (never trained on).")
+        else:
+            lines.append("- The target images carry no labels: target accuracy cannot be measured.")
+        for when in ("before", "after"):
+            s = self.shift.get(when)
+            if s:
+                lines.append(f"- Shift {when} adaptation: MMD² {s['mmd2']:.4f}, p = {s['p_value']:.3g}.")
+        return "\n".join(lines)
+
+    def state_dict(self) -> dict:
+        return {"shift_before": self.shift["before"]} if self.shift.get("before") else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("shift_before"):
+            self.shift["before"] = state["shift_before"]

@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .control import RunControl
+
 STOP_FILE = "stop.request"      # written by request_stop(); rank 0 (or the single process) stops
 OOM_FILE = "oom.json"           # a process ran out of GPU memory: the launcher restarts smaller
 MAX_OOM_RESTARTS = 6
@@ -86,7 +88,7 @@ class Distributed:
         import torch
         import torch.distributed as dist
 
-        from .errors import StudioError
+        from ..errors import StudioError
 
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local_rank = int(os.environ["LOCAL_RANK"])
@@ -236,7 +238,7 @@ def _DDP(*args, **kwargs):
 def request_stop(run_dir: str | Path) -> Path:
     """Ask a running job (one process or torchrun) to stop at its next batch: it records
     ``stopped`` and can be resumed from its last completed epoch.  Safe to call twice."""
-    from .io import atomic_write_json
+    from ..io import atomic_write_json
 
     return atomic_write_json(Path(run_dir) / STOP_FILE, {"requested": time.time(), "by": os.getpid()})
 
@@ -260,13 +262,7 @@ def make_control(dist: "Distributed | None", base=None):
     return DistributedControl(dist, base)
 
 
-def _control_base():
-    from .engine import RunControl
-
-    return RunControl
-
-
-class DistributedControl(_control_base()):
+class DistributedControl(RunControl):
     """Stop for several processes: a request seen by any rank (the stop file on rank 0,
     ``stop()`` called in-process, Ctrl-C on the launcher) takes effect on *all* ranks at the
     same training batch, through :meth:`sync`.  ``check()`` never stops one rank alone
@@ -298,14 +294,14 @@ class DistributedControl(_control_base()):
         pass
 
     def check(self) -> None:
-        from .errors import RunStopped
+        from ..errors import RunStopped
 
         if self._agreed:
             raise RunStopped()
 
     def sync(self) -> None:
         """Collective: every rank calls it at the same point (each training batch)."""
-        from .errors import RunStopped
+        from ..errors import RunStopped
 
         if not self._agreed:
             self._agreed = self.dist.any(self.requested)
@@ -326,7 +322,7 @@ def read_oom(run_dir: str | Path | None) -> dict:
 def record_oom(run_dir: str | Path | None, rank: int, batch: int, micro: int) -> None:
     """A process ran out of GPU memory with ``batch`` images at a time: the job restarts from
     its last checkpoint with ``micro`` (the launcher reads this file)."""
-    from .io import atomic_write_json
+    from ..io import atomic_write_json
 
     if run_dir:
         prev = read_oom(run_dir)
@@ -357,7 +353,7 @@ def worker_env(nproc: int, base: dict | None = None) -> dict:
 def create_run_folder(path: str | Path) -> "Any":
     """The (empty) run folder a job will fill: created before the job starts so that the
     caller knows where to follow it."""
-    from .runs import RUNNING, Run
+    from ..runs import RUNNING, Run
 
     d = Path(path)
     (d / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -368,7 +364,7 @@ def create_run_folder(path: str | Path) -> "Any":
 
 
 def new_run_folder(runs_dir: str | Path, project) -> "Any":
-    from .runs import Run
+    from ..runs import Run
 
     return Run.create(runs_dir, project)
 
@@ -427,7 +423,7 @@ def launch(run_dir: str | Path, worker_args: Sequence[str], nproc: int, *, stdou
     and wait for it; restart from the last checkpoint with half the images at a time after an
     out-of-memory; return the run's final summary (or its status).  The run store is written by
     rank 0 only; this launcher writes to it only when no worker is left (a crash)."""
-    from .runs import DONE, FAILED, INTERRUPTED, RUNNING, STOPPED, Run
+    from ..runs import DONE, FAILED, INTERRUPTED, RUNNING, STOPPED, Run
 
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     run = Run(run_dir)
@@ -450,7 +446,7 @@ def launch(run_dir: str | Path, worker_args: Sequence[str], nproc: int, *, stdou
                 and not stop_requested(run.dir):
             oom_seen = oom["micro_batch"]
             oom["restarts"] = attempt + 1
-            from .io import atomic_write_json
+            from ..io import atomic_write_json
 
             atomic_write_json(run.dir / OOM_FILE, oom)
             say(f"Out of GPU memory (process {oom.get('rank')}) with {oom.get('from')} images at a time: "
@@ -488,7 +484,7 @@ def global_args(argv: Sequence[str]) -> list[str]:
 
 def finished(run_dir: str | Path) -> bool:
     """The run in ``run_dir`` ended (done, failed or stopped)."""
-    from .runs import DONE, FAILED, STOPPED, Run
+    from ..runs import DONE, FAILED, STOPPED, Run
 
     return Run(run_dir).status_info().get("status") in (DONE, FAILED, STOPPED)
 
@@ -497,7 +493,7 @@ def check_processes(device_pref: str, nproc: int) -> None:
     """A clear message before anything starts when N processes cannot each get a GPU."""
     import torch
 
-    from .errors import StudioError
+    from ..errors import StudioError
 
     pref = (device_pref or "auto").lower()
     if nproc < 1:
@@ -548,9 +544,9 @@ class RunProcess:
         """``project_file``: a project.toml (a new run) or, with ``resume=True``, a run folder.
         ``stderr`` (warnings, a failing process's traceback) goes to the caller's by default;
         pass an open file to keep it (not a pipe nobody reads: the job would block on it)."""
-        from .config import load_project
-        from .runs import open_run
-        from .settings import load_settings
+        from ..config import load_project
+        from ..runs import open_run
+        from ..settings import load_settings
 
         if resume:
             run = open_run(project_file)

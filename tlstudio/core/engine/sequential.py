@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ModelError, StudioError
-from .io import atomic_write_json
-from .runs import Run, open_run
+from ..errors import ModelError, StudioError
+from ..io import atomic_write_json
+from ..runs import Run, open_run
 
 
 def resolve_run(ref: str | Path, *roots: str | Path | None) -> Run:
     """An earlier run by folder or id (looked up in ``roots``, then the runs folder)."""
-    from .settings import load_settings
+    from ..settings import load_settings
 
     tried = [r for r in roots if r] + [load_settings().runs_path()]
     for root in tried:
@@ -90,7 +90,7 @@ class SourceTask:
     def evaluate(self, ctx, split: str | None = None, model: torch.nn.Module | None = None) -> dict:
         """Metrics of the earlier task on its ``split`` (default: its test set) with
         ``model``'s backbone (None: the earlier model as it finished)."""
-        from .metrics import classification_metrics
+        from ..metrics import classification_metrics
 
         split = split or self.split
         was_training = model.training if model is not None else False
@@ -111,9 +111,18 @@ class SourceTask:
         m["split"] = split
         return m
 
+    def loader(self, split: str = "train", max_samples: int | None = None, batch_size: int = 32, seed: int = 0):
+        """Batches of the earlier task's ``split`` (plain preprocessing), at most
+        ``max_samples`` images drawn at random with ``seed`` (for the Fisher information)."""
+        ds = self.data.dataset(split, train=False)
+        if max_samples and len(ds) > max_samples:
+            pick = np.random.default_rng(seed).choice(len(ds), max_samples, replace=False)
+            ds = torch.utils.data.Subset(ds, np.sort(pick).tolist())
+        return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
+
     def final_metrics(self, ctx) -> dict:
         """The earlier task's accuracy before and after this run, and the forgetting."""
-        from .metrics import scalar_metrics
+        from ..metrics import scalar_metrics
 
         after = self.evaluate(ctx, model=ctx.model)
         before = self.before or self.evaluate(ctx)
@@ -132,22 +141,20 @@ class SourceTask:
 def load_run_model(run: Run, plugins=None, device: str | torch.device = "cpu"):
     """The trained model of a finished image-classification run (best checkpoint, loaded
     safely) and the project it was trained with."""
-    from .models.classifier import ClassifierModel
-    from .predict import Predictor
+    from ..models.classifier import ClassifierModel
+    from .inference import open_run_model
 
-    pred = Predictor.from_run(run.dir, plugins=plugins, device=str(device))
-    model = pred.model
+    ictx = open_run_model(run, plugins=plugins, device=device)
+    model = ictx.task.inference_model(ictx)
     if not isinstance(model, ClassifierModel):
-        raise ModelError(f"Start from run: {run.id} was trained by '{pred.technique.id}', whose model is not an image "
+        raise ModelError(f"Start from run: {run.id} was trained by '{ictx.technique.id}', whose model is not an image "
                          "classifier with a backbone and a head; choose an image-classification run.")
-    return model, pred.ctx.project
+    return model, ictx.project
 
 
 def start_from_run(ctx, model) -> SourceTask:
     """Load the earlier run ``ctx.project.model.from_run`` into ``model`` (built for this
-    run's classes) and attach its task: ``ctx.state["source_task"]``."""
-    from .classification import prepare_image_data
-
+    run's classes) and attach its task: ``ctx.source_task``."""
     proj = ctx.project
     roots = [ctx.run.dir.parent if ctx.run is not None else None]
     run = resolve_run(proj.model.from_run, *roots)
@@ -157,14 +164,14 @@ def start_from_run(ctx, model) -> SourceTask:
         raise StudioError(f"Start from run: {run.id} has no trained model (no checkpoints/best.pt); "
                           "choose a run that finished at least one epoch.")
     old, old_project = load_run_model(run, ctx.plugins, ctx.device)
-    if old_project.task != "image-classification":
+    if old_project.task != ctx.task.id:
         raise StudioError(f"Start from run: {run.id} is a {old_project.task} run; sequential transfer needs an "
                           "image-classification run.")
     if old.arch_name != proj.model.architecture:
         raise ModelError(f"Start from run: {run.id} trained {old.arch_name}, but this project uses "
                          f"{proj.model.architecture}; choose {old.arch_name} as the model.")
     model.backbone.load_state_dict(old.backbone.state_dict())
-    data = prepare_image_data(_EarlierTaskContext(ctx, old_project))
+    data = ctx.task.prepare_data(_EarlierTaskContext(ctx, old_project))
     old_names = data.class_names
     new_sd, old_sd = model.head.state_dict(), old.head.state_dict()
     same = old_names == ctx.class_names and set(new_sd) == set(old_sd) and all(
@@ -175,7 +182,7 @@ def start_from_run(ctx, model) -> SourceTask:
         p.requires_grad_(False)
     old.eval().to(ctx.device)
     task = SourceTask(run, old_project, data, old, same)
-    ctx.state["source_task"] = task
+    ctx.source_task = task
     task.before = task.evaluate(ctx)
     ckpt = run.best_checkpoint
     ctx.model_info.update(weights=f"run:{run.id}", weights_path=str(ckpt), weights_source="run",
@@ -192,7 +199,7 @@ def _record(ctx, task: SourceTask) -> None:
     """Write what the new run inherited into its folder (from_run.json, source_split.json)."""
     if ctx.run is None:
         return
-    from .metrics import scalar_metrics
+    from ..metrics import scalar_metrics
 
     d = task.data
     split_copy = None
@@ -208,14 +215,3 @@ def _record(ctx, task: SourceTask) -> None:
                  "fingerprint": d.fingerprint, "split_file": split_copy,
                  "split_counts": {s: int(len(d.indices[s])) for s in ("train", "val", "test")}},
         "evaluated_on": task.split, "before": scalar_metrics(task.before)})
-
-
-def source_task_loader(ctx, task: SourceTask, split: str = "train", max_samples: int | None = None,
-                       batch_size: int = 32, seed: int = 0):
-    """Batches of the earlier task's ``split`` (plain preprocessing), at most
-    ``max_samples`` images drawn at random with ``seed`` (for the Fisher information)."""
-    ds = task.data.dataset(split, train=False)
-    if max_samples and len(ds) > max_samples:
-        ds = torch.utils.data.Subset(ds, np.sort(np.random.default_rng(seed).choice(len(ds), max_samples,
-                                                                                    replace=False)).tolist())
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)

@@ -42,6 +42,12 @@ def freeze_all_but_top(model, trainable_groups: int) -> None:
     set_trainable(groups[len(groups) - n:], True)
 
 
+def keep_in_eval(module: nn.Module) -> None:
+    """``module`` stays in eval mode while the rest of the model trains (a frozen backbone:
+    its BatchNorm statistics and dropout as pretrained)."""
+    module._tl_frozen = True
+
+
 def keep_frozen_bn_in_eval(model: nn.Module) -> None:
     """Call after ``model.train()``: BatchNorm layers of frozen groups go back to eval."""
     for m in model.modules():

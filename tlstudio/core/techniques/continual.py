@@ -15,6 +15,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from .base import Callback
+
 Progress = Callable[[str, int, int], None] | None
 
 
@@ -135,3 +137,79 @@ class EWCPenalty(nn.Module):
         vals = torch.cat([f.flatten() for _, f, _ in self.terms()]) if self.names else torch.zeros(1)
         return {"parameters": int(vals.numel()), "sum": float(vals.sum()), "max": float(vals.max()),
                 "mean": float(vals.mean()), "near_zero_share": float((vals < vals.max() * 1e-6).float().mean())}
+
+
+# --- as a callback any technique can list ---------------------------------------------------------
+class ElasticWeightConsolidation(Callback):
+    """The EWC penalty on a run that starts from an earlier run (``model.from_run``): the
+    Fisher information of the weights the two tasks share, from ``fisher_samples`` of the
+    earlier task's training images, then ``(λ/2)·Σ F_i (θ_i − θ*_i)²`` added to every step's
+    loss.  Charts the new-task loss, the penalty and (``track``) the earlier task's accuracy;
+    the report tells the forgetting."""
+
+    series = {"task_loss": "New-task loss", "ewc_penalty": "EWC penalty",
+              "earlier_task_accuracy": "Earlier task accuracy (validation)"}
+
+    def __init__(self, strength: float, fisher_samples: int = 500, track: bool = True):
+        self.strength, self.fisher_samples, self.track = float(strength), int(fisher_samples), bool(track)
+        self.penalty: EWCPenalty | None = None
+        self._sums: dict[str, float] = {}
+        self._n = 0
+
+    def setup(self, ctx) -> None:
+        task = ctx.source_task
+        if task is None:
+            from ..errors import StudioError
+
+            raise StudioError("EWC continues from an earlier run: choose 'Start from run' on the Model page "
+                              "(or give --from-run RUN on the command line).")
+        # the weights the two tasks share: the backbone, and the head when the classes are the same
+        shared = [k for k, p in ctx.model.named_parameters()
+                  if p.requires_grad and (k.startswith("backbone.") or task.shared_head)]
+        loader = task.loader("train", self.fisher_samples, batch_size=32, seed=ctx.training.seed)
+        fisher = diagonal_fisher(task.model, loader, shared, ctx.device, self.fisher_samples, progress=ctx.progress,
+                                 should_stop=ctx.control.check)
+        anchor = {k: p for k, p in task.model.named_parameters() if k in fisher}
+        self.penalty = EWCPenalty(fisher, anchor, self.strength).to(ctx.device)
+        s = self.penalty.fisher_summary()
+        ctx.log(f"EWC: Fisher information of {s['parameters']:,} weights from "
+                f"{min(self.fisher_samples, len(loader.dataset))} earlier-task images (mean {s['mean']:.3g}, "
+                f"max {s['max']:.3g}); λ = {self.strength:g}.")
+
+    def on_epoch_start(self, ctx, epoch: int) -> None:
+        self._sums, self._n = {}, 0
+
+    def after_loss(self, ctx, out: dict) -> None:
+        loss = out["loss"]
+        penalty = self.penalty(unwrap(ctx.model)) if self.strength > 0 else loss.new_zeros(())
+        out.update(task_loss=loss.detach(), ewc_penalty=penalty.detach(), loss=loss + penalty)
+        for k in ("task_loss", "ewc_penalty"):
+            self._sums[k] = self._sums.get(k, 0.0) + float(out[k])
+        self._n += 1
+
+    def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> dict:
+        series = {k: v / max(1, self._n) for k, v in self._sums.items()}
+        task = ctx.source_task
+        if self.track and task is not None:
+            split = "val" if task.data.has_split("val") else task.split
+            series["earlier_task_accuracy"] = task.evaluate(ctx, split, model=ctx.model)["accuracy"]
+        return series
+
+    def report(self, ctx, final: dict) -> str | None:
+        s = final.get("source_task")
+        if not s:
+            return None
+        new_acc = final.get("test_accuracy")
+        lines = ["## The earlier task", "",
+                 f"Started from run `{s['run_id']}`; its {s['split']} set ({s['n']} images) was kept with this run.", "",
+                 f"- Accuracy on the earlier task before learning the new one: {s['before']['accuracy']:.3f}",
+                 f"- After: {s['after']['accuracy']:.3f} — forgetting {s['forgetting_points']:.1f} points "
+                 f"(EWC λ = {self.strength:g})"]
+        if new_acc is not None:
+            lines.append(f"- New task test accuracy: {new_acc:.3f}")
+        return "\n".join(lines)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside a DistributedDataParallel wrapper (or ``model`` itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
