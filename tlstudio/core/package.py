@@ -82,7 +82,7 @@ class ModelPackage:
         return self.spec.get("task", "")
 
     def predict(self, inputs: list) -> list[dict]:
-        return self.task_plugin.predict_package(self.spec, self.run_model, list(inputs))
+        return self.task_plugin.predict_package(self, list(inputs))
 
     def predict_paths(self, paths: Iterable[str | Path]) -> list[dict]:
         from .predict import expand_paths

@@ -23,7 +23,7 @@ load_for_inference(ctx, run, ck)  what predicting needs (classes, preprocessing)
 inference_model(ctx)              preprocessed inputs -> outputs (predict, export, Grad-CAM)
 predict_inputs(ctx, inputs)       raw inputs -> one dict per input (a bad one gets {"error"})
 export_inputs / export_spec       real example inputs and the package description
-predict_package(spec, run, ins)   predict with an exported package alone
+predict_package(package, inputs)  predict with an exported package alone
 result_view(run_dir, parent)      the window's view of a finished run (Qt imported inside)
 ================================  ===============================================================
 """
@@ -119,11 +119,17 @@ class Task:
 
     def export_spec(self, ctx) -> dict:
         """What a package needs besides the weights: ``inputs``/``outputs`` names, optional
-        ``dynamic_axes``, ``labels``, ``preprocessing`` and ``postprocess``."""
+        ``dynamic_axes`` ({"input_ids": {0: "batch", 1: "sequence"}}), ``labels``,
+        ``preprocessing`` (JSON a third party can reproduce), ``postprocess``, and ``files``
+        ({name in the package: path}: files that go with the model, such as a tokenizer's)."""
         return {"task": self.id, "inputs": ["input"], "outputs": ["output"], "labels": [],
                 "preprocessing": {}, "postprocess": "none"}
 
-    def predict_package(self, spec: dict, run_model, inputs: list) -> list[dict]:
+    def predict_package(self, package, inputs: list) -> list[dict]:
+        """Raw inputs -> one dict per input with an exported package alone (no run, no project):
+        ``package.spec`` is its package.json, ``package.folder`` its folder (files the spec
+        named, such as a tokenizer), ``package.run_model(list[np.ndarray]) -> list[np.ndarray]``
+        runs the exported model."""
         raise NotImplementedError(f"the task '{self.id}' cannot predict from an exported package")
 
     # --- state a run keeps ----------------------------------------------------------------------
