@@ -49,7 +49,8 @@ _MODULES = {
     # models and where their weights are found
     "tlstudio.core.models": ["Architecture", "WeightSource", "ModelLibrary", "ClassifierModel", "LayerGroup"],
     # exports
-    "tlstudio.core.export": ["Exporter", "ExportError", "export_run", "flatten_outputs"],
+    "tlstudio.core.delivery.exporter": ["Exporter", "ExportError", "flatten_outputs"],
+    "tlstudio.core.export": ["export_run"],
     # projects, runs and training
     "tlstudio.core.config": ["Project", "load_project", "project_from_dict"],
     "tlstudio.core.engine": ["train", "resume", "RunControl", "RunContext", "InferenceContext", "TrainState",

@@ -27,6 +27,8 @@ def load_predictions(run_dir: str | Path, split: str = "test") -> tuple[np.ndarr
     if not rows:
         return None
     head = rows[0]
+    if "label" not in head:  # not one class per item (multi-label, or another task's predictions)
+        return None
     pcols = [i for i, h in enumerate(head) if h.startswith("p_")]
     names = [head[i][2:] for i in pcols]
     li = head.index("label")

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .delivery.exporter import ExportError, Exporter, Runner, flatten_outputs  # noqa: F401 (the public names)
 from .errors import StudioError
 from .io import atomic_write_json, atomic_write_text, sha256_file
 
@@ -38,61 +39,6 @@ PACKAGE_FORMAT = "tlstudio-model-package"
 PACKAGE_VERSION = 1
 #: how many real inputs the parity check uses by default
 DEFAULT_CHECK_INPUTS = 32
-
-Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
-
-
-class ExportError(StudioError):
-    """An export could not be made or did not match the PyTorch model."""
-
-
-class Exporter:
-    """Base class of an exporter plugin.
-
-    Subclasses set ``id`` ("onnx"), ``title``, ``file_name`` (inside the package) and
-    ``runtime`` (what runs the file), and implement :meth:`export` and :meth:`load`.
-    """
-
-    id: str = ""
-    title: str = ""
-    file_name: str = "model"
-    runtime: str = ""
-    description: str = ""
-
-    def check_available(self) -> None:
-        """Raise :class:`ExportError` in plain words when a package this exporter needs is missing."""
-
-    def versions(self) -> dict[str, str]:
-        """Versions of the libraries that make and run the file (for the model card)."""
-        return {}
-
-    def export(self, model, example_inputs: tuple, spec: dict, path: Path) -> None:
-        """Write ``model`` (eval mode, fp32, CPU) to ``path``.  ``example_inputs`` is a tuple
-        of tensors with a batch of two; dim 0 of every input and output must stay dynamic.
-        ``spec["inputs"]`` / ``spec["outputs"]`` name them."""
-        raise NotImplementedError
-
-    def load(self, path: Path, spec: dict) -> Runner:
-        """A function that runs the exported file: list of numpy inputs -> list of numpy outputs."""
-        raise NotImplementedError
-
-    def __repr__(self) -> str:  # pragma: no cover - cosmetic
-        return f"<Exporter {self.id}>"
-
-
-# --- helpers for exporters and the parity check ------------------------------------------------
-def flatten_outputs(out: Any) -> list:
-    """A model's output (a tensor, tuple/list or dict of them) as a flat list of tensors."""
-    import torch
-
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in flatten_outputs(o)]
-    raise ExportError(f"The model returned a {type(out).__name__}; an exported model must return tensors.")
-
 
 def torch_outputs(model, inputs: Sequence) -> list[np.ndarray]:
     import torch
@@ -270,6 +216,10 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
             "created": _dt.datetime.now().isoformat(timespec="seconds"), "tlstudio": __version__,
             "versions": exporter.versions(),
         }
+        # what else the task put in its spec (thresholds, a decision ...) travels in package.json too
+        package.update({k: v for k, v in spec.items() if k not in package and k not in ("files", "dynamic_axes")})
+        for name, src in (spec.get("files") or {}).items():  # files that go with the model (a tokenizer's)
+            shutil.copyfile(src, tmp / name)
         atomic_write_json(tmp / "package.json", package)
         from .modelcard import build_model_card
 

@@ -64,7 +64,7 @@ def _hook_types() -> dict[str, tuple[type, Callable[[Any], str]]]:
     except ImportError:  # pragma: no cover
         pass
     try:
-        from .export import Exporter
+        from .delivery.exporter import Exporter
 
         types["tlstudio_exporters"] = (Exporter, lambda e: e.id)
     except ImportError:

@@ -9,6 +9,7 @@ module             what it holds
 ``checkpoint``     best.pt and last.pt
 ``control``        Stop/Pause, devices, seeds
 ``inference``      a trained run's model for prediction and export
+``project``        from a project to its technique, settings and best-epoch metric
 ``sequential``     a run that starts from an earlier run's model
 ``distributed``    several processes through torchrun
 =================  ===========================================================================
@@ -22,8 +23,8 @@ from typing import Any
 # control) import without torch
 _NAMES = {"InferenceContext": "context", "RunContext": "context", "TrainState": "context",
           "RunControl": "control", "describe_device": "control", "seed_everything": "control",
-          "select_device": "control", "Trainer": "loop", "monitor_of": "loop", "open_context": "loop",
-          "resume": "loop", "technique_for": "loop", "train": "loop", "open_run_model": "inference"}
+          "select_device": "control", "Trainer": "loop", "monitor_of": "project", "open_context": "loop",
+          "resume": "loop", "technique_for": "project", "train": "loop", "open_run_model": "inference"}
 
 __all__ = sorted(_NAMES)
 

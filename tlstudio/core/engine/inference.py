@@ -10,7 +10,7 @@ from ..techniques.base import Recipe
 from . import checkpoint
 from .context import InferenceContext
 from .control import select_device
-from .loop import technique_for
+from .project import technique_for
 
 
 def open_run_model(run, plugins=None, which: str = "best", device: str | torch.device = "cpu",

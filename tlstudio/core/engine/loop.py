@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import Project, format_validation_error
-from ..errors import ProjectError, RunStopped, StudioError, advice_for
+from ..config import Project
+from ..errors import RunStopped, StudioError, advice_for
 from ..events import EpochEnded, Event, RunDone, RunFailed, RunResult, RunStarted, RunWasStopped, Throttle
 from ..io import atomic_write_json
 from ..runs import DONE, FAILED, RUNNING, STOPPED, Run, open_run
@@ -34,35 +34,8 @@ from ..settings import load_settings
 from . import checkpoint
 from .context import EventCallback, RunContext
 from .control import RunControl, describe_device, seed_everything, select_device
+from .project import monitor_of, technique_for
 from .step import train_one_epoch
-
-
-def monitor_of(project: Project, technique, task) -> tuple[str, str]:
-    """The validation metric that picks the best epoch, and whether higher is better."""
-    name = project.training.monitor
-    if name == "auto":
-        name = technique.default_monitor or task.default_monitor
-    if name == "last":  # keep the last epoch (small validation sets make "best" a coin toss)
-        return "last", "max"
-    if not name.startswith("val_"):
-        name = "val_" + name
-    return name, ("min" if name.endswith("loss") else "max")
-
-
-def technique_for(project: Project, plugins):
-    """A fresh instance of the project's technique and its validated settings."""
-    from pydantic import ValidationError
-
-    proto = plugins.technique(project.technique.id)
-    if proto.task != project.task:
-        raise ProjectError(f"Technique '{proto.id}' is for {proto.task}, but the project's task is {project.task}.")
-    tech = proto.fresh()
-    try:
-        cfg = tech.make_config(project.technique.settings)
-    except ValidationError as e:
-        where = str(project.path) if project.path else "project"
-        raise ProjectError(format_validation_error(e, where, prefix="technique.settings")) from None
-    return tech, cfg
 
 
 def prepare(ctx: RunContext) -> None:

@@ -1,0 +1,1 @@
+"""What leaves the studio: exports and packages, model cards, reports, predictions."""
