@@ -370,15 +370,7 @@ class TextClassificationTask(Task):
 
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         """Sentences -> {"ref", "predicted", "probabilities"} (or {"ref", "error"} for an empty one)."""
-        results: list[dict] = []
-        good: list[tuple[int, str]] = []
-        for t in inputs:
-            s = "" if t is None else str(t)
-            if not s.strip():
-                results.append({"ref": s, "error": "empty text"})
-            else:
-                good.append((len(results), s))
-                results.append({"ref": s})
+        results, good = _sentences(inputs)
         if good:
             probs = self.predict_texts(ctx, [s for _, s in good])
             names = ctx.data.class_names
@@ -397,13 +389,76 @@ class TextClassificationTask(Task):
     def inference_model(self, ctx) -> Any:
         return LogitsModel(ctx.model)
 
-    def export_onnx(self, ctx, out_dir: str | Path, texts: list[str] | None = None, tolerance: float = 1e-4) -> dict:
-        """Write model.onnx with the tokenizer files beside it; checks onnxruntime against
-        PyTorch on ``texts`` (max abs difference of the logits)."""
-        from .text_export import export_text_onnx
+    # --- export (any exporter; ONNX keeps the sequence length dynamic) --------------------------
+    def export_inputs(self, ctx, n: int) -> tuple:
+        """Up to ``n`` of the run's own test (else validation) texts, tokenized as in
+        training and padded to the batch's longest: (input_ids, attention_mask)."""
+        import csv
 
-        return export_text_onnx(ctx.model, ctx.data.tokenizer, ctx.data.class_names, ctx.data.max_length,
-                                out_dir, texts, tolerance)
+        texts, used = [], ""
+        for split in ("test", "val"):
+            f = Path(ctx.run_dir) / f"{split}_predictions.csv"
+            if f.exists() and not texts:
+                with open(f, newline="", encoding="utf-8") as fh:
+                    texts = [r["text"] for r in csv.DictReader(fh) if r.get("text", "").strip()][: int(n)]
+                used = split
+        if len(texts) < 2:
+            raise StudioError(f"{ctx.run_dir}: the run has no test or validation texts to check the export with.")
+        enc = self.tokenize(ctx, texts)
+        ctx.scratch["export_inputs_info"] = {"split": used, "n": len(texts), "kind": "texts",
+                                             "source": str(Path(ctx.run_dir) / f"{used}_predictions.csv")}
+        return enc["input_ids"], enc["attention_mask"]
+
+    def export_spec(self, ctx) -> dict:
+        folder = Path(ctx.data.folder)
+        files = {f.name: str(f) for f in sorted(folder.iterdir())
+                 if f.is_file() and f.suffix in (".json", ".txt", ".model") and f.name != "config.json"}
+        seq = {0: "batch", 1: "sequence"}
+        return {
+            "task": self.id, "inputs": ["input_ids", "attention_mask"], "outputs": ["logits"],
+            "dynamic_axes": {"input_ids": seq, "attention_mask": seq}, "labels": list(ctx.data.class_names),
+            "postprocess": "softmax", "files": files,
+            "preprocessing": {"kind": "text", "tokenizer": "the Hugging Face tokenizer files in this folder",
+                              "max_length": int(ctx.data.max_length), "padding": "pad each batch to its longest text",
+                              "truncation": True, "inputs": ["input_ids", "attention_mask"],
+                              "output": "logits (batch x classes); softmax gives the probabilities"},
+        }
+
+    def predict_package(self, package, inputs: list) -> list[dict]:
+        """Sentences -> {"ref", "predicted", "probabilities"} with an exported model and the
+        tokenizer files in its package."""
+        from .models.huggingface import load_tokenizer, quiet_transformers
+
+        names = list(package.spec["labels"])
+        tok = load_tokenizer(package.folder)
+        max_length = int(package.spec["preprocessing"]["max_length"])
+        results, good = _sentences(inputs)
+        for b in range(0, len(good), 32):
+            chunk = good[b:b + 32]
+            with quiet_transformers():
+                enc = tok([t for _, t in chunk], padding=True, truncation=True, max_length=max_length,
+                          return_tensors="np")
+            logits = np.asarray(package.run_model([enc["input_ids"].astype(np.int64),
+                                                   enc["attention_mask"].astype(np.int64)])[0], np.float64)
+            e = np.exp(logits - logits.max(1, keepdims=True))
+            for (k, _), pr in zip(chunk, e / e.sum(1, keepdims=True)):
+                results[k]["predicted"] = names[int(pr.argmax())]
+                results[k]["probabilities"] = {c: float(v) for c, v in zip(names, pr)}
+        return results
+
+
+def _sentences(inputs: list) -> tuple[list[dict], list[tuple[int, str]]]:
+    """{"ref"} per input ({"ref", "error"} for an empty one), and the (index, text) of the others."""
+    results: list[dict] = []
+    good: list[tuple[int, str]] = []
+    for t in inputs:
+        s = "" if t is None else str(t)
+        if not s.strip():
+            results.append({"ref": s, "error": "empty text"})
+        else:
+            good.append((len(results), s))
+            results.append({"ref": s})
+    return results, good
 
 
 # --- explanation ----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ module             what it holds
 =================  ===========================================================================
 ``loop``           ``train``/``resume`` and the Trainer: a run from data to report
 ``step``           one training epoch (torchvision's train_one_epoch, robust)
-``context``        what techniques and tasks get: RunContext, InferenceContext, TrainState
+``context``        what techniques and tasks get during a run: RunContext, TrainState
+``services``       what building a model needs: ModelContext, InferenceContext (predictions)
 ``checkpoint``     best.pt and last.pt
 ``control``        Stop/Pause, devices, seeds
 ``inference``      a trained run's model for prediction and export
@@ -21,7 +22,7 @@ from typing import Any
 
 # names load on first use: ``engine.control`` and ``engine.distributed`` (the window's job
 # control) import without torch
-_NAMES = {"InferenceContext": "context", "RunContext": "context", "TrainState": "context",
+_NAMES = {"InferenceContext": "services", "ModelContext": "services", "RunContext": "context", "TrainState": "context",
           "RunControl": "control", "describe_device": "control", "seed_everything": "control",
           "select_device": "control", "Trainer": "loop", "monitor_of": "project", "open_context": "loop",
           "resume": "loop", "technique_for": "project", "train": "loop", "open_run_model": "inference"}

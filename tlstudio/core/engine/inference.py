@@ -8,7 +8,7 @@ import torch
 from ..errors import StudioError
 from ..techniques.base import Recipe
 from . import checkpoint
-from .context import InferenceContext
+from .services import InferenceContext
 from .control import select_device
 from .project import technique_for
 
@@ -31,6 +31,7 @@ def open_run_model(run, plugins=None, which: str = "best", device: str | torch.d
     task = plugins.task(tech.task).fresh()
     dev = device if isinstance(device, torch.device) else select_device(str(device))
     ctx = InferenceContext(project, tech, cfg, task, dev, plugins, emit)
+    ctx.run_dir = run.dir
     # the recipe's and the task's state first: they may say how to build (a detector's spec, a vocabulary)
     Recipe.of(tech, cfg).load_state_dict(state.get("technique") or {})
     task.load_state_dict(state.get("task_state") or {})
