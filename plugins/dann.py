@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tlstudio.api import DomainAdversarial, TargetDomain, TechniqueConfig, hookimpl
+from tlstudio.api import DomainAdversarial, TargetDomain, hookimpl
 
 from .finetune import FineTuneConfig, FineTuning, recipe_callbacks
 

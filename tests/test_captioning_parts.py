@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tlstudio.core.captioning import (END, PAD, START, UNK, CaptionGenerator, CaptionModel, LSTMDecoder,
+from tlstudio.core.tasks.captioning import (END, PAD, START, UNK, CaptionGenerator, CaptionModel, LSTMDecoder,
                                       SpatialEncoder, TransformerCaptionDecoder, Vocabulary, beam_decode,
                                       caption_loss, caption_metrics, greedy_decode, tokenize)
 
@@ -106,7 +106,7 @@ def test_bleu_and_cider_rank_captions_like_a_reader():
 
 def test_generator_is_a_plain_module_that_matches_greedy_decoding(one_thread):
     from tlstudio.core.models import ModelLibrary
-    from tlstudio.core.captioning import build_caption_model
+    from tlstudio.core.tasks.captioning import build_caption_model
 
     torch.manual_seed(0)
     clf, _ = ModelLibrary().build("mobilenet_v2", 1, weights="none")

@@ -69,7 +69,7 @@ def test_feature_extraction_copy_gives_the_same_features():
     """The cache's inference copy (BatchNorm folded into the convolutions, channels-last)
     computes the features of the network as trained, and leaves that network alone; a
     network torch.fx cannot trace is used unfused."""
-    from tlstudio.core.features import inference_copy
+    from tlstudio.core.techniques.features import inference_copy
     from tlstudio.core.models import ModelLibrary
 
     model, _ = ModelLibrary().build("mobilenet_v2", 3, weights="imagenet")

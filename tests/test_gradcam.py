@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tlstudio.core.gradcam import _spatial, colorize, grad_cam, overlay
+from tlstudio.core.analysis.gradcam import _spatial, colorize, grad_cam, overlay
 
 
 @pytest.fixture(scope="module")

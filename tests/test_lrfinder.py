@@ -9,7 +9,7 @@ from conftest import SAMPLE_PROJECT
 
 from tlstudio.core.config import load_project
 from tlstudio.core.engine import RunControl
-from tlstudio.core.lrfinder import find_lr, suggest_lr
+from tlstudio.core.analysis.lrfinder import find_lr, suggest_lr
 from tlstudio.core.settings import load_settings
 
 

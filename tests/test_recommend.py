@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tlstudio.core.models import ModelLibrary
-from tlstudio.core.recommend import Recommendation, device_kind, measure_speed, recommend, speed_of
+from tlstudio.core.analysis.recommend import Recommendation, device_kind, measure_speed, recommend, speed_of
 from tlstudio.core.settings import load_settings, save_settings
 
 

@@ -28,7 +28,7 @@ _MODULES = {
                                             "domain_adversarial_loss", "grl_lambda"],
     "tlstudio.core.techniques.target": ["TargetDomain", "prepare_target", "target_metrics"],
     "tlstudio.core.techniques.continual": ["ElasticWeightConsolidation", "EWCPenalty", "diagonal_fisher"],
-    "tlstudio.core.features": ["FeatureCache", "cached_features"],
+    "tlstudio.core.techniques.features": ["FeatureCache", "cached_features"],
     "tlstudio.core.techniques.blocks": ["set_trainable", "freeze_all_but_top", "discriminative_param_groups",
                                         "trainable_groups", "keep_in_eval", "keep_frozen_bn_in_eval", "count_params"],
     "tlstudio.core.techniques.regularizers": ["without_weight_decay"],
@@ -38,7 +38,7 @@ _MODULES = {
                                      "write_classifier_evaluation", "classification_report_md"],
     "tlstudio.core.detection": ["DetectionTask", "auto_anchor_sizes", "coco_faster_rcnn", "imagenet_faster_rcnn",
                                 "find_coco_detector", "how_to_add_coco", "freeze_backbone", "detection_param_groups"],
-    "tlstudio.core.captioning": ["CaptioningTask", "build_caption_model"],
+    "tlstudio.core.tasks.captioning": ["CaptioningTask", "build_caption_model"],
     "tlstudio.core.text": ["TextClassificationTask", "TextData", "build_text_classifier"],
     "tlstudio.core.metrics": ["classification_metrics", "scalar_metrics", "roc_curve"],
     # data readers

@@ -193,7 +193,7 @@ def cmd_compare_scratch(args, plugins) -> int:
 
 def cmd_shift(args, plugins) -> int:
     """tlstudio shift SOURCE TARGET: how different two image sets look to a model (MMD)."""
-    from tlstudio.core.diagnostics import measure_shift
+    from tlstudio.core.analysis.diagnostics import measure_shift
 
     show = _Progress(quiet=True)
     try:

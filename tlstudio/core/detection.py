@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .annotated import AnnotatedData, backbone_preprocessing, decoded_images, read_annotated, split_annotated
+from .tasks.annotated import AnnotatedData, backbone_preprocessing, decoded_images, read_annotated, split_annotated
 from .errors import ModelError, StudioError
 from .io import atomic_write_json, atomic_write_text
 from .models.classifier import LayerGroup

@@ -26,7 +26,6 @@ import torch
 
 from .classification import classification_report_md, stored_split, write_classifier_evaluation
 from .errors import DataError, StudioError
-from .io import atomic_write_text
 from .tasks.base import Task
 
 SPLITS = ("train", "val", "test")

@@ -1,5 +1,5 @@
 """Domain shift in the window: the MMD test between the source images and the target-domain
-images (``tlstudio.core.diagnostics.measure_shift`` in a worker), shown as the number, its
+images (``tlstudio.core.analysis.diagnostics.measure_shift`` in a worker), shown as the number, its
 p-value, the plain-language explanation and a 2-D scatter of both domains' features; and a
 DANN run's before/after measures (``domain_shift.json``)."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ CLASS_COLORS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (2
 def measure(project, plugins, max_images: int, permutations: int, embedding: str, task=None) -> dict:
     """The MMD diagnostic between the project's source and target data, as a JSON dict
     (``ShiftReport.to_dict()``; worker thread)."""
-    from tlstudio.core.diagnostics import measure_shift
+    from tlstudio.core.analysis.diagnostics import measure_shift
     from tlstudio.core.errors import DataError
 
     p = project

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..config import Project
-from ..events import Event, StageChanged
+from ..events import StageChanged
 from ..techniques import blocks
 from ..techniques.base import Recipe
 from .control import RunControl

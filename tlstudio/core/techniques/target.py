@@ -213,7 +213,7 @@ class TargetDomain(Callback):
             ctx.log(f"Domain shift before adaptation: MMD² {rep.mmd.mmd2:.4f}, p = {rep.mmd.p_value:.3g}.")
 
     def _measure(self, ctx):
-        from ..diagnostics import run_shift
+        from ..analysis.diagnostics import run_shift
 
         return run_shift(ctx, ctx.model.backbone, self.shift_images, seed=ctx.training.seed)
 

@@ -73,7 +73,7 @@ def run_predictor(run_dir: str, plugins, device: str = "cpu"):
 
 def cam_for(predictor, images, ref: str, size: int | None = None):
     """Grad-CAM of a result row's image: (ref, CamResult, overlay thumbnail)."""
-    from tlstudio.core.gradcam import explain
+    from tlstudio.core.analysis.gradcam import explain
 
     arr = images.load(ref)
     res = explain(predictor, arr, ref=ref)

@@ -22,9 +22,9 @@ NOT_AVAILABLE = "not available yet"
 
 
 def recommend_module():
-    """tlstudio.core.recommend, or None while it has not landed in this build."""
+    """tlstudio.core.analysis.recommend, or None while it has not landed in this build."""
     try:
-        return importlib.import_module("tlstudio.core.recommend")
+        return importlib.import_module("tlstudio.core.analysis.recommend")
     except ImportError:
         return None
 

@@ -39,7 +39,7 @@ def annotated_prediction(res: dict) -> np.ndarray:
 
 
 def explain_file(predictor, path: str):
-    from tlstudio.core.gradcam import explain
+    from tlstudio.core.analysis.gradcam import explain
 
     return explain(predictor, path)
 

@@ -24,7 +24,7 @@ NOT_AVAILABLE = "not available yet"
 
 def lrfinder_module():
     try:
-        return importlib.import_module("tlstudio.core.lrfinder")
+        return importlib.import_module("tlstudio.core.analysis.lrfinder")
     except ImportError:
         return None
 

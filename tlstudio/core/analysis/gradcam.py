@@ -223,7 +223,7 @@ def explain(predictor: Any, image: str | Path | np.ndarray, target: int | str | 
         raise ValueError(f"Grad-CAM explains image classifiers; this run's technique "
                          f"({getattr(predictor.technique, 'id', '?')}) predicts something else")
     if isinstance(image, (str, Path)):
-        from .data import decode_dicom, decode_image, is_dicom
+        from ..data import decode_dicom, decode_image, is_dicom
 
         ref = ref or str(image)
         img = decode_dicom(image) if is_dicom(image) else decode_image(image)

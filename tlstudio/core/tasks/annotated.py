@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, ModelError
+from ..errors import DataError, ModelError
 
 SPLITS = ("train", "val", "test")
 
@@ -16,8 +16,8 @@ def task_readers(ctx, task: str) -> list:
     if ctx.plugins:
         readers = ctx.plugins.readers()
     else:  # a bare context (tests, scripts): the built-in readers of annotated data
-        from .data.boxes import detection_readers
-        from .data.captions import caption_readers
+        from ..data.boxes import detection_readers
+        from ..data.captions import caption_readers
 
         readers = detection_readers() + caption_readers()
     return [r for r in readers if getattr(r, "task", "image-classification") == task]
@@ -25,8 +25,8 @@ def task_readers(ctx, task: str) -> list:
 
 def read_annotated(ctx, task: str):
     """Read and check the project's data with a reader of ``task``; log what was skipped."""
-    from .data import read_data
-    from .data.annotations import check_annotated
+    from ..data import read_data
+    from ..data.annotations import check_annotated
 
     proj = ctx.project
     if not proj.data.source:
@@ -59,14 +59,14 @@ _WHAT = {"detection": "a COCO JSON, a Pascal VOC folder or a CSV of boxes",
 
 def split_annotated(ctx, table) -> tuple[list[str], Path | None]:
     """'train'/'val'/'test' per image (see :func:`tlstudio.core.classification.stored_split`)."""
-    from .classification import stored_split
+    from ..classification import stored_split
 
     return stored_split(ctx, table)
 
 
 def decoded_images(ctx, table, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Every image decoded once, resized to ``size`` x ``size`` and cached on disk."""
-    from .data import build_image_cache
+    from ..data import build_image_cache
 
     return build_image_cache(table, size, ctx.cache_dir, progress=lambda d, t: ctx.progress("Decoding images", d, t),
                              should_stop=lambda: ctx.control.stopped)

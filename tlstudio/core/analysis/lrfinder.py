@@ -8,7 +8,7 @@ suggested rate is where the loss falls fastest (steepest descent), or a tenth of
 at the lowest loss when the curve has no clear slope.  Nothing is written to the run
 store: the model, its optimizer and its state are thrown away afterwards.
 
-    from tlstudio.core.lrfinder import find_lr
+    from tlstudio.core.analysis.lrfinder import find_lr
     res = find_lr(load_project("project.toml"))
     res["suggested"]        # for the project's training.lr (the head's rate)
 """
@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .techniques import blocks
-from .errors import RunStopped, StudioError
+from ..techniques import blocks
+from ..errors import RunStopped, StudioError
 
 
 def _smooth(values: list[float], beta: float) -> list[float]:
@@ -83,8 +83,8 @@ def find_lr(project, plugins=None, on_event: Callable[[dict], None] | None = Non
     and ``progress``; ``control`` (a :class:`RunControl`) stops it (the curve so far is
     returned, with ``stopped`` true).
     """
-    from .engine import open_context, seed_everything
-    from .events import LrFound, LrStep, Progress
+    from ..engine import open_context, seed_everything
+    from ..events import LrFound, LrStep, Progress
 
     if not (0 < start_lr < end_lr):
         raise StudioError(f"The range test needs 0 < start_lr < end_lr (got {start_lr} and {end_lr}).")

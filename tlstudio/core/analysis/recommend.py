@@ -7,7 +7,7 @@ model is timed once per machine; ``recommend`` ranks the models whose weights ar
 offline by what fits the time budget and what accuracy the data can pay for, each with a
 one-sentence reason (the article's ``select_pretrained_model``, grounded in measurements).
 
-    from tlstudio.core.recommend import recommend
+    from tlstudio.core.analysis.recommend import recommend
     for r in recommend(n_images=546, n_classes=2, image_size=128, device="cpu",
                        time_budget_s=180, measure=True):
         print(r.name, r.score, r.reason)
@@ -29,7 +29,7 @@ EVAL_COST = 0.35
 
 
 def _device(device) -> torch.device:
-    from .engine import select_device
+    from ..engine import select_device
 
     if isinstance(device, torch.device):
         return device
@@ -65,7 +65,7 @@ def measure_speed(arch_name: str, image_size: int = 128, batch_size: int = 16, d
     warm-up steps are left out; then ``steps`` timed steps of ``batch_size`` random images
     of ``image_size`` pixels (a model with a fixed input size uses its own).
     """
-    from .models import ModelLibrary
+    from ..models import ModelLibrary
 
     library = library or ModelLibrary()
     arch = library.arch(arch_name)
@@ -106,12 +106,12 @@ def speed_of(arch_name: str, image_size: int, device="auto", measure: bool = Fal
     """The remembered fine-tuning speed (images/s) of ``arch_name`` at ``image_size`` on
     this kind of device; with ``measure`` an unknown one is measured now and remembered
     (saved in the settings).  None when unknown and not measured."""
-    from .settings import load_settings, save_settings
+    from ..settings import load_settings, save_settings
 
     if library is not None:
         arch = library.arch(arch_name)
     else:
-        from .models import CATALOG
+        from ..models import CATALOG
 
         arch = CATALOG.get(arch_name)
     size = _effective_size(arch, image_size) if arch is not None else int(image_size)
@@ -129,7 +129,7 @@ def speed_of(arch_name: str, image_size: int, device="auto", measure: bool = Fal
 
 def forget_speeds() -> int:
     """Drop every remembered speed (after a hardware change); returns how many there were."""
-    from .settings import load_settings, save_settings
+    from ..settings import load_settings, save_settings
 
     s = load_settings()
     n = len(s.model_speed)
@@ -183,7 +183,7 @@ def recommend(n_images: int, n_classes: int, image_size: int, device="auto", tim
     speed).  Models whose speed is unknown (``measure=False`` and never measured here) are
     ranked by the accuracy prior alone, after the measured ones, and say so.
     """
-    from .models import ModelLibrary
+    from ..models import ModelLibrary
 
     library = library or ModelLibrary()
     ready = [s for s in library.list_status() if s.ready]

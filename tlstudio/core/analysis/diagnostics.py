@@ -22,7 +22,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from .errors import DataError, RunStopped
+from ..errors import DataError, RunStopped
 
 Progress = Callable[[str, int, int], None] | None
 ShouldStop = Callable[[], bool] | None
@@ -274,9 +274,9 @@ def measure_shift(source: str | Path, target: str | Path, model: str = "mobilene
     (drawn with ``seed``) pass through the backbone.  ``progress(task, done, total)`` and
     ``should_stop()`` let a window show progress and cancel.
     """
-    from .data import build_image_cache, read_data
-    from .models import ModelLibrary
-    from .settings import cache_dir
+    from ..data import build_image_cache, read_data
+    from ..models import ModelLibrary
+    from ..settings import cache_dir
 
     readers = (plugins.readers() if plugins else None) or None
     lib = ModelLibrary(sources=(plugins.model_sources() if plugins else None) or None,

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from .io import atomic_write_bytes, stable_hash
-from .techniques.base import Callback
+from ..io import atomic_write_bytes, stable_hash
+from .base import Callback
 
 
 def cache_key(ctx, split: str, view: int = 0, extra=None) -> str:

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from .annotated import AnnotatedData, backbone_preprocessing, decoded_images, read_annotated, split_annotated
-from .errors import StudioError
-from .io import atomic_write_json, atomic_write_text
-from .tasks.base import Task
+from ..errors import StudioError
+from ..io import atomic_write_json, atomic_write_text
+from .base import Task
 
 SPLITS = ("train", "val", "test")
 SPECIALS = ("<pad>", "<start>", "<end>", "<unk>")
@@ -125,14 +125,14 @@ class CaptionData(AnnotatedData):
     def transform(self, train: bool):
         """The classification transforms without flips: captions name left and right."""
         if train not in self._transforms:
-            from .data import make_transforms
+            from ..data import make_transforms
 
             aug = self.augmentation.model_copy(update={"horizontal_flip": False, "vertical_flip": False})
             self._transforms[train] = make_transforms(aug, self.mean, self.std, self.size, train)
         return self._transforms[train]
 
     def dataset(self, split: str, train: bool = False):
-        from .data import ImageDataset
+        from ..data import ImageDataset
 
         idx = self.indices[split]
         rows = np.zeros(len(self.table.items), np.int64)
@@ -188,7 +188,7 @@ class CaptionInferenceData:
         self.max_length = int(max_length)
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
-        from .classification import ImageInferenceData
+        from ..classification import ImageInferenceData
 
         return ImageInferenceData([], self.size, self.mean, self.std).preprocess(images)
 
@@ -611,7 +611,7 @@ class CaptioningTask(Task):
 
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted": the caption} (or {"ref", "error"})."""
-        from .data import decode_inputs
+        from ..data import decode_inputs
 
         results, good = decode_inputs(inputs)
         model = ctx.model.eval()
