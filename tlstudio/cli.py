@@ -465,7 +465,7 @@ def cmd_predict(args, plugins) -> int:
         task = pred.ctx.project.task
     results = pred.predict_paths(args.images) if task != "text-classification" else pred.predict(args.images)
     if args.csv:
-        pred.write_csv(results, args.csv)
+        pred.write_csv(results, args.csv, top_k=args.top_k)
     return _print_predictions(args, results, csv_written=True)
 
 
@@ -494,8 +494,12 @@ def _print_predictions(args, results: list[dict], csv_written: bool = False) -> 
             if r.get("error"):
                 print(f"{r['ref']}\tskipped: {r['error']}")
             else:
+                from tlstudio.core.predict import set_text, top_text
+
                 p = r.get("probabilities", {}).get(r["predicted"]) if isinstance(r["predicted"], str) else None
-                print(f"{r['ref']}\t{r['predicted']}" + (f"\t{p:.3f}" if p is not None else ""))
+                print(f"{r['ref']}\t{r['predicted']}" + (f"\t{p:.3f}" if p is not None else "")
+                      + (f"\tset: {set_text(r['set'])}" if "set" in r else "")
+                      + (f"\ttop {args.top_k}: {top_text(r['top'], args.top_k)}" if r.get("top") and args.top_k else ""))
     return EXIT_OK if all(not r.get("error") for r in results) else EXIT_FAILED
 
 
@@ -586,6 +590,37 @@ def cmd_text_export(args, plugins) -> int:
         print(f"Exported {summary['run_dir']} to {args.out}: {', '.join(summary['files'])}")
         print(f"Parity on {summary['parity_texts']} texts: max abs difference {summary['max_abs_diff']:.2e} "
               f"(onnxruntime vs PyTorch; same class for {100 * summary['same_class_share']:.0f}%)")
+    return EXIT_OK
+
+
+def cmd_decide(args, plugins) -> int:
+    """tlstudio decide RUN ...: change a finished run's operating point, prediction sets or
+    positive class without retraining (the window's "Use this operating point")."""
+    from tlstudio.core.analysis.redecide import redecide
+    from tlstudio.core.runs import open_run
+    from tlstudio.core.settings import load_settings
+
+    run = open_run(args.run, args.runs_dir or load_settings().runs_path())
+    method = "fixed" if args.threshold is not None and args.method is None else args.method
+    dec = redecide(run.dir, positive=args.positive, method=method, threshold=args.threshold, target=args.target,
+                   level=args.level, conformal_method=args.conformal, chosen_on="the command line" if method == "fixed" else None)
+    test = run.final().get("test", {})
+    rep = test.get("decision") or {}
+    if args.json:
+        print(json.dumps({"decision": dec.to_dict(), "test": {k: rep.get(k) for k in ("operating_point", "conformal")}},
+                         default=str))
+        return EXIT_OK
+    print(f"Run {run.id}: " + dec.describe())
+    op = rep.get("operating_point")
+    if op:
+        ci = lambda v: f"{v[0]:.3f}–{v[1]:.3f}" if v else "–"  # noqa: E731
+        print(f"Test at this operating point: sensitivity {op['sensitivity']:.3f} (95% CI {ci(op['sensitivity_ci95'])}), "
+              f"specificity {op['specificity']:.3f} (95% CI {ci(op['specificity_ci95'])}); "
+              f"TP {op['tp']}, FN {op['fn']}, TN {op['tn']}, FP {op['fp']}")
+    cf = rep.get("conformal")
+    if cf:
+        print(f"Prediction sets on test: coverage {cf['coverage']:.3f} at the {cf['level']:.0%} level, "
+              f"mean set size {cf['mean_set_size']:.2f}")
     return EXIT_OK
 
 
@@ -702,6 +737,8 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", help="run folder or id, or an exported package folder")
     pr.add_argument("images", nargs="+", help="image files or folders (sentences for a text-classification run)")
     pr.add_argument("--csv", help="write the predictions to this CSV")
+    pr.add_argument("--top-k", type=int, default=3, metavar="K",
+                    help="more than two classes: show (and write) the K most probable classes (default 3; 0 = off)")
     pr.add_argument("--runs-dir")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
@@ -730,6 +767,19 @@ def make_parser() -> argparse.ArgumentParser:
     dr.add_argument("--quick", action="store_true", help="skip the slower checks (a tiny model forward pass)")
     dr.add_argument("--json", action="store_true")
     dr.set_defaults(func=cmd_doctor)
+
+    de = sub.add_parser("decide", help="change a finished run's operating point or prediction sets (no retraining)")
+    de.add_argument("run", help="run folder or id")
+    de.add_argument("--positive", help="the positive class (two classes)")
+    de.add_argument("--method", choices=("fixed", "youden", "sensitivity", "specificity"),
+                    help="how the threshold is chosen (on the validation split; fixed: --threshold)")
+    de.add_argument("--target", type=float, help="the least sensitivity or specificity on validation (e.g. 0.9)")
+    de.add_argument("--threshold", type=float, help="a fixed threshold for the positive class's probability")
+    de.add_argument("--level", type=float, help="prediction-set level (0.9 = 90%%; 0 = no sets)")
+    de.add_argument("--conformal", choices=("lac", "aps"), help="prediction-set method")
+    de.add_argument("--runs-dir")
+    de.add_argument("--json", action="store_true")
+    de.set_defaults(func=cmd_decide)
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir")

@@ -850,6 +850,7 @@ class Trainer:
             st = torch.load(run.best_checkpoint, map_location="cpu", weights_only=True)
             ctx.model.load_state_dict(st["model"])
             tech.load_state_dict(st.get("technique") or {})
+        tech.before_test(ctx)  # classifiers: calibration, operating point, prediction sets (on validation)
         test: dict = {}
         if self._has_split(ctx, "test"):
             test = tech.evaluate(ctx, "test")

@@ -137,6 +137,16 @@ def check_parity(model, runner: Runner, inputs: tuple, tolerance: float = PARITY
     return result
 
 
+def probability_parity(model, runner: Runner, inputs: tuple) -> float:
+    """Max abs difference of the softmax probabilities (the exported model vs PyTorch)."""
+    import torch
+
+    ref = torch_outputs(model, inputs)[0].astype(np.float64)
+    got = np.asarray(runner([t.detach().cpu().numpy() for t in inputs])[0], dtype=np.float64)
+    sm = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)  # noqa: E731
+    return float(np.abs(sm(ref) - sm(got)).max()) if ref.size else 0.0
+
+
 # --- a whole run -----------------------------------------------------------------------------
 def _prepare_out(out: Path) -> None:
     if out.exists():
@@ -226,6 +236,10 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     spec = tech.export_spec(ctx)
     if len(spec.get("inputs", [])) != len(inputs):
         raise ExportError(f"The technique names {len(spec.get('inputs', []))} model inputs but gave {len(inputs)}.")
+    if spec.get("temperature_in_model"):  # calibrated logits leave the studio, and parity covers them
+        from .analysis.calibration import TemperatureScaled
+
+        model = TemperatureScaled(model, spec["decision"]["temperature"]).eval()
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
     try:
@@ -246,6 +260,8 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
                                           "real inputs ..."})
         runner = exporter.load(model_path, spec)
         parity = check_parity(model, runner, inputs, tolerance)
+        if spec.get("postprocess") == "softmax":  # the probabilities a user reads: calibrated ones where the run has them
+            parity["max_abs_diff_probabilities"] = probability_parity(model, runner, inputs)
         parity.update(split=info.get("split", ""), source=info.get("source", ""), runtime=exporter.runtime)
 
         project = run.project()
@@ -267,6 +283,8 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
             "run_id": run.id, "checkpoint": {"which": checkpoint, "epoch": ckpt.get("epoch")},
             "created": _dt.datetime.now().isoformat(timespec="seconds"), "tlstudio": __version__,
             "versions": exporter.versions(),
+            **({"decision": spec["decision"], "temperature_in_model": bool(spec.get("temperature_in_model"))}
+               if spec.get("decision") else {}),
         }
         atomic_write_json(tmp / "package.json", package)
         from .modelcard import build_model_card

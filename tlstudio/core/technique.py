@@ -16,6 +16,8 @@ training_step       one batch -> {"loss": tensor, other scalars to chart}
 eval_batches        what evaluation iterates over (default: the split's loader)
 predict_step        one batch -> (outputs, targets) for the metrics
 on_epoch_end        after validation -> extra series to chart {"name": value}
+before_test         after training, with the best model: fit what is fitted on validation
+                    (classifiers: calibration, operating point, prediction sets)
 state_dict          technique state to checkpoint (and load_state_dict to resume it)
 ==================  ========================================================================
 
@@ -125,6 +127,11 @@ class Technique:
 
     def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> dict:
         return {}
+
+    def before_test(self, ctx) -> None:
+        """After the last epoch, with the best model loaded, before the test evaluation: fit
+        what is fitted on the validation split (the classifiers' calibration, operating point
+        and prediction sets: :func:`tlstudio.core.classification.fit_run_decision`)."""
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         """Write detailed results of ``split`` into the run folder (predictions, tables)."""
