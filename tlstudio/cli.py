@@ -255,6 +255,7 @@ def cmd_train(args, plugins) -> int:
                             into_run=D.create_run_folder(args.into_run)).fit()
         else:
             project = build_project(args, plugins)
+            _new_split(args, project, show)
             final = train(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins)
     except StudioError as e:
         show.close()
@@ -287,6 +288,22 @@ def cmd_train(args, plugins) -> int:
         _err(f"Stopped. Resume with: tlstudio train --resume {final.get('run_dir')}")
         return EXIT_STOPPED
     return EXIT_OK
+
+
+def _new_split(args, project, show) -> None:
+    """--new-split: move the project's stored split aside, so that training makes a new one."""
+    if not getattr(args, "new_split", False):
+        return
+    from tlstudio.core.data.split import archive_split
+
+    sp = project.data.split
+    if not sp.file:
+        show.console.print("[yellow]--new-split: the project keeps its splits by data fingerprint (no split file): "
+                           "changed data already gets a new split.[/yellow]")
+        return
+    old = archive_split(project.resolve(sp.file))
+    if old is not None:
+        show.console.print(f"[yellow]The stored split was moved to {old}; a new one is made.[/yellow]")
 
 
 class _Quiet:
@@ -441,11 +458,63 @@ def cmd_validate(args, plugins) -> int:
         order = {"detection": 0, "captioning": 0, "image-classification": 1}
         readers = sorted(readers, key=lambda r: order.get(getattr(r, "task", "image-classification"), 2))
     table = read_data(args.path, args.format or "auto", options, readers, task=task)
+    extra = validate_groups_and_leaks(args, table, plugins)
     if args.json:
-        print(json.dumps(table.report.to_dict(), indent=2, default=str))
+        print(json.dumps(table.report.to_dict() | extra, indent=2, default=str))
     else:
         print(table.report.summary())
+        for line in extra.get("lines", []):
+            print(line)
     return EXIT_OK
+
+
+def validate_groups_and_leaks(args, table, plugins) -> dict:
+    """validate-data's patients/groups (and whether a stored split leaks one) and leakage check."""
+    from tlstudio.core.data.split import check_split, group_summary, make_split
+
+    out: dict = {"lines": []}
+    if not hasattr(table, "labels") or getattr(table, "reader", None) is None or not len(table):
+        return out
+    assignments, where = None, ""
+    if args.split:
+        chk = check_split(Path(args.split), table)
+        if chk.matches:
+            assignments, where = chk.assignments, f"the stored split {args.split}"
+        else:
+            out["lines"].append(chk.message())
+            out["split_problem"] = chk.message()
+    if assignments is None and table.class_names:
+        try:
+            assignments = make_split(table, "auto", 0.15, 0.15, 0)
+            where = "the split training would make (auto, 15% validation, 15% test, seed 0)"
+        except Exception:  # noqa: BLE001 - a table that cannot be split is reported by its own warnings
+            assignments = None
+    gs = group_summary(table, assignments)
+    if gs:
+        out["groups"] = gs
+        pg = gs["per_group"]
+        out["lines"].append(f"Patients/groups: {gs['groups']:,} ({gs['items_with_group']:,} items; {pg['min']}–{pg['max']} per "
+                            f"group, median {pg['median']:g})" + (f"; {gs['items_without_group']:,} items name none"
+                                                                   if gs["items_without_group"] else "") + ".")
+        if assignments is not None:
+            out["lines"].append(f"  {where}: " + (f"{len(gs['leaking']):,} group(s) lie in more than one split "
+                                                  f"({gs['leaking_items']:,} items), e.g. {gs['leaking'][0]}: a leak"
+                                                  if gs["leaking"] else "no group lies in two splits"))
+    task = getattr(table.reader, "task", "image-classification")
+    if args.leakage and assignments is not None and task == "image-classification":
+        from tlstudio.core.analysis.leakage import check_table_leaks
+        from tlstudio.core.models import ModelLibrary
+
+        lib = ModelLibrary(sources=plugins.model_sources() or None)
+        rep = check_table_leaks(table, assignments, library=lib)
+        out["leakage"] = rep.to_dict() | {"split": where}
+        out["lines"].append(rep.summary().replace("Leakage", f"Leakage ({where})", 1))
+        for lk in rep.leaks[:50]:
+            out["lines"].append(f"  {lk.a_split} {lk.a_ref} = {lk.b_split} {lk.b_ref} (hash {lk.hamming} bits apart"
+                                + (f", cosine {lk.cosine:.3f}" if lk.cosine is not None else "") + ")")
+        if len(rep.leaks) > 50:
+            out["lines"].append(f"  ... and {len(rep.leaks) - 50:,} more pairs (--json lists them all)")
+    return out
 
 
 def cmd_predict(args, plugins) -> int:
@@ -679,6 +748,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=int, metavar="N",
                    help="train in N processes with torchrun (DistributedDataParallel): one per GPU, or N CPU "
                         "processes; the batch size stays the global batch")
+    t.add_argument("--new-split", action="store_true",
+                   help="the data changed since the project's stored split was made: make a new split (the old "
+                        "file is kept beside it as split.json.old-N)")
     t.add_argument("--into-run", metavar="DIR",
                    help="train into this run folder (made if missing; continued if it holds an earlier attempt): "
                         "lets a caller know the folder before the run starts")
@@ -723,6 +795,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="only the readers of this task (default: any that recognises the data)")
     v.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a reader option, e.g. text_column=review or label_names='0=negative,1=positive'")
+    v.add_argument("--split", metavar="SPLIT_JSON", help="a stored split to check against the data (groups, leaks)")
+    v.add_argument("--no-leakage", dest="leakage", action="store_false",
+                   help="skip the leakage check (same or near-identical images across the splits)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 

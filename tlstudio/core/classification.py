@@ -24,6 +24,10 @@ class ImageData:
     #: the target domain (a :class:`tlstudio.core.target.TargetData`), when a technique
     #: prepared one with :func:`tlstudio.core.target.prepare_target`
     target = None
+    #: patients/groups of the data and of the split (:func:`tlstudio.core.data.split.group_summary`)
+    groups = None
+    #: the leakage check of the split (:meth:`tlstudio.core.analysis.leakage.LeakReport.to_dict`)
+    leakage = None
 
     def __init__(self, table, assignments: list[str], images: np.ndarray, valid: np.ndarray, size: int,
                  mean, std, augmentation, split_file: Path | None):
@@ -79,7 +83,9 @@ class ImageData:
         return {"reader": self.table.reader_id, "source": str(self.table.source), "fingerprint": self.fingerprint,
                 "class_names": self.class_names, "image_size": self.size, "mean": self.mean, "std": self.std,
                 "split_counts": self.counts(), "report": self.table.report.to_dict(),
-                **({"target": self.target.describe()} if self.target is not None else {})}
+                **({"target": self.target.describe()} if self.target is not None else {}),
+                **({"groups": self.groups} if self.groups else {}),
+                **({"leakage": self.leakage} if self.leakage is not None else {})}
 
 
 def _split_path(ctx, table) -> Path:
@@ -96,17 +102,31 @@ def _split_path(ctx, table) -> Path:
 
 def stored_split(ctx, table) -> tuple[list[str], Path | None]:
     """'train'/'val'/'test' per item of ``table``: the stored split when there is one, else a
-    new seeded one (the source's own where it has one), stored so that re-runs use it.
+    new seeded one (the source's own where it has one; by patient where the data names
+    patients), stored so that re-runs use it.  A stored split that no longer matches the data
+    is never replaced silently: :class:`~tlstudio.core.data.split.SplitChangedError` says so,
+    and the user chooses (``tlstudio train --new-split``, the Data page's "Make a new split").
     Shared by every task."""
-    from .data import load_split, make_split, save_split
+    from .data import make_split, save_split
+    from .data.split import SplitChangedError, check_split, group_summary
 
     split_file = _split_path(ctx, table)
-    assignments = load_split(split_file, table) if split_file.exists() else None
-    if assignments is not None:
+    if split_file.exists():
+        chk = check_split(split_file, table)
+        if not chk.matches:
+            raise SplitChangedError(chk.message() + " Make a new split (the old file is kept beside it): "
+                                    "`tlstudio train ... --new-split`, or \"Make a new split\" on the Data page.")
         ctx.log(f"Using the stored split {split_file}.")
-        return assignments, split_file
+        if chk.leaking_groups:
+            ctx.log(f"The stored split puts {len(chk.leaking_groups)} patient(s)/group(s) in more than one split "
+                    f"(e.g. {chk.leaking_groups[0]}): test figures are optimistic. Make a new split to split by group.",
+                    "warning")
+        return chk.assignments, split_file
     sp = ctx.project.data.split
     assignments = make_split(table, sp.mode, sp.val_fraction, sp.test_fraction, sp.seed)
+    gs = group_summary(table)
+    ctx.log(f"New split stored in {split_file}" + (f", by group: {gs['groups']:,} patients/groups, none in two splits"
+                                                    if gs else "") + ".")
     try:
         save_split(split_file, table, assignments)
     except OSError as e:
@@ -156,7 +176,22 @@ def prepare_image_data(ctx) -> ImageData:
     data = ImageData(table, assignments, images, valid, size, pre.mean, pre.std, proj.augmentation, split_file)
     c = data.counts()
     ctx.log("Data: " + ", ".join(f"{s} {sum(c[s].values())}" for s in SPLITS) + f" images, classes: {', '.join(data.class_names)}")
+    from .data.split import group_summary
+
+    data.groups = group_summary(table, assignments)
+    if proj.decision.leak_check and not ctx.for_inference:
+        data.leakage = run_leak_check(ctx, table, assignments, images, valid)
     return data
+
+
+def run_leak_check(ctx, table, assignments, images, valid) -> dict:
+    """The leakage check of the run's split (logged; kept in data.json for the report and card)."""
+    from .analysis.leakage import check_table_leaks
+
+    ctx.progress("Checking for leaks between the splits", 0, 1)
+    rep = check_table_leaks(table, assignments, images, valid, library=ctx.library, device=str(ctx.device))
+    ctx.log(rep.summary(), "warning" if rep.leaks else "info")
+    return rep.to_dict()
 
 
 class ImageClassificationTechnique(Technique):

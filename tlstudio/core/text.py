@@ -137,7 +137,8 @@ class TextData:
     def describe(self) -> dict:
         return {"reader": self.table.reader_id, "source": str(self.table.source), "fingerprint": self.fingerprint,
                 "class_names": self.class_names, "model_folder": str(self.folder), "max_length": self.max_length,
-                "truncation": self.truncation(), "split_counts": self.counts(), "report": self.table.report.to_dict()}
+                "truncation": self.truncation(), "split_counts": self.counts(), "report": self.table.report.to_dict(),
+                **({"groups": self.groups} if getattr(self, "groups", None) else {})}
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler):
@@ -220,6 +221,9 @@ def prepare_text_data(ctx, max_length: int) -> TextData:
         ctx.log(f"The model takes at most {limit} tokens: the maximum length is {limit}, not {max_length}.", "warning")
         max_length = limit
     data = TextData(table, assignments, tokenizer, max_length, folder, split_file)
+    from .data.split import group_summary
+
+    data.groups = group_summary(table, assignments)
     c = data.counts()
     ctx.log("Data: " + ", ".join(f"{s} {sum(c[s].values())}" for s in SPLITS) + f" texts, classes: {', '.join(data.class_names)}")
     t = data.truncation()
@@ -323,6 +327,11 @@ class TextClassificationTechnique(Technique):
 
         return evaluate_classifier(self, ctx, split)
 
+    def before_test(self, ctx) -> None:
+        from .classification import fit_run_decision
+
+        fit_run_decision(self, ctx)
+
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         write_classifier_evaluation(ctx, split, metrics, {"text": list(ctx.data.split_texts(split))})
 
@@ -344,6 +353,9 @@ class TextClassificationTechnique(Technique):
                               "as building its model).")
         ctx.data = TextInferenceData(list(checkpoint.get("class_names") or desc["class_names"]), load_tokenizer(folder),
                                      int(desc.get("max_length", 128)), folder)
+        from .classification import load_run_decision
+
+        load_run_decision(ctx, run_dir)
 
     def tokenize(self, ctx, texts: list[str]) -> dict:
         from .models.huggingface import quiet_transformers
@@ -376,10 +388,8 @@ class TextClassificationTechnique(Technique):
                 results.append({"ref": s})
         if good:
             probs = self.predict_texts(ctx, [s for _, s in good])
-            names = ctx.data.class_names
-            for (k, _), pr in zip(good, probs):
-                results[k]["predicted"] = names[int(pr.argmax())]
-                results[k]["probabilities"] = {c: float(v) for c, v in zip(names, pr)}
+            for (k, _), row in zip(good, ctx.state["decision"].results(probs)):
+                results[k].update(row)
         return results
 
     def explain(self, ctx, text: str, target: int | str | None = None) -> dict:
@@ -398,7 +408,7 @@ class TextClassificationTechnique(Technique):
         from .text_export import export_text_onnx
 
         return export_text_onnx(ctx.model, ctx.data.tokenizer, ctx.data.class_names, ctx.data.max_length,
-                                out_dir, texts, tolerance)
+                                out_dir, texts, tolerance, decision=ctx.state.get("decision"))
 
 
 # --- explanation ----------------------------------------------------------------------------------
@@ -504,6 +514,11 @@ def explain_sentence(predictor, text: str) -> dict:
         with torch.enable_grad():
             out = dict(tech.explain(ctx, text))
         out.setdefault("text", text)
+        dec = ctx.state.get("decision")
+        if dec is not None and out.get("probabilities"):  # the run's calibrated probabilities and its call
+            names = list(dec.class_names)
+            row = dec.results(np.array([[out["probabilities"][c] for c in names]]))[0]
+            out.update(row)
         return out
     res = predictor.predict([text])[0]
     if res.get("error"):
