@@ -392,7 +392,11 @@ def classification_report_md(project, final: dict, data: ImageData | None) -> st
             lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
                       "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
             lines += [f"| {names[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
-    lines += ["", "Repeat this run with:", "", f"    tlstudio train {Path(final.get('run_dir', '.')) / 'project.toml'}", ""]
+    from .analysis.summary import decision_markdown
+
+    desc = {k: getattr(data, k) for k in ("leakage", "groups") if getattr(data, k, None) is not None} if data else {}
+    lines += [""] + decision_markdown(t, desc)
+    lines += ["Repeat this run with:", "", f"    tlstudio train {Path(final.get('run_dir', '.')) / 'project.toml'}", ""]
     return "\n".join(lines)
 
 
