@@ -69,7 +69,7 @@ def subgroup_report(values: list, targets, probs, decisions, positive: int | Non
         if g["n"] >= MIN_CASES:
             for key in metrics:
                 ci, ref = g.get(f"{key}_ci95"), whole.get(key)
-                if ci and ref is not None and ci[1] < ref:
+                if ci and ref is not None and g.get(key) is not None and g[key] < ref and ci[1] < ref - 1e-9:
                     g["far_below"].append(key)
         groups.append(g)
     return {"column": column, "metrics": list(metrics), "whole": whole, "groups": groups,
