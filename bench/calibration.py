@@ -2,11 +2,11 @@
 
     nice -n 10 .venv/bin/python bench/calibration.py [--only breastmnist|uci] [--json out.json]
 
-1. BreastMNIST (official split 546/78/156), the studio's default recipe (progressive
-   unfreezing, MobileNetV2), positive class "0" (malignant), operating point "sensitivity at
-   least 0.9" chosen on validation; conformal LAC at 90%.  The same as
-   ``tlstudio train --data ../shared/data/medmnist/breastmnist.npz --set decision.positive_class='"0"'
-   --set decision.threshold_method='"sensitivity"' --json``.
+1. BreastMNIST (official split 546/78/156), fine-tuning MobileNetV2 (ImageNet) at 64 px for 8
+   epochs, positive class "0" (malignant), operating point "sensitivity at least 0.9" chosen
+   on validation; conformal LAC at 90%.  The same as
+   ``tlstudio train --data ../shared/data/medmnist/breastmnist.npz --technique fine-tuning --image-size 64
+   --epochs 8 --threads 2 --set decision.positive_class='"0"' --set decision.threshold_method='"sensitivity"' --json``.
 2. UCI sentiment sentences (amazon + imdb + yelp, 2,979 texts after duplicates; 70/10/20),
    MiniLM-L6 fine-tuned (bench/text_classification.py's recipe), positive class "negative",
    Youden's J; conformal LAC at 90%; results by source (amazon, imdb, yelp).
@@ -40,6 +40,9 @@ def breastmnist_project():
 
     p = Project(name="BreastMNIST decision")
     p.data.source = str(NPZ)
+    p.technique.id = "fine-tuning"
+    p.model.image_size = 64
+    p.training.epochs = 8
     p.decision.positive_class = "0"
     p.decision.threshold_method = "sensitivity"
     p.decision.target = 0.9
