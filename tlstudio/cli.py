@@ -496,7 +496,9 @@ def validate_groups_and_leaks(args, table, plugins) -> dict:
         out["lines"].append(f"Patients/groups: {gs['groups']:,} ({gs['items_with_group']:,} items; {pg['min']}–{pg['max']} per "
                             f"group, median {pg['median']:g})" + (f"; {gs['items_without_group']:,} items name none"
                                                                    if gs["items_without_group"] else "") + ".")
-        if assignments is not None:
+        if not gs["split_by_group"]:
+            out["lines"].append("  Fewer than 3 patients are named (anonymised data?): images are split one by one.")
+        elif assignments is not None:
             out["lines"].append(f"  {where}: " + (f"{len(gs['leaking']):,} group(s) lie in more than one split "
                                                   f"({gs['leaking_items']:,} items), e.g. {gs['leaking'][0]}: a leak"
                                                   if gs["leaking"] else "no group lies in two splits"))

@@ -129,7 +129,9 @@ class GroupsLeakPanel(QWidget):
             text = (f"<b>{gs['groups']:,} patients/groups</b>, {pg['min']}–{pg['max']} images each (median "
                     f"{pg['median']:g})" + (f"; {gs['items_without_group']:,} images name none" if gs["items_without_group"]
                                             else "") + ". ")
-            if self.assignments is not None:
+            if not gs["split_by_group"]:
+                text += "Fewer than 3 patients are named (anonymised data?): images are split one by one."
+            elif self.assignments is not None:
                 leak = gs["leaking"]
                 text += (f"<span style='color:#b03a2e'>In {where}, {len(leak):,} patient(s) lie in more than one split "
                          f"(e.g. {leak[0]}): their images inflate the test figures.</span>" if leak

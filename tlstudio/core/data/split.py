@@ -30,6 +30,10 @@ class SplitChangedError(DataError):
     """A stored split no longer matches the data: the user chooses whether to make a new one."""
 
 
+#: fewer named groups than this cannot be split by group (anonymised DICOM often has one PatientID for all)
+MIN_GROUPS = 3
+
+
 def item_groups(table) -> list[str] | None:
     """The group (patient) of every item, or None when no item names one; an item without a
     group is a group of its own."""
@@ -37,6 +41,15 @@ def item_groups(table) -> list[str] | None:
     if not any(g not in (None, "") for g in groups):
         return None
     return [str(g) if g not in (None, "") else f"\0{it.ref}" for g, it in zip(groups, table.items)]
+
+
+def split_groups(table) -> list[str] | None:
+    """The groups a split keeps together: :func:`item_groups`, unless fewer than ``MIN_GROUPS``
+    are named (then images are split one by one, and :func:`group_summary` says so)."""
+    groups = item_groups(table)
+    if groups is None or len({g for g in groups if not g.startswith("\0")}) < MIN_GROUPS:
+        return None
+    return groups
 
 
 def _carve(pool: np.ndarray, labels: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,7 +106,7 @@ def make_split(table: ImageTable, mode: str, val_fraction: float, test_fraction:
                         "choose the split 'auto' or 'stratified'")
     given = mode == "given" or (mode == "auto" and table.has_given_split)
     labels = table.labels()
-    groups = item_groups(table)
+    groups = split_groups(table)
     garr = np.asarray(groups, dtype=object) if groups is not None else None
     rng = np.random.default_rng(seed)
     n_labelled = int((labels >= 0).sum())
@@ -138,8 +151,11 @@ def group_summary(table, assignments: list[str] | None = None) -> dict | None:
     per = np.array(list(sizes.values()))
     out = {"groups": len(sizes), "items_with_group": len(named), "items_without_group": len(groups) - len(named),
            "per_group": {"min": int(per.min()), "median": float(np.median(per)), "max": int(per.max()),
-                         "mean": round(float(per.mean()), 2)}}
-    if assignments is not None:
+                         "mean": round(float(per.mean()), 2)},
+           "split_by_group": len(sizes) >= MIN_GROUPS}
+    if assignments is not None and not out["split_by_group"]:
+        out["leaking"], out["leaking_items"] = [], 0  # too few patients named (anonymised?): split image by image
+    elif assignments is not None:
         where: dict[str, set] = {}
         for g, s in zip(groups, assignments):
             if not g.startswith("\0"):
@@ -175,7 +191,7 @@ def save_split(path: Path, table: ImageTable, assignments: list[str]) -> None:
     base = _base(table)
     data = {"format": SPLIT_FORMAT, "fingerprint": table.fingerprint(), "source": Path(table.source).name,
             "refs": {relative_ref(it.ref, base): s for it, s in zip(table.items, assignments)}}
-    groups = item_groups(table)
+    groups = split_groups(table)
     if groups is not None:
         data["groups"] = {g: s for g, s in sorted(zip(groups, assignments)) if not g.startswith("\0")}
     atomic_write_json(path, data)
