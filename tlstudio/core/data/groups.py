@@ -1,7 +1,25 @@
-"""Patients and other metadata of images: what DICOM headers say about an image."""
+"""Patients and other metadata of items: the group (patient) column of tables, and what DICOM
+headers say about an image."""
 from __future__ import annotations
 
 from pathlib import Path
+
+#: a column of patients (or other groups whose items must stay in one split), found by name
+GROUP_COLUMNS = ("patient", "patientid", "subject", "subjectid", "group", "groupid")
+GROUP_HELP = "column/field of patients (or other groups kept in one split; default: patient, patient_id, subject or group)"
+
+
+def group_meta(group, fields: dict) -> dict:
+    """The meta of a table row's item: its group (patient) and its other columns (for reports
+    by subgroup)."""
+    out = {}
+    if group not in (None, ""):
+        out["group"] = str(group).strip()
+    fields = {str(k): "" if v is None else str(v) for k, v in fields.items()}
+    if fields:
+        out["fields"] = fields
+    return out
+
 
 #: DICOM header fields kept for grouped splits (PatientID) and reports by subgroup
 DICOM_FIELDS = ("PatientID", "PatientSex", "PatientAge", "Manufacturer", "ManufacturerModelName", "InstitutionName",

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import DataError, RunStopped
 from ..hookspecs import hookimpl
+from .groups import GROUP_COLUMNS as GROUP_NAMES
 from .image import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, _gray_to_rgb, _scale_to_uint8, is_dicom, read_file
 from .report import Item, Skipped
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key

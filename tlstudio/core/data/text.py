@@ -26,6 +26,9 @@ import numpy as np
 from ..errors import DataError
 from ..hookspecs import hookimpl
 from ..io import stable_hash
+from .groups import GROUP_COLUMNS as _GROUP_COLS
+from .groups import GROUP_HELP as _GROUP_HELP
+from .groups import group_meta as _group_meta
 from .report import SHOWN_SKIPPED, Item, Skipped, ValidationReport
 from .table import DatasetReader, natural_key
 
@@ -39,20 +42,6 @@ _TEXT_NAMES = ("text", "sentence", "sentences", "review", "reviewtext", "comment
                "note", "notes", "report", "message", "utterance", "abstract", "description", "tweet")
 _LABEL_NAMES = ("label", "labels", "class", "target", "category", "sentiment", "classname", "diagnosis", "y")
 _SPLIT_COLS = ("split", "set", "fold", "subset")
-_GROUP_COLS = ("patient", "patientid", "subject", "subjectid", "group", "groupid")
-_GROUP_HELP = "column/field of patients (or other groups kept in one split; default: patient, patient_id, subject or group)"
-
-
-def _group_meta(group, fields: dict) -> dict:
-    """The meta of a text item: its group (patient) and its other columns (reports by subgroup)."""
-    out = {}
-    if group not in (None, ""):
-        out["group"] = str(group).strip()
-    fields = {str(k): "" if v is None else str(v) for k, v in fields.items()}
-    if fields:
-        out["fields"] = fields
-    return out
-
 _COMMON_HELP = {
     "label_names": "names for the raw labels, e.g. {\"0\" = \"negative\", \"1\" = \"positive\"} or '0=negative,1=positive'",
     "classes": "the labels to keep (after label_names); rows with other labels are skipped as unknown labels",
