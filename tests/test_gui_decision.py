@@ -109,3 +109,39 @@ def test_predict_page_shows_the_prediction_set(qtbot, run_store, monkeypatch):
     pp.table.selectRow(0)
     assert "Prediction set (90%)" in pp.detail.text()
     close_window(qtbot, w)
+
+
+def test_data_page_counts_patients_and_lists_a_planted_leak_side_by_side(qtbot, tmp_path):
+    import csv
+    import shutil
+
+    from test_grouped_split import patient_csv
+
+    src = patient_csv(tmp_path / "data", patients=18)
+    data = src.parent
+    with open(src, newline="") as f:  # a test image copied into train: the leak to find
+        rows = list(csv.reader(f))
+    from tlstudio.core.data import make_split, read_data
+
+    table = read_data(src)
+    split = make_split(table, "stratified", 0.15, 0.15, 0)  # by patient; written as the CSV's own split
+    leaked = next(it for it, s in zip(table.items, split) if s == "test")
+    shutil.copy(leaked.ref, data / "copy.png")
+    rows = [rows[0] + ["split"]] + [r + [s] for r, s in zip(rows[1:], split)]
+    rows.append(["copy.png", leaked.label, "P900", "north", "train"])
+    with open(src, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    w = open_window(qtbot, None, wait_models=False)
+    page = w.show_page("data")
+    page.set_source(str(src))
+    qtbot.waitUntil(lambda: page.table is not None, timeout=60_000)
+    panel = page.groups_panel
+    assert "19 patients/groups" in panel.groups.text() and "no patient lies in two splits" in panel.groups.text()
+    panel.check_btn.click()
+    qtbot.waitUntil(lambda: panel.report is not None, timeout=180_000)
+    pairs = {(panel.pairs.item(r, 0).toolTip(), panel.pairs.item(r, 1).toolTip()) for r in range(panel.pairs.rowCount())}
+    assert any(b.endswith("copy.png") for _a, b in pairs)
+    row = next(r for r in range(panel.pairs.rowCount()) if panel.pairs.item(r, 1).toolTip().endswith("copy.png"))
+    assert not panel.pairs.item(row, 0).icon().isNull() and not panel.pairs.item(row, 1).icon().isNull()
+    assert "twin in another split" in panel.leak_text.text()
+    close_window(qtbot, w)

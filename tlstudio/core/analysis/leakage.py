@@ -60,8 +60,10 @@ class LeakReport:
         """Val/test images with a twin on another side."""
         return len({(lk.a_split, lk.a_ref) for lk in self.leaks})
 
-    def to_dict(self) -> dict:
-        return {"count": self.count, "pairs": [asdict(lk) for lk in self.leaks], "checked": self.checked,
+    def to_dict(self, max_pairs: int = 2000) -> dict:
+        """JSON-able; at most ``max_pairs`` pairs listed (``pairs_total`` counts them all)."""
+        return {"count": self.count, "pairs": [asdict(lk) for lk in self.leaks[:max_pairs]],
+                "pairs_total": len(self.leaks), "checked": self.checked,
                 "features": self.features, "max_hamming": self.max_hamming, "min_cosine": self.min_cosine,
                 "method": self.method, "note": self.note}
 
