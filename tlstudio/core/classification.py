@@ -184,12 +184,20 @@ def prepare_image_data(ctx) -> ImageData:
     return data
 
 
+LEAK_FEATURES_UP_TO = 20_000
+
+
 def run_leak_check(ctx, table, assignments, images, valid) -> dict:
     """The leakage check of the run's split (logged; kept in data.json for the report and card)."""
     from .analysis.leakage import check_table_leaks
 
     ctx.progress("Checking for leaks between the splits", 0, 1)
-    rep = check_table_leaks(table, assignments, images, valid, library=ctx.library, device=str(ctx.device))
+    big = len(table) > LEAK_FEATURES_UP_TO  # the hash alone on large data sets: the features would cost minutes
+    rep = check_table_leaks(table, assignments, images, valid, library=ctx.library, device=str(ctx.device),
+                            features=not big)
+    if big:
+        rep.note = (f"{len(table):,} images: perceptual hash only at training time (`tlstudio validate-data` "
+                    "adds the frozen features)")
     ctx.log(rep.summary(), "warning" if rep.leaks else "info")
     return rep.to_dict()
 
