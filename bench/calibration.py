@@ -75,9 +75,16 @@ def summary(name: str, final: dict, seconds: float, load_before: str) -> dict:
            "brier_before": b.get("brier"), "brier_after": a.get("brier"), "nll_before": b.get("nll"),
            "nll_after": a.get("nll"), "coverage": cf.get("coverage"), "coverage_ci95": cf.get("coverage_ci95"),
            "mean_set_size": cf.get("mean_set_size"), "level": cf.get("level"), "operating_point": op,
-           "method": (rep.get("decision") or {}).get("method"), "subgroups": t.get("subgroups"),
+           "method": (rep.get("decision") or {}).get("method"), "subgroups": _subgroups(final.get("run_dir")),
            "seconds": round(seconds, 1), "load_before": load_before, "load_after": load()}
     return out
+
+
+def _subgroups(run_dir) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / "evaluation_test.json").read_text()).get("subgroups")
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def show(s: dict) -> None:
