@@ -105,7 +105,8 @@ def redecide(run_dir: str | Path, *, positive: str | None = None, method: str | 
             val_op = None
             if vprobs is not None:
                 val_op = choose_threshold(vprobs[:, dec.positive], vy == dec.positive, "fixed", t)["validation"]
-            dec = dec.with_threshold(t, chosen_on or "by hand", "fixed", None,
+            where = chosen_on if threshold is not None else (dec.chosen_on or chosen_on)  # only the sets changed: kept
+            dec = dec.with_threshold(t, where or "by hand", "fixed", None,
                                      {"operating_point": val_op} if val_op else {})
         else:
             if vprobs is None:
