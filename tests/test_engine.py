@@ -191,7 +191,8 @@ def test_predict_from_a_run(tmp_path, tiny_digits):
     assert abs(sum(out[0]["probabilities"].values()) - 1) < 1e-4
     assert "error" in out[2] and "bad.png" in out[2]["error"]
     csv = pred.write_csv(out, tmp_path / "pred.csv").read_text()
-    assert csv.splitlines()[0].startswith("input,predicted,p_0")
+    # the prediction set and the most probable classes (three classes) beside the probabilities
+    assert csv.splitlines()[0] == "input,predicted,set,top_k,p_0,p_1,p_7,error"
 
 
 def test_split_is_stored_and_reused(tmp_path, tiny_digits):

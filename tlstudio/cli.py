@@ -255,6 +255,7 @@ def cmd_train(args, plugins) -> int:
                             into_run=D.create_run_folder(args.into_run)).fit()
         else:
             project = build_project(args, plugins)
+            _new_split(args, project, show)
             final = train(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins)
     except StudioError as e:
         show.close()
@@ -287,6 +288,22 @@ def cmd_train(args, plugins) -> int:
         _err(f"Stopped. Resume with: tlstudio train --resume {final.get('run_dir')}")
         return EXIT_STOPPED
     return EXIT_OK
+
+
+def _new_split(args, project, show) -> None:
+    """--new-split: move the project's stored split aside, so that training makes a new one."""
+    if not getattr(args, "new_split", False):
+        return
+    from tlstudio.core.data.split import archive_split
+
+    sp = project.data.split
+    if not sp.file:
+        show.console.print("[yellow]--new-split: the project keeps its splits by data fingerprint (no split file): "
+                           "changed data already gets a new split.[/yellow]")
+        return
+    old = archive_split(project.resolve(sp.file))
+    if old is not None:
+        show.console.print(f"[yellow]The stored split was moved to {old}; a new one is made.[/yellow]")
 
 
 class _Quiet:
@@ -441,11 +458,65 @@ def cmd_validate(args, plugins) -> int:
         order = {"detection": 0, "captioning": 0, "image-classification": 1}
         readers = sorted(readers, key=lambda r: order.get(getattr(r, "task", "image-classification"), 2))
     table = read_data(args.path, args.format or "auto", options, readers, task=task)
+    extra = validate_groups_and_leaks(args, table, plugins)
     if args.json:
-        print(json.dumps(table.report.to_dict(), indent=2, default=str))
+        print(json.dumps(table.report.to_dict() | extra, indent=2, default=str))
     else:
         print(table.report.summary())
+        for line in extra.get("lines", []):
+            print(line)
     return EXIT_OK
+
+
+def validate_groups_and_leaks(args, table, plugins) -> dict:
+    """validate-data's patients/groups (and whether a stored split leaks one) and leakage check."""
+    from tlstudio.core.data.split import check_split, group_summary, make_split
+
+    out: dict = {"lines": []}
+    if not hasattr(table, "labels") or getattr(table, "reader", None) is None or not len(table):
+        return out
+    assignments, where = None, ""
+    if args.split:
+        chk = check_split(Path(args.split), table)
+        if chk.matches:
+            assignments, where = chk.assignments, f"the stored split {args.split}"
+        else:
+            out["lines"].append(chk.message())
+            out["split_problem"] = chk.message()
+    if assignments is None and table.class_names:
+        try:
+            assignments = make_split(table, "auto", 0.15, 0.15, 0)
+            where = "the split training would make (auto, 15% validation, 15% test, seed 0)"
+        except Exception:  # noqa: BLE001 - a table that cannot be split is reported by its own warnings
+            assignments = None
+    gs = group_summary(table, assignments)
+    if gs:
+        out["groups"] = gs
+        pg = gs["per_group"]
+        out["lines"].append(f"Patients/groups: {gs['groups']:,} ({gs['items_with_group']:,} items; {pg['min']}–{pg['max']} per "
+                            f"group, median {pg['median']:g})" + (f"; {gs['items_without_group']:,} items name none"
+                                                                   if gs["items_without_group"] else "") + ".")
+        if not gs["split_by_group"]:
+            out["lines"].append("  Fewer than 3 patients are named (anonymised data?): images are split one by one.")
+        elif assignments is not None:
+            out["lines"].append(f"  {where}: " + (f"{len(gs['leaking']):,} group(s) lie in more than one split "
+                                                  f"({gs['leaking_items']:,} items), e.g. {gs['leaking'][0]}: a leak"
+                                                  if gs["leaking"] else "no group lies in two splits"))
+    task = getattr(table.reader, "task", "image-classification")
+    if args.leakage and assignments is not None and task == "image-classification":
+        from tlstudio.core.analysis.leakage import check_table_leaks
+        from tlstudio.core.models import ModelLibrary
+
+        lib = ModelLibrary(sources=plugins.model_sources() or None)
+        rep = check_table_leaks(table, assignments, library=lib)
+        out["leakage"] = rep.to_dict() | {"split": where}
+        out["lines"].append(rep.summary().replace("Leakage", f"Leakage ({where})", 1))
+        for lk in rep.leaks[:50]:
+            out["lines"].append(f"  {lk.a_split} {lk.a_ref} = {lk.b_split} {lk.b_ref} (hash {lk.hamming} bits apart"
+                                + (f", cosine {lk.cosine:.3f}" if lk.cosine is not None else "") + ")")
+        if len(rep.leaks) > 50:
+            out["lines"].append(f"  ... and {len(rep.leaks) - 50:,} more pairs (--json lists them all)")
+    return out
 
 
 def cmd_predict(args, plugins) -> int:
@@ -465,7 +536,7 @@ def cmd_predict(args, plugins) -> int:
         task = pred.ctx.project.task
     results = pred.predict_paths(args.images) if task != "text-classification" else pred.predict(args.images)
     if args.csv:
-        pred.write_csv(results, args.csv)
+        pred.write_csv(results, args.csv, top_k=args.top_k)
     return _print_predictions(args, results, csv_written=True)
 
 
@@ -494,8 +565,12 @@ def _print_predictions(args, results: list[dict], csv_written: bool = False) -> 
             if r.get("error"):
                 print(f"{r['ref']}\tskipped: {r['error']}")
             else:
+                from tlstudio.core.predict import set_text, top_text
+
                 p = r.get("probabilities", {}).get(r["predicted"]) if isinstance(r["predicted"], str) else None
-                print(f"{r['ref']}\t{r['predicted']}" + (f"\t{p:.3f}" if p is not None else ""))
+                print(f"{r['ref']}\t{r['predicted']}" + (f"\t{p:.3f}" if p is not None else "")
+                      + (f"\tset: {set_text(r['set'])}" if "set" in r else "")
+                      + (f"\ttop {args.top_k}: {top_text(r['top'], args.top_k)}" if r.get("top") and args.top_k else ""))
     return EXIT_OK if all(not r.get("error") for r in results) else EXIT_FAILED
 
 
@@ -589,6 +664,37 @@ def cmd_text_export(args, plugins) -> int:
     return EXIT_OK
 
 
+def cmd_decide(args, plugins) -> int:
+    """tlstudio decide RUN ...: change a finished run's operating point, prediction sets or
+    positive class without retraining (the window's "Use this operating point")."""
+    from tlstudio.core.analysis.redecide import redecide
+    from tlstudio.core.runs import open_run
+    from tlstudio.core.settings import load_settings
+
+    run = open_run(args.run, args.runs_dir or load_settings().runs_path())
+    method = "fixed" if args.threshold is not None and args.method is None else args.method
+    dec = redecide(run.dir, positive=args.positive, method=method, threshold=args.threshold, target=args.target,
+                   level=args.level, conformal_method=args.conformal, chosen_on="the command line" if method == "fixed" else None)
+    test = run.final().get("test", {})
+    rep = test.get("decision") or {}
+    if args.json:
+        print(json.dumps({"decision": dec.to_dict(), "test": {k: rep.get(k) for k in ("operating_point", "conformal")}},
+                         default=str))
+        return EXIT_OK
+    print(f"Run {run.id}: " + dec.describe())
+    op = rep.get("operating_point")
+    if op:
+        ci = lambda v: f"{v[0]:.3f}–{v[1]:.3f}" if v else "–"  # noqa: E731
+        print(f"Test at this operating point: sensitivity {op['sensitivity']:.3f} (95% CI {ci(op['sensitivity_ci95'])}), "
+              f"specificity {op['specificity']:.3f} (95% CI {ci(op['specificity_ci95'])}); "
+              f"TP {op['tp']}, FN {op['fn']}, TN {op['tn']}, FP {op['fp']}")
+    cf = rep.get("conformal")
+    if cf:
+        print(f"Prediction sets on test: coverage {cf['coverage']:.3f} at the {cf['level']:.0%} level, "
+              f"mean set size {cf['mean_set_size']:.2f}")
+    return EXIT_OK
+
+
 def cmd_runs(args, plugins) -> int:
     from tlstudio.core.runs import list_runs, summarize
     from tlstudio.core.settings import load_settings
@@ -644,6 +750,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=int, metavar="N",
                    help="train in N processes with torchrun (DistributedDataParallel): one per GPU, or N CPU "
                         "processes; the batch size stays the global batch")
+    t.add_argument("--new-split", action="store_true",
+                   help="the data changed since the project's stored split was made: make a new split (the old "
+                        "file is kept beside it as split.json.old-N)")
     t.add_argument("--into-run", metavar="DIR",
                    help="train into this run folder (made if missing; continued if it holds an earlier attempt): "
                         "lets a caller know the folder before the run starts")
@@ -688,6 +797,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="only the readers of this task (default: any that recognises the data)")
     v.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a reader option, e.g. text_column=review or label_names='0=negative,1=positive'")
+    v.add_argument("--split", metavar="SPLIT_JSON", help="a stored split to check against the data (groups, leaks)")
+    v.add_argument("--no-leakage", dest="leakage", action="store_false",
+                   help="skip the leakage check (same or near-identical images across the splits)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 
@@ -702,6 +814,8 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", help="run folder or id, or an exported package folder")
     pr.add_argument("images", nargs="+", help="image files or folders (sentences for a text-classification run)")
     pr.add_argument("--csv", help="write the predictions to this CSV")
+    pr.add_argument("--top-k", type=int, default=3, metavar="K",
+                    help="more than two classes: show (and write) the K most probable classes (default 3; 0 = off)")
     pr.add_argument("--runs-dir")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
@@ -730,6 +844,19 @@ def make_parser() -> argparse.ArgumentParser:
     dr.add_argument("--quick", action="store_true", help="skip the slower checks (a tiny model forward pass)")
     dr.add_argument("--json", action="store_true")
     dr.set_defaults(func=cmd_doctor)
+
+    de = sub.add_parser("decide", help="change a finished run's operating point or prediction sets (no retraining)")
+    de.add_argument("run", help="run folder or id")
+    de.add_argument("--positive", help="the positive class (two classes)")
+    de.add_argument("--method", choices=("fixed", "youden", "sensitivity", "specificity"),
+                    help="how the threshold is chosen (on the validation split; fixed: --threshold)")
+    de.add_argument("--target", type=float, help="the least sensitivity or specificity on validation (e.g. 0.9)")
+    de.add_argument("--threshold", type=float, help="a fixed threshold for the positive class's probability")
+    de.add_argument("--level", type=float, help="prediction-set level (0.9 = 90%%; 0 = no sets)")
+    de.add_argument("--conformal", choices=("lac", "aps"), help="prediction-set method")
+    de.add_argument("--runs-dir")
+    de.add_argument("--json", action="store_true")
+    de.set_defaults(func=cmd_decide)
 
     r = sub.add_parser("runs", help="list runs")
     r.add_argument("--runs-dir")

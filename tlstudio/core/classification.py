@@ -26,6 +26,10 @@ class ImageData:
     #: the target domain (a :class:`tlstudio.core.techniques.target.TargetData`), when a technique
     #: prepared one with :func:`tlstudio.core.techniques.target.prepare_target`
     target = None
+    #: patients/groups of the data and of the split (:func:`tlstudio.core.data.split.group_summary`)
+    groups = None
+    #: the leakage check of the split (:meth:`tlstudio.core.analysis.leakage.LeakReport.to_dict`)
+    leakage = None
 
     def __init__(self, table, assignments: list[str], images: np.ndarray, valid: np.ndarray, size: int,
                  mean, std, augmentation, split_file: Path | None):
@@ -81,7 +85,9 @@ class ImageData:
         return {"reader": self.table.reader_id, "source": str(self.table.source), "fingerprint": self.fingerprint,
                 "class_names": self.class_names, "image_size": self.size, "mean": self.mean, "std": self.std,
                 "split_counts": self.counts(), "report": self.table.report.to_dict(),
-                **({"target": self.target.describe()} if self.target is not None else {})}
+                **({"target": self.target.describe()} if self.target is not None else {}),
+                **({"groups": self.groups} if self.groups else {}),
+                **({"leakage": self.leakage} if self.leakage is not None else {})}
 
 
 def _split_path(ctx, table) -> Path:
@@ -98,17 +104,31 @@ def _split_path(ctx, table) -> Path:
 
 def stored_split(ctx, table) -> tuple[list[str], Path | None]:
     """'train'/'val'/'test' per item of ``table``: the stored split when there is one, else a
-    new seeded one (the source's own where it has one), stored so that re-runs use it.
+    new seeded one (the source's own where it has one; by patient where the data names
+    patients), stored so that re-runs use it.  A stored split that no longer matches the data
+    is never replaced silently: :class:`~tlstudio.core.data.split.SplitChangedError` says so,
+    and the user chooses (``tlstudio train --new-split``, the Data page's "Make a new split").
     Shared by every task."""
-    from .data import load_split, make_split, save_split
+    from .data import make_split, save_split
+    from .data.split import SplitChangedError, check_split, group_summary
 
     split_file = _split_path(ctx, table)
-    assignments = load_split(split_file, table) if split_file.exists() else None
-    if assignments is not None:
+    if split_file.exists():
+        chk = check_split(split_file, table)
+        if not chk.matches:
+            raise SplitChangedError(chk.message() + " Make a new split (the old file is kept beside it): "
+                                    "`tlstudio train ... --new-split`, or \"Make a new split\" on the Data page.")
         ctx.log(f"Using the stored split {split_file}.")
-        return assignments, split_file
+        if chk.leaking_groups:
+            ctx.log(f"The stored split puts {len(chk.leaking_groups)} patient(s)/group(s) in more than one split "
+                    f"(e.g. {chk.leaking_groups[0]}): test figures are optimistic. Make a new split to split by group.",
+                    "warning")
+        return chk.assignments, split_file
     sp = ctx.project.data.split
     assignments = make_split(table, sp.mode, sp.val_fraction, sp.test_fraction, sp.seed)
+    gs = group_summary(table)
+    ctx.log(f"New split stored in {split_file}" + (f", by group: {gs['groups']:,} patients/groups, none in two splits"
+                                                    if gs else "") + ".")
     try:
         save_split(split_file, table, assignments)
     except OSError as e:
@@ -158,12 +178,36 @@ def prepare_image_data(ctx) -> ImageData:
     data = ImageData(table, assignments, images, valid, size, pre.mean, pre.std, proj.augmentation, split_file)
     c = data.counts()
     ctx.log("Data: " + ", ".join(f"{s} {sum(c[s].values())}" for s in SPLITS) + f" images, classes: {', '.join(data.class_names)}")
+    from .data.split import group_summary
+
+    data.groups = group_summary(table, assignments)
+    if proj.decision.leak_check and getattr(ctx, "train", None) is not None:  # a run, not a prediction
+        data.leakage = run_leak_check(ctx, table, assignments, images, valid)
     return data
+
+
+LEAK_FEATURES_UP_TO = 20_000
+
+
+def run_leak_check(ctx, table, assignments, images, valid) -> dict:
+    """The leakage check of the run's split (logged; kept in data.json for the report and card)."""
+    from .analysis.leakage import check_table_leaks
+
+    ctx.progress("Checking for leaks between the splits", 0, 1)
+    big = len(table) > LEAK_FEATURES_UP_TO  # the hash alone on large data sets: the features would cost minutes
+    rep = check_table_leaks(table, assignments, images, valid, library=ctx.library, device=str(ctx.device),
+                            features=not big)
+    if big:
+        rep.note = (f"{len(table):,} images: perceptual hash only at training time (`tlstudio validate-data` "
+                    "adds the frozen features)")
+    ctx.log(rep.summary(), "warning" if rep.leaks else "info")
+    return rep.to_dict()
 
 
 class ImageClassificationTask(Task):
     """Images in, one class each out: cross-entropy, the per-class figures a clinician reads
-    (sensitivity, specificity, AUC, confusion matrix), predictions with probabilities."""
+    (sensitivity, specificity, AUC, confusion matrix), calibrated predictions at the run's
+    operating point, with prediction sets."""
 
     id = "image-classification"
     title = "Image classification"
@@ -182,6 +226,9 @@ class ImageClassificationTask(Task):
     def evaluate(self, ctx, split: str) -> dict:
         return evaluate_classifier(ctx, split)
 
+    def before_test(self, ctx) -> None:
+        fit_run_decision(self, ctx)
+
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         write_classifier_evaluation(ctx, split, metrics)
 
@@ -194,20 +241,21 @@ class ImageClassificationTask(Task):
             desc = json.loads((Path(run_dir) / "data.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             raise StudioError(f"{run_dir}: data.json is missing: the run did not get as far as preparing its data.") from None
-        return ImageInferenceData(list(checkpoint.get("class_names") or desc["class_names"]),
+        data = ImageInferenceData(list(checkpoint.get("class_names") or desc["class_names"]),
                                   int(desc["image_size"]), desc["mean"], desc["std"])
+        load_run_decision(ctx, run_dir, data.class_names)
+        return data
 
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
-        """Image paths -> {"ref", "predicted", "probabilities"} (or {"ref", "error"})."""
+        """Image paths -> {"ref", "predicted", "probabilities", "set", "top"} (or {"ref", "error"}):
+        calibrated probabilities and the run's operating point (its decision.json)."""
         from .data import decode_inputs
 
         results, good = decode_inputs(inputs)
         if good:
             probs = predict_images(self.inference_model(ctx), ctx.data, [a for _, a in good], ctx.device)
-            names = ctx.data.class_names
-            for (k, _), pr in zip(good, probs):
-                results[k]["predicted"] = names[int(pr.argmax())]
-                results[k]["probabilities"] = {c: float(v) for c, v in zip(names, pr)}
+            for (k, _), row in zip(good, ctx.scratch["decision"].results(probs)):
+                results[k].update(row)
         return results
 
 
@@ -232,7 +280,7 @@ class ImageClassificationTask(Task):
         d = ctx.data
         return {
             "task": self.id, "inputs": ["image"], "outputs": ["logits"], "labels": list(d.class_names),
-            "postprocess": "softmax",
+            "postprocess": "softmax", **package_decision(ctx),
             "preprocessing": {
                 "kind": "image", "layout": "NCHW", "dtype": "float32", "channels": "RGB",
                 "size": [int(d.size), int(d.size)],
@@ -253,15 +301,46 @@ class ImageClassificationTask(Task):
         pre = spec["preprocessing"]
         names = list(spec["labels"])
         data = ImageInferenceData(names, int(pre["size"][0]), pre["mean"], pre["std"])
+        dec = decision_of_package(spec)
         results, good = decode_inputs(inputs)
         for b in range(0, len(good), 32):
             chunk = good[b:b + 32]
             x = data.preprocess([a for _, a in chunk]).numpy()
             logits = torch.from_numpy(np.asarray(run_model([x])[0], dtype=np.float32))
-            for (k, _), pr in zip(chunk, logits.softmax(1).numpy()):
-                results[k]["predicted"] = names[int(pr.argmax())]
-                results[k]["probabilities"] = {c: float(v) for c, v in zip(names, pr)}
+            for (k, _), row in zip(chunk, dec.results(logits.double().softmax(1).numpy())):
+                results[k].update(row)
         return results
+
+
+def load_run_decision(ctx, run_dir, class_names: list[str]) -> None:
+    """The run's decision (decision.json; argmax and uncalibrated for a run without one) in
+    ``ctx.scratch["decision"]``, for prediction and export."""
+    from .analysis.decision import RunDecision
+
+    ctx.scratch["decision"] = RunDecision.load(run_dir, list(class_names))
+
+
+def package_decision(ctx) -> dict:
+    """What an exported package carries of the run's decision: the decision itself, and that
+    the model file divides its logits by the temperature (export wraps it, so that the
+    parity check covers the calibrated outputs)."""
+    dec = ctx.scratch.get("decision")
+    if dec is None:
+        return {}
+    return {"decision": dec.to_dict(), "temperature_in_model": dec.temperature != 1.0}
+
+
+def decision_of_package(spec: dict):
+    """The decision an exported package applies to its model's outputs (argmax without one)."""
+    from .analysis.decision import RunDecision
+
+    labels = list(spec.get("labels") or [])
+    if not spec.get("decision"):
+        return RunDecision.default(labels)
+    dec = RunDecision.from_dict(spec["decision"], labels)
+    if spec.get("temperature_in_model"):
+        dec.temperature = 1.0  # the model's logits are already divided by it
+    return dec
 
 
 class ImageInferenceData:
@@ -323,7 +402,11 @@ def classification_report_md(project, final: dict, data: ImageData | None) -> st
             lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
                       "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
             lines += [f"| {names[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
-    lines += ["", "Repeat this run with:", "", f"    tlstudio train {Path(final.get('run_dir', '.')) / 'project.toml'}", ""]
+    from .analysis.summary import decision_markdown
+
+    desc = {k: getattr(data, k) for k in ("leakage", "groups") if getattr(data, k, None) is not None} if data else {}
+    lines += [""] + decision_markdown(t, desc)
+    lines += ["Repeat this run with:", "", f"    tlstudio train {Path(final.get('run_dir', '.')) / 'project.toml'}", ""]
     return "\n".join(lines)
 
 
@@ -331,7 +414,9 @@ def classification_report_md(project, final: dict, data: ImageData | None) -> st
 def evaluate_classifier(ctx, split: str) -> dict:
     """Metrics of a classifier on ``split`` (the run's evaluation batches through the task's
     ``predict_step`` give logits and labels); the probabilities are kept in
-    ``ctx.eval_details[split]`` for ``write_evaluation``.  Shared by every classification task."""
+    ``ctx.eval_details[split]`` for ``write_evaluation``.  Shared by every classification task.
+    Once the run's decision is fitted (after training, :func:`fit_run_decision`), the
+    probabilities are the calibrated ones and the calls those of its operating point."""
     ctx.model.eval()
     logits, targets = [], []
     with ctx.autocast():
@@ -339,31 +424,126 @@ def evaluate_classifier(ctx, split: str) -> dict:
             out, y = ctx.task.predict_step(ctx, ctx.to_device(batch))
             logits.append(out.float().cpu())
             targets.append(y.cpu())
-    lg = torch.cat(logits)
-    t = torch.cat(targets).long()
+    return classifier_metrics(ctx, split, torch.cat(logits), torch.cat(targets).long())
+
+
+def classifier_metrics(ctx, split: str, lg: torch.Tensor, t: torch.Tensor) -> dict:
+    """The metrics of logits ``lg`` and labels ``t`` (see :func:`evaluate_classifier`)."""
     probs = lg.softmax(1)
-    m = classification_metrics(probs, t, ctx.class_names)
+    dec = ctx.scratch.get("decision")
+    if dec is None:
+        m = classification_metrics(probs, t, ctx.class_names)
+        shown = probs.numpy()
+    else:
+        from .analysis.decision import decision_report, decision_scalars
+
+        out = dec.apply(probs.double().numpy())
+        shown = out["probs"]
+        m = classification_metrics(torch.as_tensor(shown), t, ctx.class_names, preds=torch.as_tensor(out["predicted"]))
+        rep = decision_report(dec, probs.double().numpy(), t.numpy())
+        m.update(decision_scalars(rep))
+        m["decision"] = rep
     m["loss"] = float(torch.nn.functional.cross_entropy(lg, t))
-    ctx.eval_details[split] = (probs.numpy(), t.numpy())
+    ctx.eval_details[split] = (shown, t.numpy())
+    ctx.scratch.setdefault("eval_logits", {})[split] = lg.numpy()
     return m
 
 
+def fit_run_decision(task, ctx) -> None:
+    """After training, before the test: calibration, operating point and conformal quantile
+    fitted on the validation split (the project's decision settings), kept in
+    ``ctx.scratch["decision"]``, written to the run's decision.json, and the validation
+    predictions written as they are then called (val_predictions.csv)."""
+    from .analysis.decision import RunDecision, fit_decision
+
+    ctx.scratch.pop("decision", None)
+    has_val = getattr(ctx.data, "has_split", lambda s: True)("val")
+    if not has_val:
+        dec = RunDecision.default(ctx.class_names)
+        dec.note = "no validation split: the probabilities are not calibrated and the most probable class is called"
+    else:
+        ctx.evaluate("val")
+        _, y = ctx.eval_details["val"]
+        try:
+            dec = fit_decision(ctx.scratch["eval_logits"]["val"], y, ctx.class_names, ctx.project.decision)
+        except ValueError as e:  # a positive class that is not a class: said, and the run goes on with argmax
+            ctx.log(f"Decision settings: {e}; the most probable class is called.", "warning")
+            dec = RunDecision.default(ctx.class_names)
+    ctx.scratch["decision"] = dec
+    if has_val:
+        lg = torch.as_tensor(ctx.scratch["eval_logits"]["val"])
+        m = classifier_metrics(ctx, "val", lg, torch.as_tensor(ctx.eval_details["val"][1]))
+        task.write_evaluation(ctx, "val", m)
+    if ctx.run is not None:
+        dec.save(ctx.run.dir)
+    ctx.log("Decision: " + dec.describe() + (f" ({dec.note})" if dec.note else ""))
+
+
+def _split_items(ctx, split: str) -> list:
+    table = getattr(ctx.data, "table", None)
+    idx = getattr(ctx.data, "indices", {}).get(split)
+    return [table.items[int(i)] for i in idx] if table is not None and idx is not None else []
+
+
+MAX_FIELD_COLUMNS = 20
+
+
+def item_columns(items: list) -> dict[str, list[str]]:
+    """The group (patient) and metadata columns of these items, for the predictions CSV."""
+    cols: dict[str, list[str]] = {}
+    if any(it.meta.get("group") for it in items):
+        cols["group"] = [str(it.meta.get("group") or "") for it in items]
+    names: dict[str, None] = {}
+    for it in items:
+        names.update(dict.fromkeys(it.meta.get("fields") or {}))
+    for n in list(names)[:MAX_FIELD_COLUMNS]:
+        cols[f"field:{n}"] = [str((it.meta.get("fields") or {}).get(n, "")) for it in items]
+    return cols
+
+
 def write_classifier_evaluation(ctx, split: str, metrics: dict, extra: dict[str, list] | None = None) -> None:
-    """``<split>_predictions.csv`` (ref, the ``extra`` columns, label, predicted, correct, one
-    probability per class) and ``evaluation_<split>.json`` (the metrics, with the ROC curve
-    for two classes) from what :func:`evaluate_classifier` kept."""
+    """``<split>_predictions.csv`` (ref, the ``extra`` columns, group and metadata columns,
+    label, predicted, correct, the prediction set, one probability per class) and
+    ``evaluation_<split>.json`` (the metrics, with the ROC curve of the positive class for
+    two classes, and the subgroups of the project's "report by" column) from what
+    :func:`evaluate_classifier` kept."""
     probs, targets = ctx.eval_details[split]
     names = ctx.class_names
-    extra = extra or {}
+    dec = ctx.scratch.get("decision")
+    items = _split_items(ctx, split)
+    extra = dict(extra or {})
+    if len(items) == len(targets):
+        extra.update(item_columns(items))
+    preds = dec.decide(probs) if dec is not None else probs.argmax(1)
+    sets = dec.sets(probs) if dec is not None else None
     rows_extra = list(zip(*extra.values())) if extra else [()] * len(targets)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["ref", *extra, "label", "predicted", "correct"] + [f"p_{c}" for c in names])
-    for ref, ex, p, y in zip(ctx.data.refs(split), rows_extra, probs, targets):
-        k = int(p.argmax())
-        w.writerow([ref, *ex, names[y], names[k], int(k == y)] + [f"{v:.6f}" for v in p])
+    w.writerow(["ref", *extra, "label", "predicted", "correct"] + (["set"] if sets is not None else [])
+               + [f"p_{c}" for c in names])
+    from .analysis.conformal import set_labels
+
+    for i, (ref, ex, p, y) in enumerate(zip(ctx.data.refs(split), rows_extra, probs, targets)):
+        k = int(preds[i])
+        s = [" | ".join(set_labels(sets[i], names, p))] if sets is not None else []
+        w.writerow([ref, *ex, names[y], names[k], int(k == y)] + s + [f"{v:.6f}" for v in p])
     atomic_write_text(ctx.run.dir / f"{split}_predictions.csv", buf.getvalue())
     full = dict(metrics)
     if len(names) == 2 and len(set(targets.tolist())) == 2:
-        full["roc"] = roc_curve(probs[:, 1], targets)
+        pos = dec.positive if dec is not None and dec.positive is not None else 1
+        full["roc"] = roc_curve(probs[:, pos], (targets == pos).astype(int))
+        full["positive_class"] = names[pos]
+    by = ctx.project.decision.report_by
+    if by and split == "test" and len(items) == len(targets):
+        from .analysis.subgroups import subgroup_report
+
+        values = [(it.meta.get("fields") or {}).get(by, it.meta.get("group") if by == "group" else None)
+                  for it in items]
+        if any(v not in (None, "") for v in values):
+            full["subgroups"] = subgroup_report(values, targets, probs, preds,
+                                                dec.positive if dec is not None and dec.binary else None, column=by)
+        else:
+            ctx.log(f"Report by '{by}': no test image carries that column (columns: "
+                    f"{', '.join(sorted({k for it in items for k in (it.meta.get('fields') or {})})) or 'none'}).",
+                    "warning")
     atomic_write_json(ctx.run.dir / f"evaluation_{split}.json", full)

@@ -16,9 +16,10 @@ def read_json(path: Path) -> dict:
         return {}
 
 
-def load_predictions(run_dir: str | Path, split: str = "test") -> tuple[np.ndarray, np.ndarray, list[str], list[str]] | None:
+def load_predictions(run_dir: str | Path, split: str = "test", predicted: bool = False) -> tuple | None:
     """(probabilities (N, K), true class indices (N,), class names, refs) from a
-    classification run's ``<split>_predictions.csv``; None when the run has none."""
+    classification run's ``<split>_predictions.csv`` (with ``predicted``: and the class each
+    case was called, (N,)); None when the run has none."""
     path = Path(run_dir) / f"{split}_predictions.csv"
     if not path.exists():
         return None
@@ -32,17 +33,21 @@ def load_predictions(run_dir: str | Path, split: str = "test") -> tuple[np.ndarr
     pcols = [i for i, h in enumerate(head) if h.startswith("p_")]
     names = [head[i][2:] for i in pcols]
     li = head.index("label")
+    pi = head.index("predicted") if "predicted" in head else None
     idx = {n: k for k, n in enumerate(names)}
-    probs, targets, refs = [], [], []
+    probs, targets, refs, called = [], [], [], []
     for r in rows[1:]:
         if len(r) < len(head) or r[li] not in idx:
             continue
-        probs.append([float(r[i]) for i in pcols])
+        p = [float(r[i]) for i in pcols]
+        probs.append(p)
         targets.append(idx[r[li]])
         refs.append(r[0])
+        called.append(idx.get(r[pi], int(np.argmax(p))) if pi is not None else int(np.argmax(p)))
     if not probs:
         return None
-    return np.asarray(probs), np.asarray(targets, dtype=np.int64), names, refs
+    out = (np.asarray(probs), np.asarray(targets, dtype=np.int64), names, refs)
+    return out + (np.asarray(called, dtype=np.int64),) if predicted else out
 
 
 def test_results(run_dir: str | Path, n_boot: int = 2000) -> dict:
@@ -54,10 +59,10 @@ def test_results(run_dir: str | Path, n_boot: int = 2000) -> dict:
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "evaluation_test.json") or read_json(run_dir / "final.json").get("test", {})
     ci: dict = {}
-    pred = load_predictions(run_dir, "test")
+    pred = load_predictions(run_dir, "test", predicted=True)
     if pred is not None:
         from .metrics import classification_cis
 
-        probs, targets, names, _ = pred
-        ci = classification_cis(probs, targets, names, n_boot=n_boot)
+        probs, targets, names, _, called = pred
+        ci = classification_cis(probs, targets, names, n_boot=n_boot, preds=called)
     return {"metrics": metrics, "ci": ci}

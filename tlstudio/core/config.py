@@ -113,6 +113,37 @@ class TrainingConfig(_Strict):
     threads: int = Field(0, ge=0, le=512, title="CPU threads (0 = all)")
 
 
+class DecisionConfig(_Strict):
+    """How a classifier's outputs become decisions (applied after training, on validation)."""
+
+    positive_class: str = Field(
+        "", title="Positive class",
+        description="Two classes: the class that sensitivity is about (the finding: malignant, abnormal ...). "
+                    "Empty: guessed from the class names, else the second class.")
+    threshold_method: Literal["fixed", "youden", "sensitivity", "specificity"] = Field(
+        "fixed", title="Operating point",
+        description="How the threshold of a two-class run is chosen, always on the validation split: fixed; "
+                    "Youden's J (best sensitivity + specificity); sensitivity at least the target; specificity at "
+                    "least the target.")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, title="Fixed threshold",
+                             description="Call the positive class from this probability on (method fixed).")
+    target: float = Field(0.9, gt=0.0, le=1.0, title="Target sensitivity / specificity",
+                          description="The least sensitivity (or specificity) the threshold must reach on validation.")
+    calibrate: bool = Field(True, title="Calibrate probabilities",
+                            description="Temperature scaling fitted on the validation split after training: a "
+                                        "probability of 0.8 then means right about 8 times in 10.")
+    conformal_level: float = Field(
+        0.9, ge=0.0, lt=1.0, title="Prediction-set level",
+        description="Split conformal prediction sets that hold the true class this often (0.9 = 90%); 0 = off.")
+    conformal_method: Literal["lac", "aps"] = Field(
+        "lac", title="Prediction-set method",
+        description="LAC: the smallest sets; APS: sets that grow with how hard the case is.")
+    report_by: str = Field("", title="Report by",
+                           description="A column of the data (site, scanner, sex, age band ...): results per subgroup.")
+    leak_check: bool = Field(True, title="Leakage check",
+                             description="Look for the same or a near-identical image on both sides of the split.")
+
+
 class Project(_Strict):
     """A Transfer Learning Studio project."""
 
@@ -125,6 +156,7 @@ class Project(_Strict):
     technique: TechniqueChoice = Field(default_factory=TechniqueChoice)
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
 
     _path: Path | None = PrivateAttr(default=None)
 

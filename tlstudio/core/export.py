@@ -83,6 +83,16 @@ def check_parity(model, runner: Runner, inputs: tuple, tolerance: float = PARITY
     return result
 
 
+def probability_parity(model, runner: Runner, inputs: tuple) -> float:
+    """Max abs difference of the softmax probabilities (the exported model vs PyTorch)."""
+    import torch
+
+    ref = torch_outputs(model, inputs)[0].astype(np.float64)
+    got = np.asarray(runner([t.detach().cpu().numpy() for t in inputs])[0], dtype=np.float64)
+    sm = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)  # noqa: E731
+    return float(np.abs(sm(ref) - sm(got)).max()) if ref.size else 0.0
+
+
 # --- a whole run -----------------------------------------------------------------------------
 def _prepare_out(out: Path) -> None:
     if out.exists():
@@ -175,6 +185,10 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     spec = task.export_spec(ctx)
     if len(spec.get("inputs", [])) != len(inputs):
         raise ExportError(f"The task names {len(spec.get('inputs', []))} model inputs but gave {len(inputs)}.")
+    if spec.get("temperature_in_model"):  # calibrated logits leave the studio, and parity covers them
+        from .analysis.calibration import TemperatureScaled
+
+        model = TemperatureScaled(model, spec["decision"]["temperature"]).eval()
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=str(out.parent)))
     try:
@@ -194,6 +208,8 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
         emit(Log(message=f"Checking {exporter.title} against PyTorch on {int(inputs[0].shape[0])} real inputs ..."))
         runner = exporter.load(model_path, spec)
         parity = check_parity(model, runner, inputs, tolerance)
+        if spec.get("postprocess") == "softmax":  # the probabilities a user reads: calibrated ones where the run has them
+            parity["max_abs_diff_probabilities"] = probability_parity(model, runner, inputs)
         parity.update(split=info.get("split", ""), source=info.get("source", ""), runtime=exporter.runtime)
 
         project = run.project()

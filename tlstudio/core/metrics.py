@@ -38,10 +38,13 @@ def auc_score(probs: torch.Tensor, targets: torch.Tensor) -> float | None:
     return _f(np.mean(vals))
 
 
-def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, class_names: list[str]) -> dict:
+def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, class_names: list[str],
+                           preds: torch.Tensor | None = None) -> dict:
     """Everything the Evaluate page and the report show, as plain JSON-able numbers.
 
-    ``probs``: (N, K) probabilities; ``targets``: (N,) class indices.
+    ``probs``: (N, K) probabilities; ``targets``: (N,) class indices; ``preds``: the class
+    each case was called (default: the most probable; a two-class run's operating point
+    gives its own).
     """
     probs = probs.detach().float().cpu()
     targets = targets.detach().long().cpu()
@@ -49,7 +52,7 @@ def classification_metrics(probs: torch.Tensor, targets: torch.Tensor, class_nam
     n = int(targets.numel())
     if n == 0:
         return {"n": 0}
-    preds = probs.argmax(1)
+    preds = probs.argmax(1) if preds is None else torch.as_tensor(preds).long().cpu()
     kw = dict(num_classes=k, average=None)
     prec = C.multiclass_precision(preds, targets, **kw)
     rec = C.multiclass_recall(preds, targets, **kw)
@@ -171,7 +174,8 @@ def bootstrap_ci(statistic, probs: np.ndarray, targets: np.ndarray, n_boot: int 
     return (float(lo), float(hi))
 
 
-def classification_cis(probs, targets, class_names: list[str], n_boot: int = 2000, seed: int = 0) -> dict:
+def classification_cis(probs, targets, class_names: list[str], n_boot: int = 2000, seed: int = 0,
+                       preds=None) -> dict:
     """95% intervals for the test metrics a clinician reads: Wilson for the proportions
     (accuracy, per-class sensitivity and specificity), a seeded percentile bootstrap over the
     test cases for AUC, balanced accuracy and macro F1.  Same definitions as
@@ -179,18 +183,19 @@ def classification_cis(probs, targets, class_names: list[str], n_boot: int = 200
     probs = np.asarray(probs, dtype=np.float64)
     targets = np.asarray(targets).astype(np.int64)
     k = len(class_names)
-    preds = probs.argmax(1)
+    preds = probs.argmax(1) if preds is None else np.asarray(preds).astype(np.int64)
     n = len(targets)
     out: dict = {"method": f"Wilson score (proportions); percentile bootstrap, {n_boot} resamples, seed {seed} (others)",
                  "n": n}
     out["accuracy"] = list(wilson_interval(int((preds == targets).sum()), n))
+    both = np.column_stack([probs, preds])  # resampled together: the calls stay those of each case
     boot = {
-        "auc": lambda p, t: _auc_np(p, t),
-        "balanced_accuracy": lambda p, t: _balanced_accuracy_np(p.argmax(1), t, k),
-        "f1_macro": lambda p, t: _f1_macro_np(p.argmax(1), t, k),
+        "auc": lambda p, t: _auc_np(p[:, :k], t),
+        "balanced_accuracy": lambda p, t: _balanced_accuracy_np(p[:, k].astype(np.int64), t, k),
+        "f1_macro": lambda p, t: _f1_macro_np(p[:, k].astype(np.int64), t, k),
     }
     for name, fn in boot.items():
-        ci = bootstrap_ci(fn, probs, targets, n_boot=n_boot, seed=seed)
+        ci = bootstrap_ci(fn, both, targets, n_boot=n_boot, seed=seed)
         out[name] = list(ci) if ci else None
     per = {}
     for c, name in enumerate(class_names):

@@ -7,6 +7,7 @@ import platform
 import sys
 from pathlib import Path
 
+from .analysis.summary import decision_markdown, decision_rows
 from .confidence import read_json, test_results
 
 TASK_WORDS = {
@@ -81,8 +82,19 @@ def limitations(task: str, labels: list[str], data: dict, test: dict, ci: dict) 
     else:
         out.append("The run has no test split: its performance has not been measured on held-out data.")
     if task.endswith("classification") and labels:
+        dec = (test.get("decision") or {}).get("decision") or {}
+        calibrated = dec.get("temperature", 1.0) != 1.0
         out.append(f"It always answers with one of its {len(labels)} classes ({', '.join(labels)}), even for an "
-                   "input that belongs to none of them; its probabilities are not calibrated.")
+                   "input that belongs to none of them; "
+                   + ("its probabilities are calibrated on the validation split (temperature scaling), which holds "
+                      "for data like the training data only." if calibrated else "its probabilities are not calibrated."))
+        if (test.get("decision") or {}).get("conformal"):
+            out.append("The prediction sets hold the true class at the stated rate on average over cases like the "
+                       "validation data, not for every single case, and not for data from elsewhere.")
+    leak = (data.get("leakage") or {}).get("count")
+    if leak:
+        out.append(f"{leak} validation/test image(s) have a near-identical twin in the training data (leakage "
+                   "check): the test figures are optimistic.")
     if data.get("report", {}).get("skipped"):
         out.append(f"{len(data['report']['skipped'])} file(s) of the data set could not be read and were left out "
                    "of training and testing.")
@@ -112,6 +124,9 @@ def build_model_card(run, package: dict, file_hashes: dict[str, str], intended_u
         | {"skipped_files": len((data.get("report") or {}).get("skipped") or [])},
         "metrics": {"test": test, "confidence_intervals_95": ci, "best_epoch": final.get("best_epoch"),
                     "monitor": final.get("monitor"), "best_value": final.get("best_value")},
+        "decision": {"rows": dict(decision_rows(test, data)), "decision": package.get("decision"),
+                     "leakage": data.get("leakage"), "groups": data.get("groups"),
+                     "subgroups": test.get("subgroups")},
         "parity": package.get("parity"),
         "intended_use": use,
         "limitations": lim,
@@ -191,7 +206,8 @@ def _markdown(card: dict, package: dict, data: dict, test: dict, ci: dict) -> st
             L += [f"| {names[i]} | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(cm)]
     else:
         L.append("No test results (the run had no test split).")
-    L += ["", "## Run configuration", "", "```toml", card["run_configuration"].rstrip(), "```", "",
+    L += [""] + decision_markdown(test, data)
+    L += ["## Run configuration", "", "```toml", card["run_configuration"].rstrip(), "```", "",
           "## Library versions", "", "| library | training | export |", "|---|---|---|"]
     tr, ex = card["versions"]["training"], card["versions"]["export"]
     for k in sorted(set(tr) | set(ex)):

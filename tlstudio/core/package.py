@@ -89,10 +89,10 @@ class ModelPackage:
 
         return self.predict([str(p) for p in expand_paths(paths)])
 
-    def write_csv(self, results: list[dict], path: str | Path) -> Path:
+    def write_csv(self, results: list[dict], path: str | Path, top_k: int = 3) -> Path:
         from .predict import write_predictions_csv
 
-        return write_predictions_csv(results, self.class_names, path)
+        return write_predictions_csv(results, self.class_names, path, top_k)
 
 
 def _task_for_package(folder: Path, spec: dict, plugins):

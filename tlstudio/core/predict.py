@@ -59,18 +59,43 @@ class Predictor:
         """Image files or folders of them: one result per image."""
         return self.predict([str(p) for p in expand_paths(paths)])
 
-    def write_csv(self, results: list[dict], path: str | Path) -> Path:
-        return write_predictions_csv(results, self.class_names, path)
+    def write_csv(self, results: list[dict], path: str | Path, top_k: int = 3) -> Path:
+        return write_predictions_csv(results, self.class_names, path, top_k)
+
+    @property
+    def decision(self):
+        """The run's decision (calibration, operating point, sets), or None for other tasks."""
+        return self.ctx.state.get("decision")
 
 
-def write_predictions_csv(results: list[dict], names: list[str], path: str | Path) -> Path:
-    """input, predicted, p_<class>..., error: one row per input (a run's or a package's)."""
+def set_text(names: list[str]) -> str:
+    """How a prediction set reads: "malignant", "malignant or benign — uncertain", or none."""
+    if not names:
+        return "none of the classes — unlike the training data"
+    return names[0] if len(names) == 1 else " or ".join(names) + " — uncertain"
+
+
+def top_text(top: list, k: int) -> str:
+    return "; ".join(f"{c} {p:.3f}" for c, p in top[:k])
+
+
+def write_predictions_csv(results: list[dict], names: list[str], path: str | Path, top_k: int = 3) -> Path:
+    """input, predicted, [set], [top_k], p_<class>..., error: one row per input (a run's or a
+    package's).  ``predicted`` is the run's decision (its operating point, for two classes);
+    ``set`` the conformal prediction set where the run has one; ``top_k`` the most probable
+    classes (more than two classes)."""
+    has_set = any("set" in r for r in results)
+    has_top = any("top" in r for r in results) and top_k > 0
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["input", "predicted"] + [f"p_{c}" for c in names] + ["error"])
+    w.writerow(["input", "predicted"] + (["set"] if has_set else []) + (["top_k"] if has_top else [])
+               + [f"p_{c}" for c in names] + ["error"])
     for r in results:
         probs = r.get("probabilities", {})
         pred = r.get("predicted", "")
+        ok = not r.get("error")
         w.writerow([r["ref"], pred if isinstance(pred, str) else repr(pred)]
+                   + ([set_text(r["set"]) if ok and "set" in r else ""] if has_set else [])
+                   + ([top_text(r.get("top") or [], top_k)] if has_top else [])
                    + [f"{probs[c]:.6f}" if c in probs else "" for c in names] + [r.get("error", "")])
     return atomic_write_text(path, buf.getvalue())

@@ -223,6 +223,9 @@ def html_report(run_dir: str | Path, out: str | Path | None = None, n_boot: int 
             P.append("<h3>Confusion matrix</h3><p class='muted'>rows: true class, columns: predicted</p>"
                      + _table([""] + names, [[names[i]] + list(r) for i, r in enumerate(cm)]))
 
+    from .analysis.summary import decision_html
+
+    P.append(decision_html(test, data))
     charts = _charts(epochs, test)
     if charts:
         P.append("<h2>Charts</h2><div class='charts'>" + "".join(

@@ -4,6 +4,8 @@
     res.confusion_matrix()                          # rows: true class, columns: predicted
     res.cell(true=0, predicted=1)                   # the row indices of exactly those images
     res.operating_point(0.3)                        # two classes: sensitivity/specificity at a threshold
+    res.calls_at(0.3)                               # the class each image is called at that threshold
+    res.decision                                    # the run's decision.json (argmax for older runs)
     images = RunImages(run.project()); images.load(res.refs[i])   # the pixels of a row's image
 
 Reading needs neither Qt nor torch (``operating_point`` and ``roc`` import the metrics module).
@@ -34,6 +36,9 @@ class EvaluationResults:
     predicted: np.ndarray  # (N,) predicted class index
     probs: np.ndarray  # (N, K)
     skipped_rows: list[str] = field(default_factory=list)
+    extra: dict[str, list[str]] = field(default_factory=dict)  # group and metadata columns ("group", "field:site")
+    sets: list[str] | None = None  # the prediction set of each row, as written
+    decision: object = None  # tlstudio.core.analysis.decision.RunDecision
 
     @classmethod
     def available(cls, run_dir: str | Path, split: str = "test") -> bool:
@@ -61,6 +66,9 @@ class EvaluationResults:
             raise StudioError(f"{cf}: {len(pcols)} probability columns for {len(names)} classes")
         index = {c: k for k, c in enumerate(names)}
         col = {h: i for i, h in enumerate(header)}
+        xcols = [h for h in header if h == "group" or h.startswith("field:")]
+        extra: dict[str, list[str]] = {h: [] for h in xcols}
+        sets: list[str] = []
         refs, labels, preds, probs, bad = [], [], [], [], []
         for n, row in enumerate(body, start=2):
             try:
@@ -73,9 +81,16 @@ class EvaluationResults:
             labels.append(lab)
             preds.append(pred)
             probs.append(p)
+            for h in xcols:
+                extra[h].append(row[col[h]] if col[h] < len(row) else "")
+            if "set" in col:
+                sets.append(row[col["set"]] if col["set"] < len(row) else "")
         k = len(names)
+        from .analysis.decision import RunDecision
+
         return cls(d, split, metrics, names, refs, np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64),
-                   np.asarray(probs, dtype=np.float64).reshape(-1, k), bad)
+                   np.asarray(probs, dtype=np.float64).reshape(-1, k), bad, extra, sets if "set" in col else None,
+                   RunDecision.load(d, names))
 
     # --- views ----------------------------------------------------------------------------
     @property
@@ -95,22 +110,80 @@ class EvaluationResults:
     def per_class(self) -> dict[str, dict]:
         return dict(self.metrics.get("per_class", {}))
 
-    def roc(self) -> dict | None:
-        """{fpr, tpr, thresholds} for two classes (positive = the second class)."""
+    @property
+    def positive(self) -> int:
+        """Index of the positive class (two classes): the run's decision, else the class its
+        ROC was drawn for, else the second class."""
+        dec = self.decision
+        if dec is not None and dec.positive is not None:
+            return int(dec.positive)
+        pc = self.metrics.get("positive_class")
+        return self.class_names.index(pc) if pc in self.class_names else 1
+
+    @property
+    def threshold(self) -> float:
+        """The stored threshold of the positive class (0.5 for a run without a decision)."""
+        dec = self.decision
+        return float(dec.threshold) if dec is not None and dec.threshold is not None else 0.5
+
+    def roc(self, positive: int | None = None) -> dict | None:
+        """{fpr, tpr, thresholds} for two classes (of the positive class)."""
         if not self.binary or len(set(self.labels.tolist())) < 2:
             return None
+        pos = self.positive if positive is None else positive
         roc = self.metrics.get("roc")
-        if roc and roc.get("fpr"):
+        if roc and roc.get("fpr") and pos == self.positive:
             return roc
         from .metrics import roc_curve
 
-        return roc_curve(self.probs[:, 1], self.labels)
+        return roc_curve(self.probs[:, pos], (self.labels == pos).astype(int))
 
-    def operating_point(self, threshold: float) -> dict:
-        """Sensitivity, specificity and counts of the positive (second) class at ``threshold``."""
+    def operating_point(self, threshold: float, positive: int | None = None) -> dict:
+        """Sensitivity, specificity and counts of the positive class at ``threshold``."""
         from .metrics import binary_operating_point
 
-        return binary_operating_point(self.probs[:, 1], self.labels, threshold)
+        pos = self.positive if positive is None else positive
+        return binary_operating_point(self.probs[:, pos], (self.labels == pos).astype(int), threshold)
+
+    def calls_at(self, threshold: float, positive: int | None = None) -> np.ndarray:
+        """The class each row is called when the positive class is called from ``threshold`` on."""
+        pos = self.positive if positive is None else positive
+        return np.where(self.probs[:, pos] >= threshold, pos, 1 - pos)
+
+    def confusion_at(self, calls: np.ndarray) -> np.ndarray:
+        k = len(self.class_names)
+        cm = np.zeros((k, k), dtype=np.int64)
+        np.add.at(cm, (self.labels, np.asarray(calls)), 1)
+        return cm
+
+    def per_class_at(self, calls: np.ndarray) -> dict[str, dict]:
+        """Sensitivity, specificity, precision, F1 and support per class for these calls."""
+        out = {}
+        calls = np.asarray(calls)
+        for i, c in enumerate(self.class_names):
+            pos, called = self.labels == i, calls == i
+            tp, fn = int((pos & called).sum()), int((pos & ~called).sum())
+            tn, fp = int((~pos & ~called).sum()), int((~pos & called).sum())
+            sens = tp / (tp + fn) if tp + fn else None
+            prec = tp / (tp + fp) if tp + fp else None
+            out[c] = {"sensitivity": sens, "specificity": tn / (tn + fp) if tn + fp else None, "precision": prec,
+                      "f1": (2 * tp / (2 * tp + fp + fn)) if tp + fn else None, "support": tp + fn}
+        return out
+
+    def columns(self) -> list[str]:
+        """The metadata columns a report by subgroup can use ("group", "site" ...)."""
+        return [("group" if h == "group" else h[6:]) for h in self.extra]
+
+    def subgroups(self, column: str, calls: np.ndarray | None = None, positive: int | None = None) -> dict:
+        """The subgroup report of ``column`` (see :mod:`tlstudio.core.analysis.subgroups`)."""
+        from .analysis.subgroups import subgroup_report
+
+        key = "group" if column == "group" else f"field:{column}"
+        if key not in self.extra:
+            raise StudioError(f"no column '{column}' in the test predictions (columns: {', '.join(self.columns())})")
+        calls = self.predicted if calls is None else calls
+        pos = (self.positive if positive is None else positive) if self.binary else None
+        return subgroup_report(self.extra[key], self.labels, self.probs, calls, pos, column=column)
 
 
 class RunImages:

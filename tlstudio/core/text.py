@@ -137,7 +137,8 @@ class TextData:
     def describe(self) -> dict:
         return {"reader": self.table.reader_id, "source": str(self.table.source), "fingerprint": self.fingerprint,
                 "class_names": self.class_names, "model_folder": str(self.folder), "max_length": self.max_length,
-                "truncation": self.truncation(), "split_counts": self.counts(), "report": self.table.report.to_dict()}
+                "truncation": self.truncation(), "split_counts": self.counts(), "report": self.table.report.to_dict(),
+                **({"groups": self.groups} if getattr(self, "groups", None) else {})}
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler):
@@ -220,6 +221,9 @@ def prepare_text_data(ctx, max_length: int) -> TextData:
         ctx.log(f"The model takes at most {limit} tokens: the maximum length is {limit}, not {max_length}.", "warning")
         max_length = limit
     data = TextData(table, assignments, tokenizer, max_length, folder, split_file)
+    from .data.split import group_summary
+
+    data.groups = group_summary(table, assignments)
     c = data.counts()
     ctx.log("Data: " + ", ".join(f"{s} {sum(c[s].values())}" for s in SPLITS) + f" texts, classes: {', '.join(data.class_names)}")
     t = data.truncation()
@@ -327,6 +331,11 @@ class TextClassificationTask(Task):
 
         return evaluate_classifier(ctx, split)
 
+    def before_test(self, ctx) -> None:
+        from .classification import fit_run_decision
+
+        fit_run_decision(self, ctx)
+
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         write_classifier_evaluation(ctx, split, metrics, {"text": list(ctx.data.split_texts(split))})
 
@@ -346,8 +355,12 @@ class TextClassificationTask(Task):
         if not (folder / "config.json").is_file():
             raise StudioError(f"{folder}: the run's tokenizer and model config are missing (the run did not get as far "
                               "as building its model).")
-        return TextInferenceData(list(checkpoint.get("class_names") or desc["class_names"]), load_tokenizer(folder),
+        from .classification import load_run_decision
+
+        data = TextInferenceData(list(checkpoint.get("class_names") or desc["class_names"]), load_tokenizer(folder),
                                  int(desc.get("max_length", 128)), folder)
+        load_run_decision(ctx, run_dir, data.class_names)
+        return data
 
     def tokenize(self, ctx, texts: list[str]) -> dict:
         from .models.huggingface import quiet_transformers
@@ -372,10 +385,8 @@ class TextClassificationTask(Task):
         results, good = _sentences(inputs)
         if good:
             probs = self.predict_texts(ctx, [s for _, s in good])
-            names = ctx.data.class_names
-            for (k, _), pr in zip(good, probs):
-                results[k]["predicted"] = names[int(pr.argmax())]
-                results[k]["probabilities"] = {c: float(v) for c, v in zip(names, pr)}
+            for (k, _), row in zip(good, ctx.scratch["decision"].results(probs)):
+                results[k].update(row)
         return results
 
     def explain(self, ctx, text: str, target: int | str | None = None) -> dict:
@@ -409,6 +420,8 @@ class TextClassificationTask(Task):
         return enc["input_ids"], enc["attention_mask"]
 
     def export_spec(self, ctx) -> dict:
+        from .classification import package_decision
+
         folder = Path(ctx.data.folder)
         files = {f.name: str(f) for f in sorted(folder.iterdir())
                  if f.is_file() and f.suffix in (".json", ".txt", ".model") and f.name != "config.json"}
@@ -416,7 +429,7 @@ class TextClassificationTask(Task):
         return {
             "task": self.id, "inputs": ["input_ids", "attention_mask"], "outputs": ["logits"],
             "dynamic_axes": {"input_ids": seq, "attention_mask": seq}, "labels": list(ctx.data.class_names),
-            "postprocess": "softmax", "files": files,
+            "postprocess": "softmax", "files": files, **package_decision(ctx),
             "preprocessing": {"kind": "text", "tokenizer": "the Hugging Face tokenizer files in this folder",
                               "max_length": int(ctx.data.max_length), "padding": "pad each batch to its longest text",
                               "truncation": True, "inputs": ["input_ids", "attention_mask"],
@@ -426,9 +439,10 @@ class TextClassificationTask(Task):
     def predict_package(self, package, inputs: list) -> list[dict]:
         """Sentences -> {"ref", "predicted", "probabilities"} with an exported model and the
         tokenizer files in its package."""
+        from .classification import decision_of_package
         from .models.huggingface import load_tokenizer, quiet_transformers
 
-        names = list(package.spec["labels"])
+        dec = decision_of_package(package.spec)
         tok = load_tokenizer(package.folder)
         max_length = int(package.spec["preprocessing"]["max_length"])
         results, good = _sentences(inputs)
@@ -439,10 +453,8 @@ class TextClassificationTask(Task):
                           return_tensors="np")
             logits = np.asarray(package.run_model([enc["input_ids"].astype(np.int64),
                                                    enc["attention_mask"].astype(np.int64)])[0], np.float64)
-            e = np.exp(logits - logits.max(1, keepdims=True))
-            for (k, _), pr in zip(chunk, e / e.sum(1, keepdims=True)):
-                results[k]["predicted"] = names[int(pr.argmax())]
-                results[k]["probabilities"] = {c: float(v) for c, v in zip(names, pr)}
+            for (k, _), row in zip(chunk, dec.results(torch.from_numpy(logits).softmax(1).numpy())):
+                results[k].update(row)
         return results
 
 
@@ -563,6 +575,11 @@ def explain_sentence(predictor, text: str) -> dict:
         with torch.enable_grad():
             out = dict(task.explain(ctx, text))
         out.setdefault("text", text)
+        dec = ctx.state.get("decision")
+        if dec is not None and out.get("probabilities"):  # the run's calibrated probabilities and its call
+            names = list(dec.class_names)
+            row = dec.results(np.array([[out["probabilities"][c] for c in names]]))[0]
+            out.update(row)
         return out
     res = predictor.predict([text])[0]
     if res.get("error"):

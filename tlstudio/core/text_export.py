@@ -77,9 +77,12 @@ def torch_logits(model: torch.nn.Module, tokenizer, texts: list[str], max_length
 
 
 def export_text_onnx(model, tokenizer, class_names: list[str], max_length: int, out_dir: str | Path,
-                     texts: list[str] | None = None, tolerance: float = 1e-4, opset: int = 18) -> dict:
+                     texts: list[str] | None = None, tolerance: float = 1e-4, opset: int = 18, decision=None) -> dict:
     """Export ``model`` (a Hugging Face sequence classifier) to ``out_dir``; returns the summary
-    written to export.json (files, parity, seconds)."""
+    written to export.json (files, parity, seconds).  ``decision`` (the run's
+    :class:`~tlstudio.core.analysis.decision.RunDecision`) is written beside it as
+    decision.json: :func:`predict_exported` applies its calibration, operating point and sets,
+    and the parity check covers the calibrated probabilities."""
     from .models.huggingface import quiet_transformers
     from .text import LogitsModel
 
@@ -100,6 +103,12 @@ def export_text_onnx(model, tokenizer, class_names: list[str], max_length: int, 
         ref = torch_logits(model, tokenizer, texts, max_length)
     diff = float(np.abs(got - ref).max()) if len(ref) else 0.0
     agree = float((got.argmax(1) == ref.argmax(1)).mean()) if len(ref) else 1.0
+    from .analysis.calibration import softmax_t
+
+    temp = decision.temperature if decision is not None else 1.0
+    pdiff = float(np.abs(softmax_t(got, temp) - softmax_t(ref, temp)).max()) if len(ref) else 0.0
+    if decision is not None:
+        decision.save(out)
     atomic_write_json(out / "labels.json", list(class_names))
     atomic_write_json(out / "preprocessing.json", {
         "kind": "text-classification", "tokenizer": "the Hugging Face tokenizer files in this folder",
@@ -108,6 +117,7 @@ def export_text_onnx(model, tokenizer, class_names: list[str], max_length: int, 
         "class_names": list(class_names)})
     summary = {"format": "onnx", "exporter": exporter, "opset": opset, "path": str(onnx_path),
                "parity_texts": len(texts), "max_abs_diff": diff, "same_class_share": agree, "tolerance": tolerance,
+               "max_abs_diff_probabilities": pdiff, "temperature": temp,
                "seconds": round(time.time() - t0, 2),
                "files": sorted(p.name for p in out.iterdir() if p.is_file())}
     atomic_write_json(out / "export.json", summary)
@@ -162,7 +172,8 @@ def predict_exported(folder: str | Path, texts: list[str]) -> list[dict]:
     pre = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
     names = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     logits = onnx_logits(folder / "model.onnx", load_tokenizer(folder), list(texts), int(pre["max_length"]))
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    probs = e / e.sum(1, keepdims=True)
-    return [{"ref": t, "predicted": names[int(p.argmax())], "probabilities": dict(zip(names, map(float, p)))}
-            for t, p in zip(texts, probs)]
+    from .analysis.calibration import softmax_t
+    from .analysis.decision import RunDecision
+
+    dec = RunDecision.load(folder, list(names))  # calibration, operating point, sets (argmax without the file)
+    return [{"ref": t, **row} for t, row in zip(texts, dec.results(softmax_t(logits)))]

@@ -154,7 +154,10 @@ class TextPredictPanel(QWidget):
         self.last = result
         probs = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
         pred = result["predicted"]
+        from tlstudio.core.predict import set_text
+
         self.verdict.setText(f"<b>{html.escape(str(pred))}</b> ({100 * result['probabilities'][pred]:.1f}%)"
+                             + (f" — prediction set: {html.escape(set_text(result['set']))}" if "set" in result else "")
                              + (" — the text was cut at the model's maximum length" if result.get("truncated") else ""))
         self.probabilities.setRowCount(len(probs))
         for i, (c, v) in enumerate(probs):

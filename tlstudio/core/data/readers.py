@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import DataError, RunStopped
 from ..hookspecs import hookimpl
+from .groups import GROUP_COLUMNS as GROUP_NAMES
 from .image import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, _gray_to_rgb, _scale_to_uint8, is_dicom, read_file
 from .report import Item, Skipped
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
@@ -64,6 +65,22 @@ def _file_item(path: Path, label: str | None, window, split: str | None = None, 
     return Item(os.path.abspath(path), label, split, meta)
 
 
+def add_dicom_fields(items: list[Item]) -> None:
+    """DICOM items get their patient (PatientID) as group, and a few header fields (sex, age,
+    scanner, site ...) for reports by subgroup; a group from a CSV column is kept."""
+    dicom = [it for it in items if it.meta.get("dicom")]
+    if not dicom:
+        return
+    from .groups import dicom_fields
+    from .table import parallel_map
+
+    for it, fields in zip(dicom, parallel_map(lambda it: dicom_fields(it.ref), dicom)):
+        if fields:
+            if fields.get("PatientID") and not it.meta.get("group"):
+                it.meta["group"] = fields["PatientID"]
+            it.meta["fields"] = {**fields, **(it.meta.get("fields") or {})}
+
+
 class _FileReader(DatasetReader):
     """Items are files; DICOM ones are decoded with the DICOM window of the options."""
 
@@ -106,6 +123,7 @@ class FolderReader(_FileReader):
             warnings.append(f"no class folders in {path}: its {len(loose):,} images are unlabelled")
         if not items:
             warnings.append(f"no images found in {path} (expected one folder per class, each holding images)")
+        add_dicom_fields(items)
         return Scan(items, warnings=warnings)
 
 
@@ -132,6 +150,8 @@ class DicomReader(FolderReader):
 _PATH_NAMES = ("path", "file", "filename", "filepath", "image", "imagepath", "imagefile", "img", "imgpath")
 _LABEL_NAMES = ("label", "class", "target", "classname", "category", "diagnosis")
 _SPLIT_NAMES = ("split", "set", "fold", "subset")
+#: a column of patients (or other groups whose images must stay in one split), found by name
+GROUP_NAMES = ("patient", "patientid", "subject", "subjectid", "group", "groupid")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "dev": "val", "test": "test", "testing": "test"}
 
@@ -178,7 +198,7 @@ def _column(path: Path, header: list[str], given: str | None, names: tuple, what
     for n in names:
         if n in by_name:
             return by_name[n]
-    if what == "split":
+    if what in ("split", "group"):  # optional columns
         return None
     raise DataError(f"{path}: no {what} column (looked for {', '.join(names[:4])}; columns found: {found}). "
                     f"Name it in the header row or set the option {option}.")
@@ -195,6 +215,8 @@ class CsvReader(_FileReader):
         "split_column": "column of splits train/val/test (default: split, set or fold, when present)",
         "classes": "list of class names to keep (rows with other labels are skipped)",
         "root": "folder the image paths are relative to (default: the CSV's folder)",
+        "group_column": "column of patients (or other groups kept in one split; default: patient, patient_id, "
+                        "subject or group, when present)",
         **_WINDOW_HELP,
     }
 
@@ -206,6 +228,8 @@ class CsvReader(_FileReader):
         pcol = _column(path, header, options.get("path_column"), _PATH_NAMES, "image path", "path_column")
         lcol = _column(path, header, options.get("label_column"), _LABEL_NAMES, "label", "label_column")
         scol = _column(path, header, options.get("split_column"), _SPLIT_NAMES, "split", "split_column")
+        gcol = _column(path, header, options.get("group_column"), GROUP_NAMES, "group", "group_column")
+        fcols = [i for i in range(len(header)) if i not in (pcol, lcol, scol, gcol) and header[i]]
         root = path.parent / Path(options.get("root") or ".").expanduser()
         classes = _names(options.get("classes"))
         window = _window(options)
@@ -235,7 +259,12 @@ class CsvReader(_FileReader):
                 problem = f"unknown split '{split_raw}' (expected train, val or test)"
             else:
                 first_line[ref] = line
-                items.append(_file_item(file, label, window, split, where, sniff=False))
+                item = _file_item(file, label, window, split, where, sniff=False)
+                if gcol is not None and cell(row, gcol):
+                    item.meta["group"] = cell(row, gcol)
+                if fcols:
+                    item.meta["fields"] = {header[i]: cell(row, i) for i in fcols}
+                items.append(item)
                 continue
             skipped.append(Skipped(ref, f"{where}: {problem}"))
 
@@ -251,6 +280,7 @@ class CsvReader(_FileReader):
         if 0 < given < len(items):
             warnings.append(f"the split column '{header[scol]}' is empty for {len(items) - given:,} rows: "
                             "a split of its own is made (stratified) unless every row has one")
+        add_dicom_fields(items)
         return Scan(items, skipped, warnings, class_names=classes)
 
 

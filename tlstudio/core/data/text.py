@@ -26,6 +26,9 @@ import numpy as np
 from ..errors import DataError
 from ..hookspecs import hookimpl
 from ..io import stable_hash
+from .groups import GROUP_COLUMNS as _GROUP_COLS
+from .groups import GROUP_HELP as _GROUP_HELP
+from .groups import group_meta as _group_meta
 from .report import SHOWN_SKIPPED, Item, Skipped, ValidationReport
 from .table import DatasetReader, natural_key
 
@@ -39,7 +42,6 @@ _TEXT_NAMES = ("text", "sentence", "sentences", "review", "reviewtext", "comment
                "note", "notes", "report", "message", "utterance", "abstract", "description", "tweet")
 _LABEL_NAMES = ("label", "labels", "class", "target", "category", "sentiment", "classname", "diagnosis", "y")
 _SPLIT_COLS = ("split", "set", "fold", "subset")
-
 _COMMON_HELP = {
     "label_names": "names for the raw labels, e.g. {\"0\" = \"negative\", \"1\" = \"positive\"} or '0=negative,1=positive'",
     "classes": "the labels to keep (after label_names); rows with other labels are skipped as unknown labels",
@@ -363,6 +365,7 @@ class TextTableReader(TextReader):
         "label_column": "column of labels (default: label, class, target, category, sentiment ...)",
         "split_column": "column of splits train/val/test (default: split, set or fold, when present)",
         "delimiter": "column separator: ',', ';', '\\t' or '|' (default: from the file name and header row)",
+        "group_column": _GROUP_HELP,
         **_COMMON_HELP,
     }
 
@@ -412,11 +415,14 @@ class TextTableReader(TextReader):
         tcol = _find_column(path, header, options.get("text_column"), _TEXT_NAMES, "text", "text_column")
         lcol = _find_column(path, header, options.get("label_column"), _LABEL_NAMES, "label", "label_column")
         scol = _find_column(path, header, options.get("split_column"), _SPLIT_COLS, "split", "split_column", required=False)
+        gcol = _find_column(path, header, options.get("group_column"), _GROUP_COLS, "group", "group_column", required=False)
+        fcols = [i for i in range(len(header)) if i not in (tcol, lcol, scol, gcol) and header[i]]
 
         def cell(row, i):
             return row[i] if i is not None and i < len(row) else None
 
-        rows = [Row(f"{path.name}:{line}", cell(r, tcol), cell(r, lcol), cell(r, scol)) for line, r in table]
+        rows = [Row(f"{path.name}:{line}", cell(r, tcol), cell(r, lcol), cell(r, scol),
+                    _group_meta(cell(r, gcol), {header[i]: cell(r, i) for i in fcols})) for line, r in table]
         warnings = [] if rows else [f"{path}: the table has a header but no rows"]
         return rows, [], warnings
 
@@ -431,6 +437,7 @@ class JsonlTextReader(TextReader):
         "text_column": "field of the text (default: text, sentence, review, comment, note ...)",
         "label_column": "field of the label (default: label, class, target, category, sentiment ...)",
         "split_column": "field of the split train/val/test (default: split, set or fold, when present)",
+        "group_column": _GROUP_HELP,
         **_COMMON_HELP,
     }
 
@@ -483,12 +490,16 @@ class JsonlTextReader(TextReader):
         lk = keys[_find_column(path, keys, options.get("label_column"), _LABEL_NAMES, "label", "label_column")]
         si = _find_column(path, keys, options.get("split_column"), _SPLIT_COLS, "split", "split_column", required=False)
         sk = keys[si] if si is not None else None
+        gi = _find_column(path, keys, options.get("group_column"), _GROUP_COLS, "group", "group_column", required=False)
+        gk = keys[gi] if gi is not None else None
+        other = [k for k in keys if k not in (tk, lk, sk, gk)]
 
         def get(r, k):
             v = r.get(k) if k is not None else None
             return None if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else str(v))
 
-        return [Row(f"{path.name}:{n}", get(r, tk), get(r, lk), get(r, sk)) for n, r in recs], bad, []
+        return [Row(f"{path.name}:{n}", get(r, tk), get(r, lk), get(r, sk),
+                    _group_meta(get(r, gk), {k: get(r, k) for k in other if k in r})) for n, r in recs], bad, []
 
 
 class UciTextReader(TextReader):
@@ -568,7 +579,7 @@ class UciTextReader(TextReader):
                     skipped.append(Skipped(where, "no tab between the sentence and its label"))
                     continue
                 text, label = line.rsplit("\t", 1)
-                rows.append(Row(where, text, label, split, {"file": f.stem}))
+                rows.append(Row(where, text, label, split, {"file": f.stem, "fields": {"source": f.stem}}))
         warnings = [f"{f.name}: not 'sentence<TAB>label' lines: ignored" for f in ignored]
         return rows, skipped, warnings
 

@@ -370,6 +370,7 @@ class Trainer:
         run = self.run
         train_seconds = time.time() - t_start
         checkpoint.load_best(ctx)
+        ctx.task.before_test(ctx)  # classifiers: calibration, operating point, prediction sets (on validation)
         test: dict = {}
         if self._has_split(ctx, "test"):
             test = ctx.evaluate("test")

@@ -17,6 +17,8 @@ training_step(ctx, batch)         the usual loss: ``{"loss": tensor, ...}``
 predict_step(ctx, batch)          (outputs, targets) for evaluation
 evaluate(ctx, split)              metrics of ``split`` ({"loss", ...}); details kept for writing
 on_epoch_end(ctx, epoch, m)       chart series the task adds (mAP, CIDEr)
+before_test(ctx)                  with the best model, before the test: fit what is fitted on
+                                  validation (classifiers: calibration, operating point, sets)
 write_evaluation(ctx, split, m)   result files in the run folder (predictions, evaluation_*.json)
 report(ctx, final)                the run's report.md (technique sections are appended)
 load_for_inference(ctx, run, ck)  what predicting needs (classes, preprocessing) -> ``ctx.data``
@@ -85,6 +87,11 @@ class Task:
     # --- results --------------------------------------------------------------------------------
     def evaluate(self, ctx, split: str) -> dict:
         raise NotImplementedError(f"the task '{self.id}' does not define evaluate(ctx, split)")
+
+    def before_test(self, ctx) -> None:
+        """After the last epoch, with the best model loaded, before the test evaluation: fit
+        what is fitted on the validation split (classifiers: calibration, the operating point
+        and prediction sets; see :func:`tlstudio.core.classification.fit_run_decision`)."""
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         """Write the detailed results of ``split`` into the run folder."""

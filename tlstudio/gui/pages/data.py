@@ -238,6 +238,10 @@ class DataPage(Page):
         self.shift_panel = ShiftPanel(studio)
         self.shift_tab = scrolled(self.shift_panel)
         self.tabs.addTab(self.shift_tab, "Domain shift")
+        from ..leakview import GroupsLeakPanel
+
+        self.groups_panel = GroupsLeakPanel(studio)
+        self.tabs.addTab(self.groups_panel, "Patients and leaks")
         self.text_previews: dict[str, list[str]] = {}  # class -> texts shown (tests read it)
         self.annotated: list[dict] = []  # the annotated examples shown (detection / captioning)
         split.addWidget(self.tabs)
@@ -557,6 +561,7 @@ class DataPage(Page):
         self.studio.data_table = table
         self.studio.dataRead.emit(table)
         self._show_report()
+        self.groups_panel.show_table(table)
         kind = table_kind(table)
         if kind == "text":
             self._show_texts()
@@ -583,6 +588,7 @@ class DataPage(Page):
         self.thumbs.clear()
         self.text_previews = {}
         self.annotated = []
+        self.groups_panel.clear()
         clear_layout(self.thumb_layout)
         self.thumb_layout.addStretch(1)
         clear_layout(self.preview_grid)

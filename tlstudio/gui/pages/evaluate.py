@@ -11,9 +11,10 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-                               QPushButton, QSlider, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
                                QVBoxLayout, QWidget)
 
+from ..decision import DecisionMixin
 from ..widgets import ErrorPanel, ImageView, ThumbStrip, fmt_num, heading, hint, pixmap_from_array, thumbnail
 from . import Page
 
@@ -85,7 +86,7 @@ def prediction_device(studio) -> str:
     return "cpu" if d == "auto" and studio.training_active else d
 
 
-class EvaluatePage(Page):
+class EvaluatePage(DecisionMixin, Page):
     key = "evaluate"
 
     def __init__(self, studio, window, parent=None):
@@ -104,6 +105,8 @@ class EvaluatePage(Page):
         self.texts: dict[str, str] | None = None  # a text run's test texts by ref
         self.extra_view = None
         self.shift_view = None  # a DANN run's before/after domain shift
+        self.calls = None  # the class each test image is called at the shown operating point
+        self.data_info: dict = {}
 
         root = QVBoxLayout(self)
         top = QHBoxLayout()
@@ -143,27 +146,20 @@ class EvaluatePage(Page):
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.per_class.setMinimumHeight(90)
         lv.addWidget(self.per_class)
-        self.roc_box = QGroupBox("ROC curve (two classes)")
+        self.roc_box = QGroupBox("ROC curve and operating point (two classes)")
         rv = QVBoxLayout(self.roc_box)
         self.roc_plot = None
         self.roc_host = QVBoxLayout()
         rv.addLayout(self.roc_host, 1)
-        srow = QHBoxLayout()
-        srow.addWidget(QLabel("Threshold"))
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setObjectName("thresholdSlider")
-        self.slider.setRange(0, 100)
-        self.slider.setValue(50)
-        self.slider.valueChanged.connect(self._threshold_changed)
-        srow.addWidget(self.slider, 1)
-        self.thr_label = QLabel("0.50")
-        self.thr_label.setMinimumWidth(40)
-        srow.addWidget(self.thr_label)
-        rv.addLayout(srow)
-        self.op_label = QLabel()
-        self.op_label.setObjectName("operatingPoint")
-        self.op_label.setWordWrap(True)
-        rv.addWidget(self.op_label)
+        from ..decision import CalibrationView, DecisionPanel
+
+        self.decision_panel = DecisionPanel()
+        self.decision_panel.changed.connect(self._threshold_changed)
+        self.decision_panel.useRequested.connect(self._use_operating_point)
+        self.decision_panel.chooseRequested.connect(self._choose_on_validation)
+        self.slider = self.decision_panel.slider
+        self.op_label = self.decision_panel.op_label
+        rv.addWidget(self.decision_panel)
         self.roc_box.hide()
         lv.addWidget(self.roc_box, 1)
         lv.addStretch(0)
@@ -208,6 +204,9 @@ class EvaluatePage(Page):
         main.setStretchFactor(1, 3)
         main.setSizes([470, 930])
         self.tabs.addTab(main, "Classification")
+        self.calibration = CalibrationView()
+        self.calibration.subgroupRequested.connect(self._subgroups)
+        self.tabs.addTab(self.calibration, "Calibration and subgroups")
 
         studio.runsChanged.connect(self.fill_runs)
         studio.currentRunChanged.connect(self._current_changed)
@@ -365,17 +364,25 @@ class EvaluatePage(Page):
                  f"balanced accuracy {fmt_num(m.get('balanced_accuracy'))}",
                  f"AUC {fmt_num(m.get('auc'))}", f"macro F1 {fmt_num(m.get('f1_macro'))}"]
         self.summary.setText(" · ".join(parts))
+        self.calls = res.predicted.copy()
         self._fill_per_class()
         self._fill_matrix()
         if self.roc is not None:
+            from ..decision import stored_text
+
+            self.decision_panel.set_run(res.class_names, res.positive, res.threshold, stored_text(res.decision))
             self._show_roc()
+        from tlstudio.core.confidence import read_json
+
+        self.data_info = read_json(Path(run_dir) / "data.json")
+        self.calibration.show_results(res, self.data_info)
         if self._predictor_for != run_dir:
             self.predictor = None
             self._predictor_for = None
 
     def _fill_per_class(self) -> None:
         res = self.results
-        pc = res.per_class()
+        pc = res.per_class() if self.calls is None or (self.calls == res.predicted).all() else res.per_class_at(self.calls)
         self.per_class.setRowCount(len(res.class_names))
         for r, c in enumerate(res.class_names):
             d = pc.get(c, {})
@@ -389,7 +396,7 @@ class EvaluatePage(Page):
 
     def _fill_matrix(self) -> None:
         res = self.results
-        cm = res.confusion_matrix()
+        cm = res.confusion_at(self.calls) if self.calls is not None else res.confusion_matrix()
         k = len(res.class_names)
         self.matrix.setRowCount(k)
         self.matrix.setColumnCount(k)
@@ -420,59 +427,14 @@ class EvaluatePage(Page):
                                           + self.per_class.horizontalHeader().height() + 6))
 
     # --- ROC ---------------------------------------------------------------------------------------
-    def _show_roc(self) -> None:
-        from ..charts import styled_plot
-
-        if self.roc_plot is None:
-            self.roc_plot = styled_plot("ROC", xlabel="1 − specificity", ylabel="sensitivity")
-            self.roc_plot.setObjectName("rocPlot")
-            self.roc_plot.setMinimumHeight(240)
-            self.roc_host.addWidget(self.roc_plot)
-        import pyqtgraph as pg
-
-        p = self.roc_plot
-        p.clear()
-        res = self.results
-        auc = res.metrics.get("auc")
-        p.getPlotItem().setTitle(f"<span style='font-size:10pt; font-weight:600'>ROC, positive class "
-                                 f"{res.class_names[1]}</span>")
-        p.plot([0, 1], [0, 1], pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
-        p.plot(self.roc["fpr"], self.roc["tpr"], pen=pg.mkPen("#0072B2", width=2.5), name=f"AUC {fmt_num(auc)}")
-        lg = p.getPlotItem().legend
-        if lg is not None:
-            lg.anchor(itemPos=(1, 1), parentPos=(1, 1), offset=(-10, -10))
-        self.op_marker = pg.ScatterPlotItem(size=12, brush=pg.mkBrush("#D55E00"), pen=pg.mkPen("w"))
-        p.addItem(self.op_marker)
-        p.getPlotItem().setXRange(0, 1, padding=0.02)
-        p.getPlotItem().setYRange(0, 1, padding=0.02)
-        self.roc_box.show()
-        self._threshold_changed(self.slider.value())
-
-    def set_threshold(self, t: float) -> None:
-        self.slider.setValue(int(round(t * 100)))
-
-    def _threshold_changed(self, v: int) -> None:
-        if self.results is None or self.roc is None:
-            return
-        t = v / 100.0
-        self.thr_label.setText(f"{t:.2f}")
-        op = self.results.operating_point(t)
-        self.operating_point = op
-        sens, spec = op["sensitivity"], op["specificity"]
-        pos = self.results.class_names[1]
-        self.op_label.setText(f"At threshold {t:.2f} (call <b>{pos}</b> when its probability ≥ {t:.2f}): "
-                              f"sensitivity <b>{fmt_num(sens)}</b>, specificity <b>{fmt_num(spec)}</b> — "
-                              f"TP {op['tp']}, FN {op['fn']}, TN {op['tn']}, FP {op['fp']}")
-        if sens is not None and spec is not None:
-            self.op_marker.setData([1 - spec], [sens])
-
     # --- cells and images ----------------------------------------------------------------------------
     def open_cell(self, i: int, j: int) -> None:
         """List exactly the test images of true class ``i`` predicted as ``j``."""
         res = self.results
         if res is None:
             return
-        rows = res.cell(i, j)
+        calls = res.predicted if self.calls is None else self.calls
+        rows = np.flatnonzero((res.labels == i) & (calls == j)).tolist()
         self.cell_pos = (i, j)
         self.cell_rows = rows
         self.cell_refs = [res.refs[r] for r in rows]
@@ -489,7 +451,7 @@ class EvaluatePage(Page):
         for r in shown:
             ref = res.refs[r]
             p = res.probs[r]
-            k = int(res.predicted[r])
+            k = int(calls[r])
             cap = f"{res.class_names[k]} {p[k]:.2f}"
             tip = f"{ref}\n" + "\n".join(f"p({c}) = {v:.3f}" for c, v in zip(res.class_names, p))
             if self.texts is not None:
@@ -568,7 +530,7 @@ class EvaluatePage(Page):
         r = res.refs.index(ref)
         p = res.probs[r]
         lines = [f"<b>{Path(ref).name}</b>", f"true: {res.class_names[res.labels[r]]}",
-                 f"predicted: {res.class_names[res.predicted[r]]}", ""]
+                 f"predicted: {res.class_names[(res.predicted if self.calls is None else self.calls)[r]]}", ""]
         order = np.argsort(-p)
         lines += [f"p({res.class_names[k]}) = {p[k]:.3f}" for k in order[:10]]
         if self.texts is not None:

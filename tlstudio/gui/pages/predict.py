@@ -44,6 +44,22 @@ def explain_file(predictor, path: str):
     return explain(predictor, path)
 
 
+def decision_words(predictor, res: dict) -> str:
+    """The run's decision and the prediction set, in words (above the probabilities)."""
+    from tlstudio.core.predict import set_text
+
+    dec = getattr(predictor, "decision", None)
+    lines = []
+    if "set" in res:
+        lines.append(f"Prediction set ({dec.conformal_level:.0%}): <b>{set_text(res['set'])}</b>"
+                     if dec is not None and dec.conformal_level else f"Prediction set: {set_text(res['set'])}")
+    if dec is not None and dec.binary:
+        lines.append(f"Operating point: '{dec.positive_class}' from a probability of {dec.threshold:.3f}")
+    if dec is not None and dec.temperature != 1.0:
+        lines.append("Probabilities calibrated (temperature scaling)")
+    return "".join(f"{x}<br>" for x in lines)
+
+
 class PredictPage(Page):
     key = "predict"
 
@@ -268,9 +284,13 @@ class PredictPage(Page):
         self.save_btn.setEnabled(bool(self.results))
 
     def _fill(self) -> None:
+        from tlstudio.core.predict import set_text
+
         names = self.predictor.class_names if self.predictor else []
         shown = names[:MAX_PROB_COLUMNS]
-        cols = ["Image", "Predicted", "Confidence"] + [f"p({c})" for c in shown] + ["Problem"]
+        has_set = any("set" in r for r in self.results)
+        cols = (["Image", "Predicted", "Confidence"] + (["Prediction set"] if has_set else [])
+                + [f"p({c})" for c in shown] + ["Problem"])
         self.table.setColumnCount(len(cols))
         self.table.setHorizontalHeaderLabels(cols)
         self.table.setRowCount(len(self.results))
@@ -279,6 +299,8 @@ class PredictPage(Page):
             pred = res.get("predicted", "")
             vals = [Path(res["ref"]).name, str(pred) if pred != "" else "—",
                     f"{probs[pred]:.3f}" if pred in probs else ""]
+            if has_set:
+                vals.append(set_text(res["set"]) if "set" in res and not res.get("error") else "")
             vals += [f"{probs[c]:.3f}" if c in probs else "" for c in shown]
             vals.append(res.get("error", ""))
             for c, v in enumerate(vals):
@@ -321,6 +343,7 @@ class PredictPage(Page):
             return
         probs = sorted(res.get("probabilities", {}).items(), key=lambda kv: -kv[1])
         self.detail.setText(f"<b>{Path(ref).name}</b> → <b>{res.get('predicted')}</b><br>"
+                            + decision_words(self.predictor, res)
                             + "<br>".join(f"p({c}) = {v:.3f}" for c, v in probs[:10]))
         cam = self.cams.get(ref)
         if cam is not None:
