@@ -65,7 +65,7 @@ class Predictor:
     @property
     def decision(self):
         """The run's decision (calibration, operating point, sets), or None for other tasks."""
-        return self.ctx.state.get("decision")
+        return self.ctx.scratch.get("decision")
 
 
 def set_text(names: list[str]) -> str:

@@ -575,7 +575,7 @@ def explain_sentence(predictor, text: str) -> dict:
         with torch.enable_grad():
             out = dict(task.explain(ctx, text))
         out.setdefault("text", text)
-        dec = ctx.state.get("decision")
+        dec = ctx.scratch.get("decision")
         if dec is not None and out.get("probabilities"):  # the run's calibrated probabilities and its call
             names = list(dec.class_names)
             row = dec.results(np.array([[out["probabilities"][c] for c in names]]))[0]

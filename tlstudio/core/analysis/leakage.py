@@ -133,7 +133,7 @@ def frozen_feature_fn(library=None, device: str = "cpu") -> Callable[[np.ndarray
     MobileNetV2 at 64 px.  Raises the library's error when its weights are not installed."""
     import torch
 
-    from ..diagnostics import image_features
+    from .diagnostics import image_features
     from ..models import ModelLibrary
 
     lib = library or ModelLibrary()
