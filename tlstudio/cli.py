@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,27 +20,32 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
-def _parse_value(text: str) -> Any:
+def _switch_technique(data: dict, tid: str, plugins) -> None:
+    """``train project.toml --technique X``: the file's settings of its own technique that X
+    also has are kept, the others dropped, and the user is told which."""
+    from tlstudio.core.overrides import switch_technique_settings
+
+    old = data["technique"]["id"]
+    if tid == old or not data["technique"].get("settings"):
+        return
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _apply_set(data: dict, assignment: str) -> None:
-    key, sep, value = assignment.partition("=")
-    if not sep:
-        raise SystemExit(f"--set expects key=value (for example training.lr=0.001), got {assignment!r}")
-    parts = key.strip().split(".")
-    d = data
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-    d[parts[-1]] = _parse_value(value.strip())
+        new = plugins.technique(tid)
+    except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
+        return
+    kept_settings, kept, dropped = switch_technique_settings(data["technique"]["settings"], old, new)
+    data["technique"]["settings"] = kept_settings
+    if dropped:
+        _err(f"note: --technique {tid} replaces the project's {old}: its settings "
+             f"{', '.join(dropped)} are not settings of {tid} and were dropped"
+             + (f"; kept: {', '.join(kept)}" if kept else "") + ".")
 
 
 def build_project(args, plugins) -> "Project":
-    """The project of ``tlstudio train``: a project file, or quick flags, plus overrides."""
+    """The project of ``tlstudio train``: a project file, or quick flags, plus overrides.
+    A problem is blamed on where it came from: the file, the command line's flags, or the
+    ``--set`` that brought it."""
     from tlstudio.core.config import Project, load_project, project_from_dict
+    from tlstudio.core.overrides import apply_assignment
 
     if args.project:
         project = load_project(args.project)
@@ -67,6 +71,8 @@ def build_project(args, plugins) -> "Project":
     if args.format:
         data["data"]["format"] = args.format
     if args.technique:
+        if args.project:
+            _switch_technique(data, args.technique, plugins)
         data["technique"]["id"] = args.technique
         try:  # the task follows the technique (text-classification, detection ...)
             data["task"] = plugins.technique(args.technique).task
@@ -84,10 +90,11 @@ def build_project(args, plugins) -> "Project":
         data["training"]["deterministic"] = True
     if getattr(args, "from_run", None):
         _apply_from_run(args, data)
+    project = project_from_dict(data, where="command line", path=path)
     for s in args.set or []:
-        _apply_set(data, s)
-    where = str(path) if path else "command line"
-    return project_from_dict(data, where=where, path=path)
+        apply_assignment(data, s)
+        project = project_from_dict(data, where=f"--set {s}", path=path)
+    return project
 
 
 class _Progress:
@@ -231,6 +238,7 @@ def cmd_train(args, plugins) -> int:
     from tlstudio.core import distributed as D
     from tlstudio.core.engine import RunControl, Trainer, resume, train
     from tlstudio.core.errors import StudioError
+    from tlstudio.core.failures import plain_message
 
     if getattr(args, "compare_scratch", False) and not args.resume and not D.in_torchrun():
         return cmd_compare_scratch(args, plugins)
@@ -239,6 +247,10 @@ def cmd_train(args, plugins) -> int:
     if D.in_torchrun() and args.into_run and D.restart_count() > 0 and D.finished(args.into_run):
         return EXIT_OK  # torchrun restarted a job whose run already ended: nothing to do
     main = D.is_main_process()  # under torchrun only rank 0 shows progress
+    if args.runs_dir:
+        from tlstudio.core.runs import check_runs_folder
+
+        check_runs_folder(args.runs_dir)
     show = _Progress(quiet=args.json) if main else _Quiet()
     control = RunControl()
     final: dict = {}
@@ -258,7 +270,7 @@ def cmd_train(args, plugins) -> int:
             final = train(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins)
     except StudioError as e:
         show.close()
-        _err(f"error: {e}")
+        _err(f"error: {plain_message(e)}")
         return EXIT_FAILED
     except D.OutOfMemoryRestart as e:
         show.close()
@@ -268,8 +280,13 @@ def cmd_train(args, plugins) -> int:
         show.close()
         _err("Interrupted: resume with `tlstudio train --resume <run>`.")
         return EXIT_STOPPED
+    except BaseException:
+        show.close()
+        raise
     show.close()
     status = final.get("status")
+    if final.get("already_finished"):
+        _err(final["message"])
     if D.in_torchrun():  # all processes stopped together, or rank 0 recorded the outcome
         if status == "failed":
             return EXIT_FAILED  # the others are ended by torchrun
@@ -430,9 +447,11 @@ def cmd_import_weights(args, plugins) -> int:
 def cmd_validate(args, plugins) -> int:
     from tlstudio.core.data import read_data
 
+    from tlstudio.core.overrides import apply_assignment
+
     options = {}
     for o in args.option or []:
-        _apply_set(options, o)
+        apply_assignment(options, o, flag="--option", example="text_column=review")
     readers = plugins.readers() or None
     task = None if args.task in (None, "any") else args.task
     if readers:
@@ -614,6 +633,7 @@ def cmd_runs(args, plugins) -> int:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlstudio", description="Transfer Learning Studio — adapt pretrained networks offline.")
     p.add_argument("--safe-mode", action="store_true", help="start with third-party plugins switched off")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (anywhere on the line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a project (or quick flags); --resume a run")
@@ -739,18 +759,42 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every error ends here as a plain message and an exit code; the traceback only with --debug."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     args = make_parser().parse_args(argv)
     args._argv = argv
-    from tlstudio.core.errors import StudioError
-    from tlstudio.core.plugins import get_plugin_manager
+    from tlstudio.core.failures import describe
 
     try:
+        from tlstudio.core.plugins import get_plugin_manager
+
         plugins = get_plugin_manager(safe_mode=args.safe_mode)
+        for note in plugins.slow_load_notes():
+            _err(f"note: {note}")
         return args.func(args, plugins)
-    except StudioError as e:
-        _err(f"error: {e}")
+    except KeyboardInterrupt:
+        _err("Interrupted.")
+        return EXIT_STOPPED
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the edge of the program: a message, never a traceback
+        f = describe(e)
+        _err(f"error: {f.message}")
+        if f.advice:
+            _err(f.advice)
+        if debug:
+            _err(f.details)
+        elif not _is_studio_error(e):
+            _err("(run the command again with --debug to see the details)")
         return EXIT_FAILED
+
+
+def _is_studio_error(e: BaseException) -> bool:
+    from tlstudio.core.errors import StudioError
+
+    return isinstance(e, StudioError)
 
 
 if __name__ == "__main__":  # pragma: no cover
