@@ -284,9 +284,7 @@ def cmd_train(args, plugins) -> int:
         show.close()
         raise
     show.close()
-    status = final.get("status")
-    if final.get("already_finished"):
-        _err(final["message"])
+    status = final.get("status")  # (a finished run resumed: its log line said that nothing was trained)
     if D.in_torchrun():  # all processes stopped together, or rank 0 recorded the outcome
         if status == "failed":
             return EXIT_FAILED  # the others are ended by torchrun
@@ -390,18 +388,21 @@ def cmd_plugins(args, plugins) -> int:
     rows = list(plugins.plugins.values())
     if args.json:
         print(json.dumps([{"name": p.name, "module": p.module, "distribution": p.dist, "version": p.version,
-                           "builtin": p.builtin, "status": p.status, "errors": p.errors, "provides": p.provides}
+                           "builtin": p.builtin, "status": p.status, "errors": p.errors, "provides": p.provides,
+                           "load_seconds": round(p.load_seconds, 3), "notes": p.notes}
                           for p in rows], indent=2))
         return EXIT_OK
     from rich.table import Table
 
     t = Table(title="Plugins" + (" (safe mode: third-party plugins off)" if plugins.safe_mode else ""))
-    for c in ("plugin", "package", "status", "provides / error"):
+    for c in ("plugin", "package", "status", "load (s)", "provides / error"):
         t.add_column(c, overflow="fold")
     for p in rows:
         style = {"failed": "red", "disabled": "dim"}.get(p.status, "green")
-        what = "; ".join(p.errors) if p.errors else ", ".join(i for v in p.provides.values() for i in v)
-        t.add_row(p.name, f"{p.dist} {p.version}", f"[{style}]{p.status}[/{style}]", what)
+        what = "; ".join(p.errors + p.notes) if p.errors or p.notes else ", ".join(i for v in p.provides.values() for i in v)
+        slow = not p.builtin and p.notes
+        t.add_row(p.name, f"{p.dist} {p.version}", f"[{style}]{p.status}[/{style}]",
+                  (f"[yellow]{p.load_seconds:.1f}[/yellow]" if slow else f"{p.load_seconds:.1f}"), what)
     _console().print(t)
     return EXIT_OK
 
@@ -709,7 +710,7 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a reader option, e.g. text_column=review or label_names='0=negative,1=positive'")
     v.add_argument("--json", action="store_true")
-    v.set_defaults(func=cmd_validate)
+    v.set_defaults(func=cmd_validate, plugin_hooks={"tlstudio_dataset_readers"})  # no torch: a light, quick check
 
     te = sub.add_parser("text-export", help="export a text-classification run to ONNX with its tokenizer (parity checked)")
     te.add_argument("run", help="run folder or id")
@@ -768,9 +769,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tlstudio.core.failures import describe
 
     try:
-        from tlstudio.core.plugins import get_plugin_manager
+        from tlstudio.core.plugins import PluginManager, get_plugin_manager
 
-        plugins = get_plugin_manager(safe_mode=args.safe_mode)
+        hooks = getattr(args, "plugin_hooks", None)
+        plugins = (PluginManager(safe_mode=args.safe_mode, only_hooks=hooks) if hooks
+                   else get_plugin_manager(safe_mode=args.safe_mode))
         for note in plugins.slow_load_notes():
             _err(f"note: {note}")
         return args.func(args, plugins)

@@ -61,31 +61,55 @@ class PluginInfo:
             self.details.append(details)
 
 
-# hook name -> (expected item type, the attribute that names an item, what an item is called)
-def _hook_types() -> dict[str, tuple[type, str, str]]:
-    from .technique import Technique
+HOOKS = ("tlstudio_techniques", "tlstudio_dataset_readers", "tlstudio_model_sources", "tlstudio_architectures",
+         "tlstudio_exporters")
 
-    types: dict[str, tuple[type, str, str]] = {"tlstudio_techniques": (Technique, "id", "technique")}
+
+def _hook_type(hook_name: str) -> tuple[type, str, str] | None:
+    """(expected item type, the attribute that names an item, what an item is called); only
+    the module that hook needs is imported (reading data does not import torch)."""
     try:
-        from .data import DatasetReader
+        if hook_name == "tlstudio_techniques":
+            from .technique import Technique
 
-        types["tlstudio_dataset_readers"] = (DatasetReader, "id", "data reader")
-    except ImportError:  # pragma: no cover - data layer always present in a real install
-        pass
-    try:
-        from .models import Architecture, WeightSource
+            return Technique, "id", "technique"
+        if hook_name == "tlstudio_dataset_readers":
+            from .data import DatasetReader
 
-        types["tlstudio_model_sources"] = (WeightSource, "id", "weight source")
-        types["tlstudio_architectures"] = (Architecture, "name", "architecture")
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from .export import Exporter
+            return DatasetReader, "id", "data reader"
+        if hook_name == "tlstudio_model_sources":
+            from .models import WeightSource
 
-        types["tlstudio_exporters"] = (Exporter, "id", "exporter")
-    except ImportError:
-        pass
-    return types
+            return WeightSource, "id", "weight source"
+        if hook_name == "tlstudio_architectures":
+            from .models import Architecture
+
+            return Architecture, "name", "architecture"
+        if hook_name == "tlstudio_exporters":
+            from .export import Exporter
+
+            return Exporter, "id", "exporter"
+    except ImportError:  # pragma: no cover - every layer is present in a real install
+        return None
+    return None
+
+
+def _builtin_offers(ep: md.EntryPoint, hooks: set[str]) -> bool:
+    """Does a built-in entry point implement one of ``hooks``?  Read from its source, without
+    importing it (its imports may be heavy: torch)."""
+    import importlib.machinery
+    import importlib.util
+
+    parts = ep.value.split(":")[0].strip().split(".")
+    try:  # the top-level package is imported (light); the modules below it are only looked up
+        spec = importlib.util.find_spec(parts[0])
+        for i in range(1, len(parts)):
+            locations = spec.submodule_search_locations if spec else None
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:i + 1]), locations) if locations else None
+        src = open(spec.origin, encoding="utf-8").read() if spec and spec.origin else ""
+    except (ImportError, OSError, ValueError, AttributeError):
+        return True
+    return not src or any(f"def {h}(" in src for h in hooks)
 
 
 def _is_builtin(ep: md.EntryPoint) -> bool:
@@ -123,9 +147,13 @@ class PluginManager:
     """Loads the plugins once and answers "which techniques/readers/... are there"."""
 
     def __init__(self, settings: Settings | None = None, safe_mode: bool = False,
-                 entry_points: Iterable[md.EntryPoint] | None = None, load: bool = True):
+                 entry_points: Iterable[md.EntryPoint] | None = None, load: bool = True,
+                 only_hooks: Iterable[str] | None = None):
         self.settings = settings if settings is not None else load_settings()
         self.safe_mode = safe_mode
+        # only the built-ins that implement these hooks are loaded (validate-data: the readers);
+        # every third-party plugin is, since it cannot be known without importing it
+        self.only_hooks = set(only_hooks) if only_hooks else None
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
@@ -142,6 +170,8 @@ class PluginManager:
         # the built-ins first: their names and items win over a third party's
         for ep in sorted(eps, key=lambda e: (not _is_builtin(e), e.dist.name if e.dist else "", e.name)):
             dist = ep.dist.name if ep.dist else "?"
+            if self.only_hooks and _is_builtin(ep) and not _builtin_offers(ep, self.only_hooks):
+                continue
             key = ep.name
             taken = self.plugins.get(key)
             if taken is not None:
@@ -236,7 +266,10 @@ class PluginManager:
     def _collect(self, hook_name: str) -> list:
         if hook_name in self._cache:
             return self._cache[hook_name]
-        expected, id_attr, kind = _hook_types()[hook_name]
+        types = _hook_type(hook_name)
+        if types is None:
+            return []
+        expected, id_attr, kind = types
         hook = getattr(self.pm.hook, hook_name)
         out: list = []
         owners: dict[str, str] = {}
@@ -319,8 +352,6 @@ class PluginManager:
         return self._collect("tlstudio_architectures")
 
     def exporters(self) -> dict[str, Any]:
-        if "tlstudio_exporters" not in _hook_types():
-            return {}
         self._collect("tlstudio_exporters")
         return dict(self._ids.get("tlstudio_exporters", {}))
 
@@ -342,7 +373,7 @@ class PluginManager:
 
     def collect_all(self) -> None:
         """Call every descriptor hook once, so that failures show in the plugin list."""
-        for h in _hook_types():
+        for h in HOOKS:
             self._collect(h)
 
     def _failure_hint(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -168,9 +169,11 @@ def read_image(src: str | Path | bytes, ref: str | None = None) -> tuple[np.ndar
         if _looks_like_text(_head(src, is_path)):
             raise ImageDecodeError(ref, "not an image file (it looks like text)") from None
         raise ImageDecodeError(ref, "cannot decode image: not a recognised image format") from None
-    except Image.DecompressionBombError:
-        raise ImageDecodeError(ref, too_large("the image its header describes", 2 * decode_budget(), decode_budget(),
-                                              "Reduce the image before using it here.")) from None
+    except Image.DecompressionBombError as e:  # Pillow's own check, at open: far beyond the budget
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        px = int(m.group(1)) if m else 2 * decode_budget()
+        raise ImageDecodeError(ref, too_large(f"an image of {px / 1e6:,.0f} megapixels", decode_cost(px, 1, "L"),
+                                              decode_budget(), "Reduce the image before using it here.")) from None
     except MemoryError:
         raise ImageDecodeError(ref, "not enough memory to decode this image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
