@@ -36,6 +36,8 @@ IMAGE_EXTENSIONS = frozenset(
     ".png .jpg .jpeg .jpe .jfif .bmp .dib .tif .tiff .gif .webp .ppm .pgm .pbm .pnm .jp2 .j2k .jpf .jpx .tga".split()
 )
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
+#: the only formats Pillow may open: raster images (not PostScript, which runs Ghostscript, nor exotic plugins)
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "GIF", "WEBP", "PPM", "JPEG2000", "TGA")
 
 
 class ImageDecodeError(DataError):
@@ -159,13 +161,16 @@ def read_image(src: str | Path | bytes, ref: str | None = None) -> tuple[np.ndar
             raise ImageDecodeError(ref, "is a folder, not an image file")
         if (os.path.getsize(src) if is_path else len(src)) == 0:
             raise ImageDecodeError(ref, "empty file (0 bytes)")
-        with Image.open(src if is_path else io.BytesIO(src)) as im:
+        with Image.open(src if is_path else io.BytesIO(src), formats=PIL_FORMATS) as im:
             return _decode_opened(im, ref)
     except FileNotFoundError:
         raise ImageDecodeError(ref, "file not found") from None
     except PermissionError:
         raise ImageDecodeError(ref, "cannot read file: permission denied") from None
     except UnidentifiedImageError:
+        kind = image_kind(_head(src, is_path))
+        if kind:
+            raise ImageDecodeError(ref, f"truncated or damaged image file ({kind})") from None
         if _looks_like_text(_head(src, is_path)):
             raise ImageDecodeError(ref, "not an image file (it looks like text)") from None
         raise ImageDecodeError(ref, "cannot decode image: not a recognised image format") from None

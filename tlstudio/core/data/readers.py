@@ -393,6 +393,15 @@ class NpzReader(DatasetReader):
     def scan(self, path: Path, options: dict) -> Scan:
         file = os.path.abspath(path)
         try:
+            with open(file, "rb") as f:
+                head = f.read(4)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+        if not head:
+            raise DataError(f"{path}: empty file (0 bytes)")
+        if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise DataError(f"{path}: not an NPZ file (an NPZ is a zip archive of NumPy arrays, as numpy.savez writes)")
+        try:
             with np.load(file, allow_pickle=False) as z:
                 keys = set(z.files)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -480,10 +489,8 @@ def _npz_problem(e: BaseException) -> str:
     if "allow_pickle" in text or "pickle" in text.lower():
         return ("holds Python objects (object arrays), which are never loaded because loading them could run "
                 "code: save the images and labels as plain number arrays")
-    if isinstance(e, zipfile.BadZipFile) or "zip" in text.lower():
-        return "not an NPZ file, or a damaged one (it is not a readable zip archive)"
-    if isinstance(e, EOFError) or "truncat" in text.lower():
-        return "truncated NPZ file: it ends before its arrays do"
+    if isinstance(e, (zipfile.BadZipFile, EOFError)) or "zip" in text.lower() or "truncat" in text.lower():
+        return "damaged or truncated NPZ file: its zip archive cannot be read whole"
     return f"cannot read as NPZ: {text.splitlines()[0][:200] if text else type(e).__name__}"
 
 
