@@ -62,8 +62,8 @@ def assert_plain(o: Outcome) -> None:
     """No traceback, no advice to load unsafely, and short lines (no file dumped at the user)."""
     for bad in FORBIDDEN:
         assert bad not in o.text, f"{bad!r} reached the user:\n{o.text[-3000:]}"
-    longest = max((len(line) for line in o.text.splitlines()), default=0)
-    assert longest < 2000, f"a line of {longest} characters reached the user"
+    longest = max((len(line) for line in o.err.splitlines()), default=0)
+    assert longest < 2000, f"a message line of {longest} characters reached the user"
 
 
 def env_with(**extra) -> dict:

@@ -24,6 +24,8 @@ from ..hookspecs import hookimpl
 from .image import (DICOM_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, _gray_to_rgb, _scale_to_uint8, is_dicom,
                     read_file)
 from .report import Item, Skipped
+from .sanity import label_problem
+from .sanity import short as _short
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
 
 _WINDOW_HELP = {
@@ -52,17 +54,6 @@ def _names(value) -> list[str] | None:
         return None
     names = value.split(",") if isinstance(value, str) else value
     return [str(n).strip() for n in names if str(n).strip()] or None
-
-
-def label_problem(label) -> str:
-    """What makes a class name unusable ('' when nothing): a line break or another control
-    character would corrupt labels.txt, the reports and the CSV files written later."""
-    text = str(label)
-    if "\n" in text or "\r" in text:
-        return f"the class name {_short(text, 40)!r} holds a line break"
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        return f"the class name {_short(text, 40)!r} holds a control character"
-    return ""
 
 
 def _checked_names(value, option: str) -> list[str] | None:
@@ -175,11 +166,6 @@ def _norm(name: str) -> str:
 MAX_BROKEN_ROWS = 100
 
 
-def _short(text: str, n: int = 80) -> str:
-    text = str(text).replace("\r", " ").replace("\n", " ")
-    return text if len(text) <= n else text[:n - 1] + "…"
-
-
 def _read_csv(path: Path, broken: list | None = None) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """(header, [(line number, cells)]) with the delimiter sniffed; DataError when unreadable.
 
@@ -220,7 +206,8 @@ def _read_csv(path: Path, broken: list | None = None) -> tuple[list[str], list[t
             raise DataError(f"{path}:{start + end + 1}: cannot read as CSV: {_short(e)}") from None
         if restart is None:
             break
-        bad.append((restart, "a quote (\") opens in this row and is never closed: the row was left out"))
+        bad.append((restart, "a quote (\") opens in this row and runs over its line break (never closed?): "
+                             "the row was left out"))
         if broken is None:
             raise DataError(f"{path}:{restart}: a quote (\") opens in this row and is never closed, so the rest of the "
                             "file would read as one cell; close or remove the quote")
