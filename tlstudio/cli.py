@@ -45,7 +45,7 @@ def build_project(args, plugins) -> "Project":
     A problem is blamed on where it came from: the file, the command line's flags, or the
     ``--set`` that brought it."""
     from tlstudio.core.config import Project, load_project, project_from_dict
-    from tlstudio.core.overrides import apply_assignment
+    from tlstudio.core.overrides import apply_assignment, check_technique_settings
 
     if args.project:
         project = load_project(args.project)
@@ -91,9 +91,12 @@ def build_project(args, plugins) -> "Project":
     if getattr(args, "from_run", None):
         _apply_from_run(args, data)
     project = project_from_dict(data, where="command line", path=path)
+    blame = "command line"
     for s in args.set or []:
         apply_assignment(data, s)
         project = project_from_dict(data, where=f"--set {s}", path=path)
+        blame = f"--set {s}" if s.strip().startswith("technique") else blame
+    check_technique_settings(project, plugins, blame if blame != "command line" or not path else str(path))
     return project
 
 

@@ -65,3 +65,20 @@ def switch_technique_settings(settings: dict, old_id: str, new_technique) -> tup
     kept = {k: v for k, v in (settings or {}).items() if k in fields}
     dropped = sorted(k for k in (settings or {}) if k not in fields)
     return kept, sorted(kept), dropped
+
+
+def check_technique_settings(project, plugins, where: str) -> None:
+    """The project's technique settings validated by its technique's own Config, blamed on
+    ``where``; an unknown technique is left for the run to report (it lists the known ones)."""
+    from pydantic import ValidationError
+
+    from .config import format_validation_error
+
+    try:
+        technique = plugins.technique(project.technique.id)
+    except Exception:  # noqa: BLE001 - unknown or failed: the engine says which are available
+        return
+    try:
+        technique.make_config(project.technique.settings)
+    except ValidationError as e:
+        raise ProjectError(format_validation_error(e, where, prefix="technique.settings")) from None
