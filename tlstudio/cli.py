@@ -777,8 +777,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         hooks = getattr(args, "plugin_hooks", None)
         plugins = (PluginManager(safe_mode=args.safe_mode, only_hooks=hooks) if hooks
                    else get_plugin_manager(safe_mode=args.safe_mode))
-        for note in plugins.slow_load_notes():
-            _err(f"note: {note}")
         return args.func(args, plugins)
     except KeyboardInterrupt:
         _err("Interrupted.")

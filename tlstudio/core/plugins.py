@@ -117,9 +117,15 @@ def _is_builtin(ep: md.EntryPoint) -> bool:
 
 
 def _error_text(e: BaseException) -> str:
-    from .failures import plain_message
+    """'Type: message' (plain, never advice to load unsafely) for a plugin's own error list."""
+    from .errors import StudioError
+    from .failures import plain_message, scrub
 
-    return plain_message(e)
+    if isinstance(e, SystemExit):
+        return f"SystemExit: it tried to end the program (exit code {e.code!r})"
+    if isinstance(e, StudioError) or (isinstance(e, NotImplementedError) and not str(e).strip()):
+        return plain_message(e)
+    return scrub(f"{type(e).__name__}: {e}")
 
 
 def technique_problems(t) -> tuple[list[str], str]:
@@ -198,7 +204,7 @@ class PluginManager:
             except BaseException as e:  # noqa: BLE001 - a plugin must never take the studio down
                 if isinstance(e, KeyboardInterrupt):
                     raise
-                info.fail(f"could not be loaded: {type(e).__name__}: {_error_text(e)}", traceback.format_exc())
+                info.fail(f"could not be loaded: {_error_text(e)}", traceback.format_exc())
                 continue
             finally:
                 info.load_seconds = time.perf_counter() - t0
@@ -217,13 +223,7 @@ class PluginManager:
         note = (f"slow to load: {info.load_seconds:.1f} s (every start of the studio waits for it; switch it off "
                 f"with `tlstudio plugins --disable {info.name}`)")
         info.notes.append(note)
-        log.warning("plugin %s (%s %s): %s", info.name, info.dist, info.version, note)
-
-    def slow_load_notes(self) -> list[str]:
-        """One line per slow third-party plugin, for the start of every command."""
-        return [f"plugin '{p.name}' ({p.dist}) took {p.load_seconds:.1f} s to load; switch it off with "
-                f"`tlstudio plugins --disable {p.name}`" for p in self.plugins.values()
-                if not p.builtin and p.load_seconds >= SLOW_LOAD_SECONDS]
+        log.warning("plugin %s (%s %s): %s", info.name, info.dist, info.version, note)  # stderr, every command
 
     def register(self, obj: Any, name: str, builtin: bool = False) -> PluginInfo:
         """Register a plugin object directly (tests, embedded use)."""
@@ -254,12 +254,12 @@ class PluginManager:
         if hook_name == "tlstudio_techniques":
             task, title = item.task, item.title
             if task not in TASKS:
-                return "", f"technique '{ident}' is for the task {task!r}, which the studio does not know ({', '.join(TASKS)})"
+                return ident, f"technique '{ident}' is for the task {task!r}, which the studio does not know ({', '.join(TASKS)})"
             if not isinstance(title, str):
-                return "", f"technique '{ident}' has a title that is a {type(title).__name__}, not a text"
+                return ident, f"technique '{ident}' has a title that is a {type(title).__name__}, not a text"
             missing, _ = technique_problems(item)
             if missing:
-                return "", (f"technique '{ident}' does not implement {', '.join(m + '()' for m in missing)}, so it "
+                return ident, (f"technique '{ident}' does not implement {', '.join(m + '()' for m in missing)}, so it "
                             "cannot train: it is left out")
         return ident, ""
 
@@ -274,7 +274,10 @@ class PluginManager:
         out: list = []
         owners: dict[str, str] = {}
         ids: dict[str, Any] = {}
-        for impl in reversed(hook.get_hookimpls()):  # registration order: the built-ins first
+        order = {n: i for i, n in enumerate(self.plugins)}  # load order: the built-ins first, whatever
+        impls = sorted(hook.get_hookimpls(),  # tryfirst/trylast a plugin asks for
+                       key=lambda i: order.get(self.pm.get_name(i.plugin) or "", len(order)))
+        for impl in impls:
             name = self.pm.get_name(impl.plugin) or "?"
             info = self.plugins.get(name) or PluginInfo(name, "?", "?", "", False)
             try:
@@ -288,7 +291,7 @@ class PluginManager:
             except BaseException as e:  # noqa: BLE001
                 if isinstance(e, KeyboardInterrupt):
                     raise
-                info.fail(f"{hook_name} raised {type(e).__name__}: {_error_text(e)}", traceback.format_exc())
+                info.fail(f"{hook_name} raised {_error_text(e)}", traceback.format_exc())
                 continue
             good = []
             for item in items:
@@ -301,7 +304,7 @@ class PluginManager:
                 except BaseException as e:  # noqa: BLE001 - a property that raises, an unhashable id ...
                     if isinstance(e, KeyboardInterrupt):
                         raise
-                    ident, problem = "", f"{hook_name}: reading a {kind} it returned raised {type(e).__name__}: {_error_text(e)}"
+                    ident, problem = "", f"{hook_name}: reading a {kind} it returned raised {_error_text(e)}"
                 if problem:
                     info.fail(problem)
                     if ident:
@@ -366,7 +369,7 @@ class PluginManager:
                     raise
                 info = self.plugins.get(self.pm.get_name(impl.plugin) or "")
                 if info and not any("tlstudio_run_event" in m for m in info.errors):
-                    info.fail(f"tlstudio_run_event raised {type(e).__name__}: {_error_text(e)}", traceback.format_exc())
+                    info.fail(f"tlstudio_run_event raised {_error_text(e)}", traceback.format_exc())
 
     def has_observers(self) -> bool:
         return bool(self.pm.hook.tlstudio_run_event.get_hookimpls())
