@@ -138,7 +138,7 @@ class _Progress:
                                f"{vals}  {series}  {e['seconds']:.1f}s{'  *best' if e.get('best') else ''}")
         elif k == "log":
             style = {"warning": "yellow", "error": "red"}.get(e.get("level"), "dim")
-            self.console.print(f"[{style}]{e['message']}[/{style}]")
+            self.console.print(f"[{style}]{e['message']}[/{style}]", soft_wrap=True)  # paths stay whole
         elif k == "stage":
             self.console.print(f"[cyan]{e.get('message', 'stage')}[/cyan]")
         elif k in ("done", "failed", "stopped"):

@@ -112,6 +112,8 @@ def load_for_resume(run, log: Callable[[str, str], None]) -> dict | None:
     what to do."""
     clean_partial_writes(run)
     problems: list[str] = []
+    if not run.last_checkpoint.exists() and previous_checkpoint(run).exists():
+        problems.append(f"{run.last_checkpoint}: the checkpoint file is missing (the run was stopped while writing it)")
     for path in (run.last_checkpoint, previous_checkpoint(run)):
         if not path.exists():
             continue
@@ -121,11 +123,11 @@ def load_for_resume(run, log: Callable[[str, str], None]) -> dict | None:
             problems.append(str(e))
             continue
         if problems:
-            log(f"{'; '.join(problems)}. Resuming from the previous checkpoint {path.name} (after epoch "
-                f"{state['epoch']}) instead: that epoch is trained again.", "warning")
+            log("\n".join(problems) + f"\nResuming from the previous checkpoint {path.name} (after epoch "
+                f"{state['epoch']}) instead: the epochs after it are trained again.", "warning")
         return state
     if problems:
-        raise CheckpointError(f"{'; '.join(problems)}. No earlier checkpoint of this run can be used: start it "
+        raise CheckpointError("\n".join(problems) + "\nNo earlier checkpoint of this run can be used: start it "
                               f"again with `tlstudio train {run.project_file}` (a new run with the same settings).")
     return None
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import StudioError, advice_for
 
-MAX_LINE = 300  # characters of one message line shown
+MAX_LINE = 600  # characters of one message line shown
 MAX_LINES = 40
 
 UNSAFE_LOAD = ("The file holds Python objects or code besides plain data, and such files are never loaded "
