@@ -20,32 +20,12 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
-def _switch_technique(data: dict, tid: str, plugins) -> None:
-    """``train project.toml --technique X``: the file's settings of its own technique that X
-    also has are kept, the others dropped, and the user is told which."""
-    from tlstudio.core.overrides import switch_technique_settings
-
-    old = data["technique"]["id"]
-    if tid == old or not data["technique"].get("settings"):
-        return
-    try:
-        new = plugins.technique(tid)
-    except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
-        return
-    kept_settings, kept, dropped = switch_technique_settings(data["technique"]["settings"], old, new)
-    data["technique"]["settings"] = kept_settings
-    if dropped:
-        _err(f"note: --technique {tid} replaces the project's {old}: its settings "
-             f"{', '.join(dropped)} are not settings of {tid} and were dropped"
-             + (f"; kept: {', '.join(kept)}" if kept else "") + ".")
-
-
 def build_project(args, plugins) -> "Project":
     """The project of ``tlstudio train``: a project file, or quick flags, plus overrides.
     A problem is blamed on where it came from: the file, the command line's flags, or the
     ``--set`` that brought it."""
     from tlstudio.core.config import Project, load_project, project_from_dict
-    from tlstudio.core.overrides import apply_assignment, check_technique_settings
+    from tlstudio.core.overrides import apply_assignment, check_technique_settings, switch_technique
 
     if args.project:
         project = load_project(args.project)
@@ -71,8 +51,9 @@ def build_project(args, plugins) -> "Project":
     if args.format:
         data["data"]["format"] = args.format
     if args.technique:
-        if args.project:
-            _switch_technique(data, args.technique, plugins)
+        note = switch_technique(data, args.technique, plugins) if args.project else ""
+        if note:
+            _err(f"note: {note}")
         data["technique"]["id"] = args.technique
         try:  # the task follows the technique (text-classification, detection ...)
             data["task"] = plugins.technique(args.technique).task
@@ -769,6 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     args = make_parser().parse_args(argv)
     args._argv = argv
+    from tlstudio.core.errors import StudioError
     from tlstudio.core.failures import describe
 
     try:
@@ -790,15 +772,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _err(f.advice)
         if debug:
             _err(f.details)
-        elif not _is_studio_error(e):
+        elif not isinstance(e, StudioError):
             _err("(run the command again with --debug to see the details)")
         return EXIT_FAILED
-
-
-def _is_studio_error(e: BaseException) -> bool:
-    from tlstudio.core.errors import StudioError
-
-    return isinstance(e, StudioError)
 
 
 if __name__ == "__main__":  # pragma: no cover

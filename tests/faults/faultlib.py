@@ -6,10 +6,8 @@ import contextlib
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +15,11 @@ import numpy as np
 from PIL import Image
 
 FAULTS = Path(__file__).resolve().parent
+BENCH = FAULTS.parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+from decode_memory import bomb_png, png_header  # noqa: E402 - the bench script's decompression bombs
+
+__all__ = ["bomb_png", "png_header"]
 #: what must never reach a user: a traceback, or a library's advice to load a file unsafely
 FORBIDDEN = ("Traceback (most recent call last)", "weights_only", "allow_pickle", "add_safe_globals",
              "arbitrary code execution")
@@ -91,36 +94,6 @@ def jpeg_bytes(arr: np.ndarray | None = None, **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "JPEG", **kw)
     return buf.getvalue()
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def png_header(width: int, height: int, idat: bytes = b"", color_type: int = 0) -> bytes:
-    """A PNG signature and IHDR claiming ``width`` x ``height``, with the given (maybe bogus) IDAT."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + (_chunk(b"IDAT", idat) if idat else b"") + _chunk(b"IEND", b"")
-
-
-def bomb_png(path: Path, width: int, height: int) -> Path:
-    """A VALID grey PNG of ``width`` x ``height`` black pixels that is only a few hundred KB:
-    one compressed block of rows repeated (a decompression bomb)."""
-    row = b"\0" + bytes(width)
-    per = max(1, (1 << 22) // len(row))
-    block_rows = row * per
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = c.compress(block_rows) + c.flush(zlib.Z_FULL_FLUSH)  # byte-aligned, no history: repeatable
-    full, rest = divmod(height, per)
-    c2 = zlib.compressobj(9, zlib.DEFLATED, -15)
-    tail = c2.compress(row * rest) + c2.flush(zlib.Z_FINISH)
-    adler = 1
-    for _ in range(full):
-        adler = zlib.adler32(block_rows, adler)
-    adler = zlib.adler32(row * rest, adler)
-    data = b"\x78\xda" + block * full + tail + struct.pack(">I", adler)
-    path.write_bytes(png_header(width, height, data))
-    return path
 
 
 def code_carrying_pickle(path: Path, wrap_state: bool = True) -> Path:

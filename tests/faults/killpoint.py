@@ -7,9 +7,9 @@ read        while the data are read and checked: at the N-th image
 cache       while the image cache is built: at the N-th image
 epoch       in the middle of epoch N (its third batch)
 checkpoint  while checkpoints/last.pt is written for the N-th time: the new file complete in its
-            temporary name, not yet renamed
-rotate      while checkpoints/last.pt is written for the N-th time: just after the old one became
-            prev.pt, before the new one exists
+            temporary name, not yet renamed over the old one
+rotate      while checkpoints/last.pt is written for the N-th time: just after the old one was kept
+            as prev.pt, before the new one is written
 final       during the final evaluation (the test split)
 
 The studio's own code runs unchanged; the kill is placed by wrapping the function that marks
@@ -83,7 +83,7 @@ def arm(point: str, n: int) -> None:
         def replace(src, dst):
             os.replace(src, dst)
             if Path(dst).name == "prev.pt" and hit():
-                die()  # last.pt became prev.pt; the new last.pt is not written yet
+                die()  # the old last.pt is kept as prev.pt; the new last.pt is not written yet
         CK.os = _os_proxy(replace)
     elif point == "final":
         from tlstudio.core.classification import ImageClassificationTechnique

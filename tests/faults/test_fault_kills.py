@@ -26,7 +26,7 @@ POINTS = [
     ("cache", 20, "project.toml"),
     ("epoch", 2, "checkpoints/last.pt"),
     ("checkpoint", 2, "checkpoints/last.pt"),
-    ("rotate", 1, "checkpoints/prev.pt"),
+    ("rotate", 1, "checkpoints/last.pt"),
     ("final", 1, "checkpoints/best.pt"),
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -81,10 +82,17 @@ def has_checkpoint(run) -> bool:
 
 
 def save_last(run, state: dict) -> Path:
-    """Write ``last.pt``; the one it replaces becomes ``prev.pt`` first."""
+    """Write ``last.pt``; the one it replaces is kept as ``prev.pt`` first.  At every moment
+    (a kill can come at any) ``last.pt`` is complete, old or new."""
     last = run.last_checkpoint
     if last.exists():
-        os.replace(last, previous_checkpoint(run))
+        prev = previous_checkpoint(run)
+        tmp = prev.with_name(f".{prev.name}.{os.getpid()}.tmp")
+        try:
+            os.link(last, tmp)  # a second name for the same bytes: no copy
+        except OSError:  # a file system without hard links
+            shutil.copyfile(last, tmp)
+        os.replace(tmp, prev)
     return atomic_torch_save(state, last)
 
 
@@ -130,6 +138,34 @@ def load_for_resume(run, log: Callable[[str, str], None]) -> dict | None:
         raise CheckpointError("\n".join(problems) + "\nNo earlier checkpoint of this run can be used: start it "
                               f"again with `tlstudio train {run.project_file}` (a new run with the same settings).")
     return None
+
+
+def restore(run, ctx, dist=None, main: bool = True) -> dict | None:
+    """Load ``run``'s newest usable checkpoint into ``ctx`` (model, technique state, step) and
+    return it, or None (no checkpoint yet: the run starts again from its first epoch).  Under
+    torchrun rank 0 reads it and every process gets it."""
+    if dist is None:
+        state = load_for_resume(run, ctx.log)
+    else:  # the run folder may be on rank 0's machine only
+        try:
+            state = load_for_resume(run, ctx.log) if main else None
+        except CheckpointError as e:
+            state = {"__error__": str(e)}
+        state = dist.broadcast(state)
+        if state and "__error__" in state:
+            raise CheckpointError(state["__error__"])
+    if state is None:
+        ctx.log("No checkpoint yet: the run starts again from its first epoch.", "warning")
+        return None
+    try:
+        ctx.model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{run.last_checkpoint}: the checkpoint does not fit this run's model "
+                              f"({str(e).splitlines()[0][:200]})") from None
+    ctx.technique.load_state_dict(state.get("technique") or {})
+    ctx.step = int(state.get("step", 0))
+    ctx.log(f"Resuming after epoch {state['epoch']} of {ctx.training.epochs}.")
+    return state
 
 
 def load_best_model(run, log: Callable[[str, str], None]) -> dict | None:

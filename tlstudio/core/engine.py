@@ -840,28 +840,8 @@ class Trainer:
         })
 
     def _load_checkpoint(self, ctx: RunContext) -> dict | None:
-        if self.dist is None:
-            state = ckpt.load_for_resume(self.run, ctx.log)
-        else:  # rank 0 reads it, every process gets it (the run folder may be on rank 0's machine only)
-            try:
-                state = ckpt.load_for_resume(self.run, ctx.log) if self._main else None
-            except ckpt.CheckpointError as e:
-                state = {"__error__": str(e)}
-            state = self.dist.broadcast(state)
-            if state and "__error__" in state:
-                raise ckpt.CheckpointError(state["__error__"])
-        if state is None:
-            ctx.log("No checkpoint yet: the run starts again from its first epoch.", "warning")
-            return None
-        try:
-            ctx.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise ckpt.CheckpointError(f"{self.run.last_checkpoint}: the checkpoint does not fit this run's model "
-                                       f"({str(e).splitlines()[0][:200]})") from None
-        ctx.technique.load_state_dict(state.get("technique") or {})
-        ctx.step = int(state.get("step", 0))
-        self._prior_seconds = float(state.get("train_seconds") or 0.0)
-        ctx.log(f"Resuming after epoch {state['epoch']} of {ctx.training.epochs}.")
+        state = ckpt.restore(self.run, ctx, self.dist, self._main)
+        self._prior_seconds = float((state or {}).get("train_seconds") or 0.0)
         return state
 
     def _finish(self, tech, ctx: RunContext, best: dict, mon_name: str, t_start: float) -> dict:

@@ -57,14 +57,26 @@ def apply_assignment(data: dict, text: str, flag: str = "--set", example: str = 
     return parts
 
 
-def switch_technique_settings(settings: dict, old_id: str, new_technique) -> tuple[dict, list[str], list[str]]:
-    """The settings a project keeps when its technique changes from ``old_id`` to
-    ``new_technique``: those the new technique also has (same name) are kept, the others
-    dropped.  Returns (kept settings, kept names, dropped names)."""
-    fields = getattr(getattr(new_technique, "Config", None), "model_fields", {}) or {}
-    kept = {k: v for k, v in (settings or {}).items() if k in fields}
-    dropped = sorted(k for k in (settings or {}) if k not in fields)
-    return kept, sorted(kept), dropped
+def switch_technique(data: dict, tid: str, plugins) -> str:
+    """``train project.toml --technique X``: the file's settings of its own technique that X
+    also has (same name) are kept, the others dropped; returns the note that says which ('' when
+    nothing was dropped)."""
+    old = data["technique"]["id"]
+    settings = data["technique"].get("settings") or {}
+    if tid == old or not settings:
+        return ""
+    try:
+        new = plugins.technique(tid)
+    except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
+        return ""
+    fields = getattr(getattr(new, "Config", None), "model_fields", {}) or {}
+    kept = {k: v for k, v in settings.items() if k in fields}
+    dropped = sorted(k for k in settings if k not in fields)
+    data["technique"]["settings"] = kept
+    if not dropped:
+        return ""
+    return (f"--technique {tid} replaces the project's {old}: its settings {', '.join(dropped)} are not settings "
+            f"of {tid} and were dropped" + (f"; kept: {', '.join(sorted(kept))}" if kept else "") + ".")
 
 
 def check_technique_settings(project, plugins, where: str) -> None:

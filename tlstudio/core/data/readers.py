@@ -24,6 +24,9 @@ from ..hookspecs import hookimpl
 from .image import (DICOM_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, _gray_to_rgb, _scale_to_uint8, is_dicom,
                     read_file)
 from .report import Item, Skipped
+from .npzcheck import check_array_size as _check_array_size
+from .npzcheck import npz_problem as _npz_problem
+from .npzcheck import numbers_out_of_range as _numbers_out_of_range
 from .sanity import label_problem
 from .sanity import short as _short
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
@@ -468,59 +471,6 @@ def _value_range(a: np.ndarray) -> tuple[float, float] | None:
     else:
         lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
     return (0.0, 1.0) if a.dtype.kind == "f" and lo >= 0 and hi <= 1 else (lo, hi)
-
-
-def _npz_problem(e: BaseException) -> str:
-    """Why numpy could not read an NPZ, in plain words (never numpy's advice to load it unsafely)."""
-    text = str(e)
-    if "allow_pickle" in text or "pickle" in text.lower():
-        return ("holds Python objects (object arrays), which are never loaded because loading them could run "
-                "code: save the images and labels as plain number arrays")
-    if isinstance(e, (zipfile.BadZipFile, EOFError)) or "zip" in text.lower() or "truncat" in text.lower():
-        return "damaged or truncated NPZ file: its zip archive cannot be read whole"
-    return f"cannot read as NPZ: {text.splitlines()[0][:200] if text else type(e).__name__}"
-
-
-def _check_array_size(z, key: str, file: str) -> None:
-    """Refuse an array whose header claims more memory than this computer can spare, before reading it."""
-    from .budget import array_budget, too_large
-
-    try:
-        with z.zip.open(f"{key}.npy") as f:
-            version = np.lib.format.read_magic(f)
-            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                      else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = reader(f)
-    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError):
-        return  # numpy's own reading reports it
-    need, budget = int(np.prod(shape, dtype=np.float64) * dtype.itemsize), array_budget()
-    if need > budget:
-        raise DataError(f"{file}: '{key}' is " + too_large(f"an array of shape {tuple(shape)} ({dtype})", need, budget,
-                                                           "Split it into smaller files or use a folder of images."))
-
-
-def _numbers_out_of_range(numbers: list[int], names: list[str] | None) -> dict[int, str]:
-    """Class numbers that cannot be classes: negative ones, ones without a name in class_names,
-    and rare ones beyond a gap in 0..K-1 (a 7 among 0s and 1s is a typo, not a class)."""
-    from collections import Counter
-
-    counts = Counter(numbers)
-    out: dict[int, str] = {}
-    for v in counts:
-        if v < 0:
-            out[v] = f"label {v} is negative: class numbers start at 0"
-        elif names and v >= len(names):
-            out[v] = f"label {v} has no name in class_names ({len(names)} names: 0 to {len(names) - 1})"
-    if not names:
-        k = 0
-        while k in counts:
-            k += 1
-        rare = max(1, len(numbers) // 100)  # under 1% of the images
-        for v in counts:
-            if v > k and counts[v] <= rare:
-                out[v] = (f"label {v} is out of range: the class numbers run 0 to {k - 1}, and {v} appears on only "
-                          f"{counts[v]} of {len(numbers):,} images")
-    return out
 
 
 def _npz_labels(lab: np.ndarray, n: int, path: Path, key: str) -> list:
