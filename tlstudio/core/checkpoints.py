@@ -93,6 +93,8 @@ def save_last(run, state: dict) -> Path:
         except OSError:  # a file system without hard links
             shutil.copyfile(last, tmp)
         os.replace(tmp, prev)
+        if tmp.exists():  # prev.pt was already this file (a kill came after this step): rename did nothing
+            tmp.unlink()
     return atomic_torch_save(state, last)
 
 

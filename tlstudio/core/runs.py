@@ -151,15 +151,12 @@ class Run:
         return s
 
     def resumable(self) -> bool:
-        """A checkpoint to continue from, or (stopped or killed before the first one) the
-        project file to start again from."""
-        st = self.status()
-        if st not in (STOPPED, INTERRUPTED, FAILED):
-            return False
-        ckpts = self.last_checkpoint.parent
-        if self.last_checkpoint.exists() or (ckpts / "prev.pt").exists():
-            return True
-        return st != FAILED and self.project_file.exists()
+        """Stopped, interrupted or failed with a checkpoint to continue from (``last.pt``, or
+        the previous one a kill during its write left).  A run stopped before its first
+        checkpoint restarts from epoch 1 with ``tlstudio train --resume`` (its project file is
+        written first)."""
+        return self.status() in (STOPPED, INTERRUPTED, FAILED) and (
+            self.last_checkpoint.exists() or (self.last_checkpoint.parent / "prev.pt").exists())
 
     # --- events -------------------------------------------------------------------------
     def append_event(self, event: dict) -> None:
