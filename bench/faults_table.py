@@ -7,6 +7,7 @@ used, files intact, resumed weights identical).
 
     .venv/bin/python bench/faults_table.py            # a Markdown table
     .venv/bin/python bench/faults_table.py -k npz     # a part of the suite (pytest's -k)
+    .venv/bin/python bench/faults_table.py --from junit.xml   # from a run already made
 """
 from __future__ import annotations
 
@@ -75,14 +76,20 @@ KINDS = {
 
 
 def main() -> int:
-    xml = Path(tempfile.mkdtemp(prefix="tl-faults-")) / "faults.xml"
+    args = sys.argv[1:]
     load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else []
     t = time.time()
-    subprocess.run([sys.executable, "-m", "pytest", "tests/faults", "-q", "-p", "no:cacheprovider",
-                    f"--junitxml={xml}", *sys.argv[1:]], cwd=REPO, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    if args[:1] == ["--from"]:  # the JUnit XML of a run already made (make test PYTEST_ARGS=--junitxml=...)
+        xml = Path(args[1])
+    else:
+        xml = Path(tempfile.mkdtemp(prefix="tl-faults-")) / "faults.xml"
+        subprocess.run([sys.executable, "-m", "pytest", "tests/faults", "-q", "-p", "no:cacheprovider",
+                        f"--junitxml={xml}", *args], cwd=REPO, env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
     tried: dict[str, int] = defaultdict(int)
     handled: dict[str, int] = defaultdict(int)
     for case in ET.parse(xml).getroot().iter("testcase"):
+        if "faults" not in (case.get("classname") or ""):
+            continue
         kind = KINDS.get(case.get("name", "").split("[")[0], "other")
         if case.find("skipped") is not None:
             continue
