@@ -231,7 +231,8 @@ class PluginManager:
         self.plugins[name] = info
         module = obj.__name__ if isinstance(getattr(obj, "__name__", None), str) and hasattr(obj, "__file__") \
             else type(obj).__module__
-        register_plugin_module(module, name)
+        if builtin or not module.startswith(("tlstudio.", "tlstudio_plugins.")):  # the studio's code is not a plugin's
+            register_plugin_module(module, name)
         self.pm.register(obj, name=name)
         self._clear()
         return info
