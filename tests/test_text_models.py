@@ -173,6 +173,11 @@ def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentence
     capsys.readouterr()
     assert main(["predict", str(out_dir), *texts, "--json"]) == 0  # the exported folder alone
     assert [r["predicted"] for r in json.loads(capsys.readouterr().out)] == [r["predicted"] for r in exported]
+    from tlstudio.core.errors import StudioError
+
+    (out_dir / "labels.json").write_text('["positive", "negative"]')  # the labels swapped by hand
+    with pytest.raises(StudioError, match="labels.json was changed after the export"):
+        predict_exported(out_dir, texts)
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,27 +20,12 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _apply_set(data: dict, assignment: str) -> None:
-    key, sep, value = assignment.partition("=")
-    if not sep:
-        raise SystemExit(f"--set expects key=value (for example training.lr=0.001), got {assignment!r}")
-    parts = key.strip().split(".")
-    d = data
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-    d[parts[-1]] = _parse_value(value.strip())
-
-
 def build_project(args, plugins) -> "Project":
-    """The project of ``tlstudio train``: a project file, or quick flags, plus overrides."""
+    """The project of ``tlstudio train``: a project file, or quick flags, plus overrides.
+    A problem is blamed on where it came from: the file, the command line's flags, or the
+    ``--set`` that brought it."""
     from tlstudio.core.config import Project, load_project, project_from_dict
+    from tlstudio.core.overrides import apply_assignment, check_technique_settings, switch_technique
 
     if args.project:
         project = load_project(args.project)
@@ -67,6 +51,9 @@ def build_project(args, plugins) -> "Project":
     if args.format:
         data["data"]["format"] = args.format
     if args.technique:
+        note = switch_technique(data, args.technique, plugins) if args.project else ""
+        if note:
+            _err(f"note: {note}")
         data["technique"]["id"] = args.technique
         try:  # the task follows the technique (text-classification, detection ...)
             data["task"] = plugins.technique(args.technique).task
@@ -84,10 +71,14 @@ def build_project(args, plugins) -> "Project":
         data["training"]["deterministic"] = True
     if getattr(args, "from_run", None):
         _apply_from_run(args, data)
+    project = project_from_dict(data, where="command line", path=path)
+    blame = "command line"
     for s in args.set or []:
-        _apply_set(data, s)
-    where = str(path) if path else "command line"
-    return project_from_dict(data, where=where, path=path)
+        apply_assignment(data, s)
+        project = project_from_dict(data, where=f"--set {s}", path=path)
+        blame = f"--set {s}" if s.strip().startswith("technique") else blame
+    check_technique_settings(project, plugins, blame if blame != "command line" or not path else str(path))
+    return project
 
 
 class _Progress:
@@ -128,7 +119,7 @@ class _Progress:
                                f"{vals}  {series}  {e['seconds']:.1f}s{'  *best' if e.get('best') else ''}")
         elif k == "log":
             style = {"warning": "yellow", "error": "red"}.get(e.get("level"), "dim")
-            self.console.print(f"[{style}]{e['message']}[/{style}]")
+            self.console.print(f"[{style}]{e['message']}[/{style}]", soft_wrap=True)  # paths stay whole
         elif k == "stage":
             self.console.print(f"[cyan]{e.get('message', 'stage')}[/cyan]")
         elif k in ("done", "failed", "stopped"):
@@ -231,6 +222,7 @@ def cmd_train(args, plugins) -> int:
     from tlstudio.core import distributed as D
     from tlstudio.core.engine import RunControl, Trainer, resume, train
     from tlstudio.core.errors import StudioError
+    from tlstudio.core.failures import plain_message
 
     if getattr(args, "compare_scratch", False) and not args.resume and not D.in_torchrun():
         return cmd_compare_scratch(args, plugins)
@@ -239,6 +231,10 @@ def cmd_train(args, plugins) -> int:
     if D.in_torchrun() and args.into_run and D.restart_count() > 0 and D.finished(args.into_run):
         return EXIT_OK  # torchrun restarted a job whose run already ended: nothing to do
     main = D.is_main_process()  # under torchrun only rank 0 shows progress
+    if args.runs_dir:
+        from tlstudio.core.runs import check_runs_folder
+
+        check_runs_folder(args.runs_dir)
     show = _Progress(quiet=args.json) if main else _Quiet()
     control = RunControl()
     final: dict = {}
@@ -259,7 +255,7 @@ def cmd_train(args, plugins) -> int:
             final = train(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins)
     except StudioError as e:
         show.close()
-        _err(f"error: {e}")
+        _err(f"error: {plain_message(e)}")
         return EXIT_FAILED
     except D.OutOfMemoryRestart as e:
         show.close()
@@ -269,8 +265,11 @@ def cmd_train(args, plugins) -> int:
         show.close()
         _err("Interrupted: resume with `tlstudio train --resume <run>`.")
         return EXIT_STOPPED
+    except BaseException:
+        show.close()
+        raise
     show.close()
-    status = final.get("status")
+    status = final.get("status")  # (a finished run resumed: its log line said that nothing was trained)
     if D.in_torchrun():  # all processes stopped together, or rank 0 recorded the outcome
         if status == "failed":
             return EXIT_FAILED  # the others are ended by torchrun
@@ -390,18 +389,21 @@ def cmd_plugins(args, plugins) -> int:
     rows = list(plugins.plugins.values())
     if args.json:
         print(json.dumps([{"name": p.name, "module": p.module, "distribution": p.dist, "version": p.version,
-                           "builtin": p.builtin, "status": p.status, "errors": p.errors, "provides": p.provides}
+                           "builtin": p.builtin, "status": p.status, "errors": p.errors, "provides": p.provides,
+                           "load_seconds": round(p.load_seconds, 3), "notes": p.notes}
                           for p in rows], indent=2))
         return EXIT_OK
     from rich.table import Table
 
     t = Table(title="Plugins" + (" (safe mode: third-party plugins off)" if plugins.safe_mode else ""))
-    for c in ("plugin", "package", "status", "provides / error"):
+    for c in ("plugin", "package", "status", "load (s)", "provides / error"):
         t.add_column(c, overflow="fold")
     for p in rows:
         style = {"failed": "red", "disabled": "dim"}.get(p.status, "green")
-        what = "; ".join(p.errors) if p.errors else ", ".join(i for v in p.provides.values() for i in v)
-        t.add_row(p.name, f"{p.dist} {p.version}", f"[{style}]{p.status}[/{style}]", what)
+        what = "; ".join(p.errors + p.notes) if p.errors or p.notes else ", ".join(i for v in p.provides.values() for i in v)
+        slow = not p.builtin and p.notes
+        t.add_row(p.name, f"{p.dist} {p.version}", f"[{style}]{p.status}[/{style}]",
+                  (f"[yellow]{p.load_seconds:.1f}[/yellow]" if slow else f"{p.load_seconds:.1f}"), what)
     _console().print(t)
     return EXIT_OK
 
@@ -447,9 +449,11 @@ def cmd_import_weights(args, plugins) -> int:
 def cmd_validate(args, plugins) -> int:
     from tlstudio.core.data import read_data
 
+    from tlstudio.core.overrides import apply_assignment
+
     options = {}
     for o in args.option or []:
-        _apply_set(options, o)
+        apply_assignment(options, o, flag="--option", example="text_column=review")
     readers = plugins.readers() or None
     task = None if args.task in (None, "any") else args.task
     if readers:
@@ -720,6 +724,7 @@ def cmd_runs(args, plugins) -> int:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlstudio", description="Transfer Learning Studio — adapt pretrained networks offline.")
     p.add_argument("--safe-mode", action="store_true", help="start with third-party plugins switched off")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (anywhere on the line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a project (or quick flags); --resume a run")
@@ -801,7 +806,7 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-leakage", dest="leakage", action="store_false",
                    help="skip the leakage check (same or near-identical images across the splits)")
     v.add_argument("--json", action="store_true")
-    v.set_defaults(func=cmd_validate)
+    v.set_defaults(func=cmd_validate, plugin_hooks={"tlstudio_dataset_readers"})  # no torch: a light, quick check
 
     te = sub.add_parser("text-export", help="export a text-classification run to ONNX with its tokenizer (parity checked)")
     te.add_argument("run", help="run folder or id")
@@ -866,17 +871,36 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every error ends here as a plain message and an exit code; the traceback only with --debug."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     args = make_parser().parse_args(argv)
     args._argv = argv
     from tlstudio.core.errors import StudioError
-    from tlstudio.core.plugins import get_plugin_manager
+    from tlstudio.core.failures import describe
 
     try:
-        plugins = get_plugin_manager(safe_mode=args.safe_mode)
+        from tlstudio.core.plugins import PluginManager, get_plugin_manager
+
+        hooks = getattr(args, "plugin_hooks", None)
+        plugins = (PluginManager(safe_mode=args.safe_mode, only_hooks=hooks) if hooks
+                   else get_plugin_manager(safe_mode=args.safe_mode))
         return args.func(args, plugins)
-    except StudioError as e:
-        _err(f"error: {e}")
+    except KeyboardInterrupt:
+        _err("Interrupted.")
+        return EXIT_STOPPED
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the edge of the program: a message, never a traceback
+        f = describe(e)
+        _err(f"error: {f.message}")
+        if f.advice:
+            _err(f.advice)
+        if debug:
+            _err(f.details)
+        elif not isinstance(e, StudioError):
+            _err("(run the command again with --debug to see the details)")
         return EXIT_FAILED
 
 

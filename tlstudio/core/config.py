@@ -5,6 +5,7 @@ window starts can be repeated with ``tlstudio train <run>/project.toml``.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -106,6 +107,13 @@ class TrainingConfig(_Strict):
                              description="Processes that prepare batches beside the training (-1 = auto: none on "
                              "the CPU, several on a GPU so that it never waits for data).")
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?", (v or "").strip().lower()):
+            raise ValueError(f"unknown device {v!r}: choose auto, cpu, cuda, cuda:N or mps")
+        return v.strip().lower()
+
     @field_validator("num_workers", mode="before")
     @classmethod
     def _workers_auto(cls, v):
@@ -205,7 +213,7 @@ def format_validation_error(err: ValidationError, where: str, prefix: str = "") 
     lines = []
     for e in err.errors():
         loc = ".".join(str(x) for x in (prefix.split(".") if prefix else []) + list(e.get("loc", ())))
-        msg = e.get("msg", "invalid")
+        msg = e.get("msg", "invalid").removeprefix("Value error, ")
         got = e.get("input", None)
         if e.get("type") == "extra_forbidden":
             msg = "unknown setting (check the spelling)"

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from . import blocks
+from . import checkpoints as ckpt
 from .config import Project
-from .errors import RunStopped, StudioError, advice_for
-from .io import atomic_torch_save
+from .errors import RunStopped, StudioError
 from .runs import DONE, FAILED, RUNNING, STOPPED, Run, open_run
 from .settings import load_settings
 
@@ -95,7 +95,10 @@ def select_device(pref: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(pref)
+    try:
+        dev = torch.device(pref)
+    except (RuntimeError, ValueError):
+        raise StudioError(f"Unknown device '{pref}' (training.device): choose auto, cpu, cuda, cuda:N or mps.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise StudioError(f"Device '{pref}' was asked for, but no CUDA GPU is available here: choose cpu or auto.")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -395,6 +398,8 @@ class Trainer:
         self.result: dict = {}
         self.dist = None  # tlstudio.core.distributed.Distributed when torchrun started this process
         self._main = True  # rank 0 (or the only process): the one that writes, logs and evaluates
+        self._prior_seconds = 0.0  # training time of the earlier parts of a resumed run
+        self._t_start = time.time()
 
     # events go to the caller, the run store and observer plugins
     def _emit(self, event: dict) -> None:
@@ -415,7 +420,7 @@ class Trainer:
                 traceback.print_exc()
 
     def fit(self) -> dict:
-        t_start = time.time()
+        t_start = self._t_start = time.time()
         resuming = self._resuming
         dist = None
         try:
@@ -442,6 +447,10 @@ class Trainer:
             if self.run is None and self._main:
                 self.run = Run.create(self.runs_dir, self.project)
             run = self.run
+            # a run killed from here on can be resumed or restarted: its project is on disk first
+            fresh = self._main and (not resuming or not ckpt.has_checkpoint(run))
+            if fresh and not resuming:
+                run.save_project(self.project.with_absolute_paths())
             if run is not None:
                 self.control.watch(run.dir / _dist.STOP_FILE)
             ctx = self.ctx = RunContext(self.project, tech, cfg, device, run=run, plugins=self.plugins,
@@ -455,7 +464,7 @@ class Trainer:
                             "series": dict(getattr(tech, "series", {})), "processes": dist.world if dist else 1})
             seed_everything(tr.seed)
             self._rank0_first(ctx, lambda: tech.prepare_data(ctx))  # caches filled once, by rank 0
-            if not resuming and self._main:
+            if fresh:
                 self._write_run_files(ctx)
             torch.manual_seed(tr.seed)
             ctx.model = tech.build(ctx).to(device)
@@ -538,14 +547,17 @@ class Trainer:
                 raise
             if dist is not None and isinstance(e, torch.OutOfMemoryError):
                 self._oom_restart(e)  # raises: the launcher restarts the job smaller
-            msg = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            from .failures import describe
+
+            failure = describe(e)
+            msg = failure.message
             if self.run is not None and self._main:
                 self.run.set_status(FAILED, message=msg)
                 _clear_stop(self.run)
             if not self._main:
                 traceback.print_exc()  # a non-zero rank has no run store: its error goes to the job's output
-            self._emit({"kind": "failed", "message": msg, "details": traceback.format_exc(),
-                        "advice": advice_for(e), "run_dir": str(self.run.dir) if self.run else None})
+            self._emit({"kind": "failed", "message": msg, "details": failure.details,
+                        "advice": failure.advice, "run_dir": str(self.run.dir) if self.run else None})
             self.result = {"status": FAILED, "message": msg, "run_dir": str(self.run.dir) if self.run else None}
             return self.result
         finally:
@@ -814,40 +826,29 @@ class Trainer:
                 "model_info": {k: str(v) for k, v in ctx.model_info.items()}}
 
     def _save_best(self, ctx: RunContext, epoch: int, value, name: str) -> None:
-        atomic_torch_save({"model": ctx.model.state_dict(), "technique": ctx.technique.state_dict(),
-                           "epoch": epoch + 1, "monitor": name, "value": value, **self._checkpoint_meta(ctx)},
-                          self.run.best_checkpoint)
+        ckpt.save_best(self.run, {"model": ctx.model.state_dict(), "technique": ctx.technique.state_dict(),
+                                  "epoch": epoch + 1, "monitor": name, "value": value, **self._checkpoint_meta(ctx)})
 
     def _save_last(self, ctx: RunContext, epochs_done: int, best: dict, bad_epochs: int) -> None:
-        atomic_torch_save({
+        ckpt.save_last(self.run, {
             "model": ctx.model.state_dict(), "optimizer": ctx.optimizer.state_dict(),
             "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
             "technique": ctx.technique.state_dict(), "epoch": epochs_done, "step": ctx.step,
             "best": best, "bad_epochs": bad_epochs, **self._checkpoint_meta(ctx),
             "world_size": self.dist.world if self.dist else 1, "micro_batch": ctx.micro_batch,
-        }, self.run.last_checkpoint)
+            "train_seconds": self._prior_seconds + (time.time() - self._t_start),
+        })
 
     def _load_checkpoint(self, ctx: RunContext) -> dict | None:
-        path = self.run.last_checkpoint if self.run is not None else None
-        if self.dist is None:
-            state = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-        else:  # rank 0 reads it, every process gets it (the run folder may be on rank 0's machine only)
-            state = torch.load(path, map_location="cpu", weights_only=True) if self._main and path.exists() else None
-            state = self.dist.broadcast(state)
-        if state is None:
-            ctx.log("No checkpoint yet: the run starts again from its first epoch.", "warning")
-            return None
-        ctx.model.load_state_dict(state["model"])
-        ctx.technique.load_state_dict(state.get("technique") or {})
-        ctx.step = int(state.get("step", 0))
-        ctx.log(f"Resuming after epoch {state['epoch']} of {ctx.training.epochs}.")
+        state = ckpt.restore(self.run, ctx, self.dist, self._main)
+        self._prior_seconds = float((state or {}).get("train_seconds") or 0.0)
         return state
 
     def _finish(self, tech, ctx: RunContext, best: dict, mon_name: str, t_start: float) -> dict:
         run = self.run
-        train_seconds = time.time() - t_start
-        if run.best_checkpoint.exists():
-            st = torch.load(run.best_checkpoint, map_location="cpu", weights_only=True)
+        train_seconds = self._prior_seconds + (time.time() - t_start)
+        st = ckpt.load_best_model(run, ctx.log)
+        if st is not None:
             ctx.model.load_state_dict(st["model"])
             tech.load_state_dict(st.get("technique") or {})
         tech.before_test(ctx)  # classifiers: calibration, operating point, prediction sets (on validation)
@@ -937,10 +938,17 @@ def train(project: Project, *, on_event: EventCallback | None = None, control: R
 
 def resume(run_ref: str | Path, *, on_event: EventCallback | None = None, control: RunControl | None = None,
            runs_dir: str | Path | None = None, plugins=None, epochs: int | None = None) -> dict:
-    """Continue a stopped or interrupted run in its own folder."""
+    """Continue a stopped or interrupted run in its own folder.  A finished run is not trained
+    again unless ``epochs`` asks for more epochs than it had: it returns its final summary
+    with ``already_finished`` and a message saying so."""
     root = Path(runs_dir) if runs_dir else load_settings().runs_path()
     run = open_run(run_ref, root)
+    if not run.project_file.exists():
+        raise StudioError(f"{run.dir}: the run stopped before it wrote its project file, so it cannot be resumed; "
+                          "start it again from your project.")
     project = run.project()
+    if run.status() == DONE and (not epochs or epochs <= project.training.epochs):
+        return ckpt.finished_summary(run, project, on_event)
     if epochs:
         project.training.epochs = epochs
         run.save_project(project)

@@ -37,9 +37,11 @@ class Predictor:
         self.technique = technique
         self.ctx = ctx
         self.model = technique.inference_model(ctx).to(ctx.device).eval()
+        self.checkpoint: dict = {}  # the checkpoint the model came from (epoch, meta)
 
     @classmethod
     def from_run(cls, run_ref, runs_dir=None, plugins=None, checkpoint: str = "best", device: str = "cpu") -> "Predictor":
+        from .checkpoints import inference_checkpoint
         from .engine import RunContext, _technique_for, select_device
         from .plugins import get_plugin_manager
         from .runs import open_run
@@ -47,18 +49,21 @@ class Predictor:
 
         plugins = plugins or get_plugin_manager()
         run = open_run(run_ref, runs_dir or load_settings().runs_path())
-        path = run.best_checkpoint if checkpoint == "best" and run.best_checkpoint.exists() else run.last_checkpoint
-        if not path.exists():
-            raise StudioError(f"{run.dir}: this run has no trained model yet (no checkpoint).")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        path, state = inference_checkpoint(run, checkpoint)
         project = run.project()
         tech, cfg = _technique_for(project, plugins)
         ctx = RunContext(project, tech, cfg, select_device(device), run=None, plugins=plugins, for_inference=True)
         tech.load_for_inference(ctx, run.dir, state)
         ctx.model = tech.build(ctx)
-        ctx.model.load_state_dict(state["model"])
+        try:
+            ctx.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise StudioError(f"{path}: the checkpoint does not fit the run's model "
+                              f"({str(e).strip().splitlines()[0][:200]})") from None
         tech.load_state_dict(state.get("technique") or {})
-        return cls(run, tech, ctx)
+        pred = cls(run, tech, ctx)
+        pred.checkpoint = {k: v for k, v in state.items() if k not in ("model", "optimizer", "technique")}
+        return pred
 
     @property
     def class_names(self) -> list[str]:

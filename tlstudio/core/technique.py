@@ -37,10 +37,11 @@ class TechniqueConfig(BaseModel):
 
     Each field becomes a control in the window's config panel: give it a ``title``, a
     ``description`` (shown as the tooltip) and bounds (``ge``/``le``); a ``Literal`` becomes
-    a combo box, a ``bool`` a check box.
+    a combo box, a ``bool`` a check box.  Defaults are validated too: a default that breaks
+    its own bounds is reported the same way on the command line and in the window.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class Technique:

@@ -267,8 +267,10 @@ class Studio(QObject):
         else:
             tech = self.technique()
             if tech is None:
-                out.append(f"Technique: '{p.technique.id}' is not available (see Plugins…); choose another on the "
-                           "Technique page.")
+                why = self.plugins.unavailable_reason(p.technique.id)
+                out.append(f"Technique: '{p.technique.id}' cannot be used: {why}. Choose another on the Technique page."
+                           if why else f"Technique: '{p.technique.id}' is not available (see Plugins…); choose "
+                           "another on the Technique page.")
             else:
                 if tech.task != p.task:
                     out.append(f"Technique: {tech.title or tech.id} is for {tech.task}, the project is {p.task}.")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +16,28 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.multival import MultiValue
 
 from ..errors import DataError
+from .budget import GATE, decode_budget, too_large
 
-# Large scans (pathology tiles, 16k x 16k mammograms) are fine; Pillow still refuses
-# decompression bombs beyond twice this limit.
-Image.MAX_IMAGE_PIXELS = 40000 * 40000
+# The size in the header is checked against the memory budget before any pixel is decoded
+# (see budget.py); Pillow's own limit stays as a backstop at the budget in one-byte pixels.
+Image.MAX_IMAGE_PIXELS = decode_budget()
+# Pillow's and pydicom's notes on odd metadata (a damaged EXIF block, a tag past the end of
+# the file) concern one file whose pixels still decode: they are not printed at the user.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?$")
+warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\..*)?$")
+#: decoded images larger than this a side are reduced while decoding (training uses <= 1024 px)
+MAX_SIDE = 4096
+# bytes per pixel Pillow holds in memory, by mode (the others: 4)
+_PIL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_CONVERT_BYTES = 12  # the conversion to an RGB array, per pixel of the (reduced) image
 
 IMAGE_EXTENSIONS = frozenset(
     ".png .jpg .jpeg .jpe .jfif .bmp .dib .tif .tiff .gif .webp .ppm .pgm .pbm .pnm .jp2 .j2k .jpf .jpx .tga".split()
 )
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom", ".dic"})
+#: the only formats Pillow may open: raster images (not PostScript, which runs Ghostscript, nor exotic plugins)
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "GIF", "WEBP", "PPM", "JPEG2000", "TGA")
 
 
 class ImageDecodeError(DataError):
@@ -44,6 +59,17 @@ def is_dicom(path: str | Path) -> bool:
     except OSError:
         return False
     return head[128:132] == b"DICM"
+
+
+_IMAGE_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+                (b"II*\0", "TIFF"), (b"MM\0*", "TIFF"))
+
+
+def image_kind(head: bytes) -> str | None:
+    """The image format whose signature ``head`` starts with (PNG, JPEG ...), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _IMAGE_MAGIC if head.startswith(magic)), None)
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -97,8 +123,37 @@ def _head(src, is_path: bool, n: int = 2048) -> bytes:
         return b""
 
 
+def decode_cost(width: int, height: int, mode: str) -> int:
+    """Bytes of memory that decoding an image of this size and Pillow mode takes at its peak."""
+    px = int(width) * int(height)
+    return px * _PIL_BYTES.get(mode, 4) + min(px, MAX_SIDE * MAX_SIDE) * _CONVERT_BYTES
+
+
+def _decode_opened(im: Image.Image, ref: str) -> tuple[np.ndarray, str]:
+    """Check the header's size against the budget, then decode (large images reduced to
+    MAX_SIDE while decoding), holding the decode's bytes in the shared gate."""
+    if im.format == "JPEG" and max(im.size) > MAX_SIDE:
+        im.draft(im.mode, (MAX_SIDE, MAX_SIDE))  # DCT scaling: decoded at a fraction of its size
+    w, h = im.size
+    need, budget = decode_cost(w, h, im.mode), decode_budget()
+    if need > budget:
+        raise ImageDecodeError(ref, too_large(f"{w:,} x {h:,} pixels ({w * h / 1e6:,.0f} megapixels, {im.mode})",
+                                              need, budget, "Reduce the image before using it here."))
+    with GATE.hold(need, budget):
+        im.load()
+        mode = im.mode
+        if max(im.size) > MAX_SIDE:
+            im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        try:
+            ImageOps.exif_transpose(im, in_place=True)
+        except Exception:  # a damaged EXIF block must not cost the image
+            pass
+        return _pil_to_rgb(im), mode
+
+
 def read_image(src: str | Path | bytes, ref: str | None = None) -> tuple[np.ndarray, str]:
-    """Decode with Pillow: (H x W x 3 uint8 RGB array, the file's own pixel mode)."""
+    """Decode with Pillow: (H x W x 3 uint8 RGB array, the file's own pixel mode).  An image
+    whose header claims more pixels than the memory budget allows is refused before decoding."""
     is_path = not isinstance(src, (bytes, bytearray, memoryview))
     ref = ref or (os.fspath(src) if is_path else "<image bytes>")
     try:
@@ -106,24 +161,26 @@ def read_image(src: str | Path | bytes, ref: str | None = None) -> tuple[np.ndar
             raise ImageDecodeError(ref, "is a folder, not an image file")
         if (os.path.getsize(src) if is_path else len(src)) == 0:
             raise ImageDecodeError(ref, "empty file (0 bytes)")
-        with Image.open(src if is_path else io.BytesIO(src)) as im:
-            im.load()
-            mode = im.mode
-            try:
-                ImageOps.exif_transpose(im, in_place=True)
-            except Exception:  # a damaged EXIF block must not cost the image
-                pass
-            return _pil_to_rgb(im), mode
+        with Image.open(src if is_path else io.BytesIO(src), formats=PIL_FORMATS) as im:
+            return _decode_opened(im, ref)
     except FileNotFoundError:
         raise ImageDecodeError(ref, "file not found") from None
     except PermissionError:
         raise ImageDecodeError(ref, "cannot read file: permission denied") from None
     except UnidentifiedImageError:
+        kind = image_kind(_head(src, is_path))
+        if kind:
+            raise ImageDecodeError(ref, f"truncated or damaged image file ({kind})") from None
         if _looks_like_text(_head(src, is_path)):
             raise ImageDecodeError(ref, "not an image file (it looks like text)") from None
         raise ImageDecodeError(ref, "cannot decode image: not a recognised image format") from None
-    except Image.DecompressionBombError as e:
-        raise ImageDecodeError(ref, f"cannot decode image: {e}") from None
+    except Image.DecompressionBombError as e:  # Pillow's own check, at open: far beyond the budget
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        px = int(m.group(1)) if m else 2 * decode_budget()
+        raise ImageDecodeError(ref, too_large(f"an image of {px / 1e6:,.0f} megapixels", decode_cost(px, 1, "L"),
+                                              decode_budget(), "Reduce the image before using it here.")) from None
+    except MemoryError:
+        raise ImageDecodeError(ref, "not enough memory to decode this image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         if "truncated" in str(e).lower() or isinstance(e, EOFError):
             raise ImageDecodeError(ref, "truncated or damaged image file") from None
@@ -164,25 +221,51 @@ def read_dicom(path: str | Path, window_center: float | None = None, window_widt
     """Decode a DICOM file: (H x W x 3 uint8 array, a description like 'DICOM MONOCHROME2 16-bit')."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_color_lut, apply_modality_lut
 
     ref = ref or os.fspath(path)
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise ImageDecodeError(ref, "empty file (0 bytes)")
+        head = _head(path, True)
+        magic = head[128:132] == b"DICM"
+        if not magic:
+            kind = image_kind(head)
+            if kind:
+                raise ImageDecodeError(ref, f"named {path.suffix or 'as DICOM'}, but it is a {kind} image, not DICOM "
+                                            f"(rename it to .{kind.lower()} to use it)")
+            if _looks_like_text(head):
+                raise ImageDecodeError(ref, "not a DICOM file (it looks like text)")
         ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_EXTENSIONS)
     except FileNotFoundError:
         raise ImageDecodeError(ref, "file not found") from None
+    except ImageDecodeError:
+        raise
     except InvalidDicomError:
         raise ImageDecodeError(ref, "not a DICOM file") from None
     except Exception as e:  # pydicom raises many kinds on damaged files
         raise ImageDecodeError(ref, f"damaged DICOM file: {e}") from None
+    if not magic and not any(k in ds for k in ("PixelData", "SOPClassUID", "Modality", "Rows")):
+        raise ImageDecodeError(ref, "not a DICOM file (no DICOM header or elements)")
     if "PixelData" not in ds:
         raise ImageDecodeError(ref, "DICOM file without an image (no pixel data)")
+    need, budget = _dicom_cost(ds), decode_budget()
+    if need > budget:
+        raise ImageDecodeError(ref, too_large(f"{ds.get('Columns', '?')} x {ds.get('Rows', '?')} pixels x "
+                                              f"{ds.get('NumberOfFrames', 1) or 1} frame(s)", need, budget,
+                                              "Reduce or split the image before using it here."))
+    with GATE.hold(need, budget):
+        return _dicom_to_rgb(ds, ref, window_center, window_width)
+
+
+def _dicom_to_rgb(ds, ref: str, window_center: float | None, window_width: float | None) -> tuple[np.ndarray, str]:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
         frames = ds.pixel_array
+    except MemoryError:
+        raise ImageDecodeError(ref, "not enough memory to decode this DICOM image") from None
     except Exception as e:
         if syntax is not None and syntax.is_compressed:
             raise ImageDecodeError(
@@ -216,6 +299,18 @@ def read_dicom(path: str | Path, window_center: float | None = None, window_widt
     if photometric == "MONOCHROME1":  # low values are bright
         gray = 255 - gray
     return _gray_to_rgb(gray), desc
+
+
+def _dicom_cost(ds) -> int:
+    """Bytes that decoding a DICOM image takes (all frames, then one frame as floats for the LUT)."""
+    def num(key: str, default: int) -> int:
+        try:
+            return max(1, int(ds.get(key, default) or default))
+        except (TypeError, ValueError):
+            return default
+
+    frame = num("Rows", 1) * num("Columns", 1) * num("SamplesPerPixel", 1)
+    return frame * num("NumberOfFrames", 1) * max(1, num("BitsAllocated", 8) // 8) + frame * 20
 
 
 def decode_dicom(path: str | Path, window_center: float | None = None, window_width: float | None = None) -> np.ndarray:

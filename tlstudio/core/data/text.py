@@ -30,6 +30,7 @@ from .groups import GROUP_COLUMNS as _GROUP_COLS
 from .groups import GROUP_HELP as _GROUP_HELP
 from .groups import group_meta as _group_meta
 from .report import SHOWN_SKIPPED, Item, Skipped, ValidationReport
+from .sanity import label_problem, unclosed_quote_line
 from .table import DatasetReader, natural_key
 
 TASK = "text-classification"
@@ -219,6 +220,8 @@ def validate_rows(reader: "TextReader", source: Path, rows: list[Row], options: 
             problem = "empty text"
         elif not raw_label:
             problem = "no label"
+        elif label_problem(label):
+            problem = label_problem(label)
         elif classes and label not in classes:
             problem = f"unknown label '{label}' (known: {', '.join(classes)})"
         elif raw_split and not split:
@@ -401,6 +404,10 @@ class TextTableReader(TextReader):
             rows = [] if head_only else [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
         except csv.Error as e:
             raise DataError(f"{path}: cannot read as a table: {e}") from None
+        line = None if head_only else unclosed_quote_line(text, delimiter=delim)
+        if line is not None:
+            raise DataError(f"{path}:{line}: a quote (\") opens in this row and is never closed, so the rest of the "
+                            "file would read as one text; close or remove the quote")
         if not any(header):
             raise DataError(f"{path}: empty file (expected a header row such as text,label)")
         return header, rows
