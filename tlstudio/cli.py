@@ -82,6 +82,8 @@ def build_project(args, plugins) -> "Project":
             data[section][key] = v
     if args.deterministic:
         data["training"]["deterministic"] = True
+    if getattr(args, "mirror_safe", None) is not None:  # the mirror question, answered on the command line
+        data["augmentation"]["mirror_safe"] = args.mirror_safe
     if getattr(args, "from_run", None):
         _apply_from_run(args, data)
     for s in args.set or []:
@@ -632,6 +634,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
     t.add_argument("--threads", type=int, help="CPU threads")
     t.add_argument("--deterministic", action="store_true", help="bit-for-bit repeatable run")
+    t.add_argument("--mirror-safe", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror images show the same thing (a cell, a skin lesion): horizontal flips in training and "
+                        "the test-time flip; --no-mirror-safe: they do not (a chest film, a digit). Not answered: no flips")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any project setting, e.g. training.lr=0.001 or technique.settings.trainable_groups=3")
     t.add_argument("--runs-dir", help="where runs are stored")
     t.add_argument("--resume", metavar="RUN", help="continue a stopped or interrupted run (folder or id)")
