@@ -381,7 +381,7 @@ class Trainer:
 
     def __init__(self, project: Project, *, on_event: EventCallback | None = None, control: RunControl | None = None,
                  runs_dir: str | Path | None = None, plugins=None, resume_run: Run | None = None,
-                 into_run: Run | None = None):
+                 into_run: Run | None = None, evaluate_test: bool = True):
         from .plugins import get_plugin_manager
 
         self.plugins = plugins or get_plugin_manager()
@@ -395,6 +395,10 @@ class Trainer:
         self.result: dict = {}
         self.dist = None  # tlstudio.core.distributed.Distributed when torchrun started this process
         self._main = True  # rank 0 (or the only process): the one that writes, logs and evaluates
+        # False: the test split is held back (a recipe search chooses on validation only and
+        # evaluates its winner's test split once, at the end); final.json says test_held_back
+        self.evaluate_test = evaluate_test
+        self.seconds_before = 0.0  # training time of earlier sessions of this run, added to train_seconds
 
     # events go to the caller, the run store and observer plugins
     def _emit(self, event: dict) -> None:
@@ -845,13 +849,14 @@ class Trainer:
 
     def _finish(self, tech, ctx: RunContext, best: dict, mon_name: str, t_start: float) -> dict:
         run = self.run
-        train_seconds = time.time() - t_start
+        train_seconds = self.seconds_before + time.time() - t_start
         if run.best_checkpoint.exists():
             st = torch.load(run.best_checkpoint, map_location="cpu", weights_only=True)
             ctx.model.load_state_dict(st["model"])
             tech.load_state_dict(st.get("technique") or {})
         test: dict = {}
-        if self._has_split(ctx, "test"):
+        held_back = not self.evaluate_test and self._has_split(ctx, "test")
+        if self.evaluate_test and self._has_split(ctx, "test"):
             test = tech.evaluate(ctx, "test")
             tech.write_evaluation(ctx, "test", test)
         from .metrics import scalar_metrics
@@ -861,6 +866,7 @@ class Trainer:
             "model": self.project.model.architecture, "monitor": mon_name, "best_value": best["value"],
             "best_epoch": best["epoch"], "train_seconds": train_seconds, "device": self._device_text(ctx.device),
             "processes": self.dist.world if self.dist else 1, "test": test, **{f"test_{k}": v for k, v in scalar_metrics(test).items()},
+            **({"test_held_back": True} if held_back else {}),
         }
         if ctx.state.get("source_task") is not None:  # started from an earlier run: what it kept of that task
             final.update(ctx.state["source_task"].final_metrics(ctx))
