@@ -8,22 +8,21 @@ has a file).  The search runs in a worker thread; the window never touches torch
 """
 from __future__ import annotations
 
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout,
-                               QHeaderView, QLabel, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHeaderView, QLabel,
+                               QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
-from .scratch import CompareWorker
-from .widgets import Banner, ErrorPanel, fmt_seconds, hint
+from .scratch import CompareWorker, WorkerDialog
+from .widgets import Banner, fmt_seconds, hint
 
 COLUMNS = ["Recipe", "Epochs", "Validation", "95% CI", "Time", "Outcome"]
 
 
-class RecipeDialog(QDialog):
+class RecipeDialog(WorkerDialog):
+    prefix, what = "recipe", "recipe search"
+
     def __init__(self, studio, parent=None):
-        super().__init__(parent)
-        self.studio = studio
-        self.worker: CompareWorker | None = None
+        super().__init__(studio, parent)
         self.search = None
-        self.error_info = None
         self.setWindowTitle("Find the best recipe")
         self.resize(920, 520)
         v = QVBoxLayout(self)
@@ -66,70 +65,27 @@ class RecipeDialog(QDialog):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
         v.addWidget(self.table, 1)
-        self.error = ErrorPanel()
-        v.addWidget(self.error)
-        self.buttons = QDialogButtonBox()
-        self.start_btn = self.buttons.addButton("Start", QDialogButtonBox.ButtonRole.ActionRole)
-        self.start_btn.setObjectName("recipeStart")
-        self.stop_btn = self.buttons.addButton("Stop", QDialogButtonBox.ButtonRole.ActionRole)
-        self.stop_btn.setObjectName("recipeStop")
-        self.stop_btn.setEnabled(False)
-        self.use_btn = self.buttons.addButton("Use this recipe", QDialogButtonBox.ButtonRole.ActionRole)
+        self.use_btn, = self._add_buttons(v, "Use this recipe")
         self.use_btn.setObjectName("recipeUse")
         self.use_btn.setEnabled(False)
-        self.close_btn = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
-        self.start_btn.clicked.connect(self.start)
-        self.stop_btn.clicked.connect(self.stop)
         self.use_btn.clicked.connect(self.use_recipe)
-        self.close_btn.clicked.connect(self.close)
-        v.addWidget(self.buttons)
-
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
 
     def start(self) -> bool:
-        if self.running or self.studio.plugins is None:
-            return False
-        for commit in list(getattr(self.studio, "before_run", [])):
-            commit()
-        probs = self.studio.problems()
-        if probs or self.studio.training_active:
-            why = ("The project cannot be trained yet:\n" + "\n".join(f"• {p}" for p in probs) if probs
-                   else "A run is training in this window: search when it has finished.")
-            self.error.show_error(why, title="Cannot search")
+        if not self._can_start():
             return False
         from tlstudio.core.analysis.recipe import find_recipe
 
-        self.error.clear()
         self.verdict.hide()
-        self.search = self.error_info = None
+        self.search = None
         self.use_btn.setEnabled(False)
         self.stage.setText("Starting…")
-        self.worker = CompareWorker(find_recipe, self.studio.run_project(), self.budget.value() or None,
-                                    self.metric_box.currentData(), epochs=self.epochs.value() or None,
-                                    runs_dir=self.studio.runs_dir(), plugins=self.studio.plugins, parent=self)
-        self.worker.event.connect(self._on_event)
-        self.worker.result.connect(lambda box: self.show_result(box[0]))
-        self.worker.failed.connect(lambda box: self._failed(box[0]))
-        self.worker.finished.connect(self._thread_done)
-        self.studio.training_active = True
-        self.studio.problemsChanged.emit()  # the Train page greys Train out while the search trains
-        self._set_running(True)
-        self.worker.start()
+        self._launch(CompareWorker(find_recipe, self.studio.run_project(), self.budget.value() or None,
+                                   self.metric_box.currentData(), epochs=self.epochs.value() or None,
+                                   runs_dir=self.studio.runs_dir(), plugins=self.studio.plugins, parent=self))
         return True
 
-    def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.control.stop()
-            self.stage.setText("Stopping after the current batch…")
-            self.stop_btn.setEnabled(False)
-
-    def _set_running(self, on: bool) -> None:
-        self.start_btn.setEnabled(not on)
-        self.stop_btn.setEnabled(on)
-        for w in (self.budget, self.metric_box, self.epochs):
-            w.setEnabled(not on)
+    def inputs(self) -> list:
+        return [self.budget, self.metric_box, self.epochs]
 
     def _on_event(self, e: dict) -> None:
         k = e.get("kind")
@@ -176,30 +132,6 @@ class RecipeDialog(QDialog):
         else:
             self.stage.setText(f"{self.search.best.name} is now the project's recipe: save the project to keep it.")
         return True
-
-    def _failed(self, info) -> None:
-        self.error_info = info
-        self.error.show_error(info.message, info.details, info.advice, title="The recipe search failed")
-        self.stage.setText("")
-
-    def _thread_done(self) -> None:
-        w, self.worker = self.worker, None
-        if w is not None:
-            w.deleteLater()
-        self.studio.training_active = False
-        self._set_running(False)
-        self.studio.problemsChanged.emit()
-        self.studio.runsChanged.emit()
-
-    def wait(self, ms: int = 60000) -> bool:
-        if self.worker is not None:
-            self.worker.control.stop()
-            return self.worker.wait(ms)
-        return True
-
-    def closeEvent(self, e) -> None:  # noqa: N802 - closing stops the search (its runs stay, stopped)
-        self.wait()
-        super().closeEvent(e)
 
 
 def open_recipe_dialog(window) -> RecipeDialog:

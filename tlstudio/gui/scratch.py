@@ -61,15 +61,120 @@ def _ci_text(ci) -> str:
     return "–" if lo is None else f"{lo:.3f} to {hi:.3f}"
 
 
-class ScratchCompareDialog(QDialog):
-    """Settings (seeds, metric), Start/Stop, progress, and the two arms side by side."""
+class WorkerDialog(QDialog):
+    """A dialog that trains in a :class:`CompareWorker`: Start / Stop / Close (and ``extra``
+    buttons), an error panel, one training at a time in the window (``studio.training_active``;
+    the Train page greys Train out), and a clean stop when it closes (its runs stay, stopped).
+    Subclasses give ``prefix`` (object names), ``what`` (for messages), ``stage`` (a label) and
+    ``_set_running``."""
 
-    def __init__(self, studio, parent=None, against: str = "scratch"):
+    prefix, what = "", "work"
+
+    def __init__(self, studio, parent=None):
         super().__init__(parent)
         self.studio = studio
         self.worker: CompareWorker | None = None
-        self.comparison = None
         self.error_info = None
+
+    def _add_buttons(self, layout, *extra: str) -> list:
+        self.error = ErrorPanel()
+        layout.addWidget(self.error)
+        self.buttons = QDialogButtonBox()
+        role = QDialogButtonBox.ButtonRole.ActionRole
+        self.start_btn = self.buttons.addButton("Start", role)
+        self.start_btn.setObjectName(f"{self.prefix}Start")
+        self.stop_btn = self.buttons.addButton("Stop", role)
+        self.stop_btn.setObjectName(f"{self.prefix}Stop")
+        self.stop_btn.setEnabled(False)
+        more = [self.buttons.addButton(text, role) for text in extra]
+        self.close_btn = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
+        self.start_btn.clicked.connect(self.start)
+        self.stop_btn.clicked.connect(self.stop)
+        self.close_btn.clicked.connect(self.close)
+        layout.addWidget(self.buttons)
+        return more
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def _can_start(self) -> bool:
+        """Commit the forms; say why not when the project cannot train or a run is training."""
+        if self.running or self.studio.plugins is None:
+            return False
+        for commit in list(getattr(self.studio, "before_run", [])):
+            commit()
+        probs = self.studio.problems()
+        why = ("The project cannot be trained yet:\n" + "\n".join(f"• {p}" for p in probs) if probs else
+               f"A run is training in this window: start the {self.what} when it has finished."
+               if self.studio.training_active else "")
+        if why:
+            self.error.show_error(why, title=f"Cannot start the {self.what}")
+            return False
+        self.error.clear()
+        self.error_info = None
+        return True
+
+    def inputs(self) -> list:
+        """The settings that cannot change while it runs."""
+        return []
+
+    def _set_running(self, on: bool) -> None:
+        self.start_btn.setEnabled(not on)
+        self.stop_btn.setEnabled(on)
+        for w in self.inputs():
+            w.setEnabled(not on)
+
+    def _launch(self, worker: CompareWorker) -> None:
+        self.worker = worker
+        worker.event.connect(self._on_event)
+        worker.result.connect(lambda box: self.show_result(box[0]))
+        worker.failed.connect(lambda box: self._failed(box[0]))
+        worker.finished.connect(self._thread_done)
+        self.studio.training_active = True
+        self._set_running(True)
+        self.studio.problemsChanged.emit()  # the Train page greys Train out meanwhile
+        worker.start()
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.control.stop()
+            self.stage.setText("Stopping after the current batch…")
+            self.stop_btn.setEnabled(False)
+
+    def _failed(self, info) -> None:
+        self.error_info = info
+        self.error.show_error(info.message, info.details, info.advice, title=f"The {self.what} failed")
+        self.stage.setText("")
+
+    def _thread_done(self) -> None:
+        w, self.worker = self.worker, None
+        if w is not None:
+            w.deleteLater()
+        self.studio.training_active = False
+        self._set_running(False)
+        self.studio.problemsChanged.emit()
+        self.studio.runsChanged.emit()
+
+    def wait(self, ms: int = 60000) -> bool:
+        if self.worker is not None:
+            self.worker.control.stop()
+            return self.worker.wait(ms)
+        return True
+
+    def closeEvent(self, e) -> None:  # noqa: N802 - closing stops the work (its runs stay, stopped)
+        self.wait()
+        super().closeEvent(e)
+
+
+class ScratchCompareDialog(WorkerDialog):
+    """Settings (against what, seeds, metric), Start/Stop, progress, and the two arms side by side."""
+
+    prefix, what = "scratch", "comparison"
+
+    def __init__(self, studio, parent=None, against: str = "scratch"):
+        super().__init__(studio, parent)
+        self.comparison = None
         self.setWindowTitle("Compare: does it help?")
         self.resize(900, 480)
         v = QVBoxLayout(self)
@@ -123,42 +228,14 @@ class ScratchCompareDialog(QDialog):
         self.plot = None  # per-seed values, mean and 95% CI of each arm (made with the first result)
         self._plot_row = row
         v.addLayout(row, 1)
-        self.error = ErrorPanel()
-        v.addWidget(self.error)
-        self.buttons = QDialogButtonBox()
-        self.start_btn = self.buttons.addButton("Start", QDialogButtonBox.ButtonRole.ActionRole)
-        self.start_btn.setObjectName("scratchStart")
-        self.stop_btn = self.buttons.addButton("Stop", QDialogButtonBox.ButtonRole.ActionRole)
-        self.stop_btn.setObjectName("scratchStop")
-        self.stop_btn.setEnabled(False)
-        self.close_btn = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
-        self.start_btn.clicked.connect(self.start)
-        self.stop_btn.clicked.connect(self.stop)
-        self.close_btn.clicked.connect(self.close)
-        v.addWidget(self.buttons)
-
-    @property
-    def running(self) -> bool:
-        return self.worker is not None
+        self._add_buttons(v)
 
     def start(self) -> bool:
-        if self.running or self.studio.plugins is None:
+        if not self._can_start():
             return False
-        for commit in list(self.studio.before_run):
-            commit()
-        probs = self.studio.problems()
-        if probs:
-            self.error.show_error("The project cannot be trained yet:\n" + "\n".join(f"• {p}" for p in probs),
-                                  title="Cannot compare")
-            return False
-        if self.studio.training_active:
-            self.error.show_error("A run is training in this window: compare when it has finished.",
-                                  title="Cannot compare")
-            return False
-        self.error.clear()
         self.verdict.hide()
         self.table.hide()
-        self.comparison = self.error_info = None
+        self.comparison = None
         n = self.seeds.value()
         self.progress.setRange(0, 2 * n)
         self.progress.setValue(0)
@@ -168,24 +245,10 @@ class ScratchCompareDialog(QDialog):
 
         kind, metric = self.against.currentData(), self.metric_box.currentData() or None
         fn = compare_with_baseline if kind == "baseline" else compare_with_scratch
-        self.worker = CompareWorker(fn, self.studio.run_project(), seeds=n, metric=metric or
-                                    (None if kind == "baseline" else "accuracy"), runs_dir=self.studio.runs_dir(),
-                                    plugins=self.studio.plugins, parent=self)
-        self.worker.event.connect(self._on_event)
-        self.worker.result.connect(lambda box: self.show_result(box[0]))
-        self.worker.failed.connect(lambda box: self._failed(box[0]))
-        self.worker.finished.connect(self._thread_done)
-        self.studio.training_active = True
-        self._set_running(True)
-        self._notify()
-        self.worker.start()
+        self._launch(CompareWorker(fn, self.studio.run_project(), seeds=n, metric=metric or
+                                   (None if kind == "baseline" else "accuracy"), runs_dir=self.studio.runs_dir(),
+                                   plugins=self.studio.plugins, parent=self))
         return True
-
-    def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.control.stop()
-            self.stage.setText("Stopping after the current batch…")
-            self.stop_btn.setEnabled(False)
 
     def set_against(self, kind: str) -> "ScratchCompareDialog":
         """Compare against "baseline" (the plain recipe) or "scratch"."""
@@ -194,17 +257,8 @@ class ScratchCompareDialog(QDialog):
             self.against.setCurrentIndex(i)
         return self
 
-    def _set_running(self, on: bool) -> None:
-        self.start_btn.setEnabled(not on)
-        self.stop_btn.setEnabled(on)
-        for w in (self.seeds, self.metric_box, self.against):
-            w.setEnabled(not on)
-
-    def _notify(self) -> None:
-        """The Train page greys Train out while the comparison trains."""
-        page = self.parent()
-        if hasattr(page, "update_buttons"):
-            page.update_buttons()
+    def inputs(self) -> list:
+        return [self.seeds, self.metric_box, self.against]
 
     def _on_event(self, e: dict) -> None:
         k = e.get("kind")
@@ -268,27 +322,6 @@ class ScratchCompareDialog(QDialog):
         self.plot.getPlotItem().enableAutoRange(x=False)
         self.plot.setXRange(-0.6, 1.6, padding=0)
 
-    def _failed(self, info) -> None:
-        self.error_info = info
-        self.error.show_error(info.message, info.details, info.advice, title="The comparison failed")
-        self.stage.setText("")
-
     def _thread_done(self) -> None:
-        w, self.worker = self.worker, None
-        if w is not None:
-            w.deleteLater()
-        self.studio.training_active = False
-        self._set_running(False)
-        self._notify()
+        super()._thread_done()
         self.progress.hide()
-        self.studio.runsChanged.emit()
-
-    def wait(self, ms: int = 60000) -> bool:
-        if self.worker is not None:
-            self.worker.control.stop()
-            return self.worker.wait(ms)
-        return True
-
-    def closeEvent(self, e) -> None:  # noqa: N802 - closing stops the comparison (its runs stay, stopped)
-        self.wait()
-        super().closeEvent(e)
