@@ -1,5 +1,10 @@
 """Domain-adversarial training (DANN): learn from labelled source images so that the
-features cannot tell source from target images, and the classifier carries over."""
+features cannot tell source from target images, and the classifier carries over.
+
+DANN is the plain recipe (``tlstudio.core.finetuning``: fine-tuning with its defaults, L2-SP,
+mixup, class-weighted loss) plus the domain discriminator behind the gradient reversal layer;
+with ``adversarial = false`` it is the plain recipe itself, measured on the same target images:
+the source-only arm that ``tlstudio train --compare-baseline`` trains beside it."""
 from __future__ import annotations
 
 from typing import Literal
@@ -7,19 +12,22 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from tlstudio.core import ImageClassificationTechnique, TechniqueConfig, hookimpl
+from tlstudio.core import hookimpl
 from tlstudio.core.adaptation import DomainDiscriminator, GradientReversal, domain_adversarial_loss, grl_lambda
-from tlstudio.core.blocks import discriminative_param_groups, freeze_all_but_top
+from tlstudio.core.blocks import freeze_all_but_top
 from tlstudio.core.diagnostics import run_shift
+from tlstudio.core.finetuning import FineTuningBase, PlainRecipeSettings
 from tlstudio.core.io import atomic_write_json, atomic_write_text
 from tlstudio.core.target import prepare_target, target_metrics
 
 
-class DANNConfig(TechniqueConfig):
+class DANNConfig(PlainRecipeSettings):
+    """The plain recipe's settings (fine-tuning's, same defaults) and the adversarial ones."""
+
     adversarial: bool = Field(
         True, title="Align the domains",
         description="Train the domain discriminator behind the gradient reversal layer. Off: the source-only "
-                    "baseline on the same data, measured on the same target images.")
+                    "baseline, the plain fine-tuning recipe on the same data, measured on the same target images.")
     lambda_schedule: Literal["ganin", "fixed"] = Field(
         "ganin", title="Reversal weight schedule",
         description="ganin: λ rises from 0 to its maximum as 2/(1+exp(−10·p))−1 of the training progress p "
@@ -30,14 +38,6 @@ class DANNConfig(TechniqueConfig):
                                       description="Units in each of the discriminator's two hidden layers.")
     discriminator_lr: float = Field(1.0, gt=0.0, le=100.0, title="Discriminator learning-rate factor",
                                     description="The discriminator learns at this times the head's learning rate.")
-    trainable_groups: int = Field(-1, ge=-1, le=64, title="Layer groups to train",
-                                  description="How many layer groups, counted from the top, learn (-1 = all).")
-    lr_decay: float = Field(0.5, gt=0.0, le=1.0, title="Learning-rate decay per group",
-                            description="Each group learns at this times the rate of the group above it.")
-    head: Literal["linear", "bn_dropout"] = Field("linear", title="Head",
-                                                  description="linear: one new layer; bn_dropout: BatchNorm + dropout + a hidden layer.")
-    dropout: float = Field(0.0, ge=0.0, le=0.9, title="Dropout")
-    hidden: int = Field(256, ge=8, le=4096, title="Hidden units")
     target_test_share: float = Field(
         0.3, ge=0.0, le=0.9, title="Target test share",
         description="Share of the labelled target images held out to measure target accuracy (never trained on; "
@@ -47,7 +47,7 @@ class DANNConfig(TechniqueConfig):
     shift_images: int = Field(300, ge=10, le=5000, title="Images per side for the MMD")
 
 
-class DANN(ImageClassificationTechnique):
+class DANN(FineTuningBase):
     id = "dann"
     title = "Domain-adversarial training (DANN)"
     explanation = (
@@ -58,27 +58,28 @@ class DANN(ImageClassificationTechnique):
         "forward, a multiplication by −λ going back, so the single objective L_y + L_d trains the discriminator "
         "to separate the domains while driving the features to make them indistinguishable (the saddle point of "
         "L_y − λ·L_d). λ rises from 0 as 2/(1+exp(−10·p))−1 with the training progress p, so the early, noisy "
-        "discriminator does not disturb the features. Watch the discriminator's accuracy drift towards 0.5 as the "
+        "discriminator does not disturb the features. Everything else is the plain fine-tuning recipe, so "
+        "switching the alignment off gives the honest baseline: Compare (or --compare-baseline) trains both over "
+        "seeds and says whether the adaptation helped. Watch the discriminator's accuracy drift towards 0.5 as the "
         "features align, and the target accuracy (on labelled target images held out, if you have any). It helps "
         "when the label-relevant content is shared and only the appearance shifts; when the classes themselves "
         "occur in different proportions, forcing the feature distributions together can hurt."
     )
     Config = DANNConfig
-    series = {"class_loss": "Class loss", "domain_loss": "Domain loss",
+    series = {**FineTuningBase.series, "class_loss": "Class loss", "domain_loss": "Domain loss",
               "discriminator_accuracy": "Domain discriminator accuracy", "grl_lambda": "Reversal weight λ",
               "target_accuracy": "Target accuracy"}
     default_monitor = "val_accuracy"
+    baseline_settings = {"adversarial": False}
+    baseline_metric = "target_accuracy"
 
     def __init__(self) -> None:
+        super().__init__()
         self.discriminator: DomainDiscriminator | None = None
         self.reversal = GradientReversal(0.0)
         self._sums: dict[str, float] = {}
         self._n = 0
         self.shift: dict = {}
-
-    def recommended_training(self) -> dict:
-        return {"epochs": 10, "lr": 1e-3, "batch_size": 32, "schedule": "cosine", "weight_decay": 1e-4,
-                "optimizer": "adamw"}
 
     # --- data and model ---------------------------------------------------------------------
     def prepare_data(self, ctx) -> None:
@@ -86,20 +87,21 @@ class DANN(ImageClassificationTechnique):
         prepare_target(ctx, ctx.config.target_test_share)
 
     def build(self, ctx):
-        c = ctx.config
-        model = ctx.build_classifier(head=c.head, dropout=c.dropout, hidden=c.hidden)
-        freeze_all_but_top(model, c.trainable_groups)
-        self.discriminator = DomainDiscriminator(model.feature_dim, c.discriminator_hidden).to(ctx.device)
+        model = self.build_model(ctx)
+        freeze_all_but_top(model, ctx.config.trainable_groups)
+        if ctx.config.adversarial:  # source-only: no discriminator (and the plain recipe's random draws)
+            self.discriminator = DomainDiscriminator(model.feature_dim, ctx.config.discriminator_hidden).to(ctx.device)
         return model
 
     def param_groups(self, ctx) -> list[dict]:
-        groups = discriminative_param_groups(ctx.model, ctx.training.lr, ctx.config.lr_decay)
+        groups = self.group_lrs(ctx, ctx.training.lr)
         if ctx.config.adversarial:
             groups.append({"params": list(self.discriminator.parameters()), "name": "discriminator",
                            "lr": ctx.training.lr * ctx.config.discriminator_lr})
         return groups
 
     def on_fit_start(self, ctx) -> None:
+        super().on_fit_start(ctx)
         if ctx.config.measure_shift and "before" not in self.shift and ctx.step == 0:
             rep = run_shift(ctx, ctx.model.backbone, ctx.config.shift_images, seed=ctx.training.seed)
             self.shift["before"] = rep.to_dict()
@@ -113,16 +115,22 @@ class DANN(ImageClassificationTechnique):
         return _WithTarget(ctx, source, epoch)
 
     def on_epoch_start(self, ctx, epoch: int) -> None:
+        super().on_epoch_start(ctx, epoch)
         self._sums, self._n = {}, 0
-        self.discriminator.train()
+        if self.discriminator is not None:
+            self.discriminator.train()
 
     def training_step(self, ctx, batch) -> dict:
-        if not ctx.config.adversarial:
+        if not ctx.config.adversarial:  # the plain recipe, step for step
             out = super().training_step(ctx, batch)
-            self._add({"class_loss": out["loss"]})
-            return {**out, "class_loss": out["loss"]}
+            class_loss = out["loss"] - out["l2sp"] if "l2sp" in out else out["loss"]
+            self._add({"class_loss": class_loss})
+            return {**out, "class_loss": class_loss}
         xs, ys, xt = batch
         c = ctx.config
+        if c.mixup > 0:  # blends in both domains, so that blending is no clue to the domain
+            xs, ys = self._mix(ctx, (xs, ys))
+            xt = _blend(xt, c.mixup)
         progress = ctx.step / max(1, ctx.steps_per_epoch * ctx.training.epochs)
         self.reversal.lambda_ = grl_lambda(progress, c.lambda_schedule, c.lambda_max)
         features = ctx.model.backbone(torch.cat([xs, xt]))
@@ -131,7 +139,11 @@ class DANN(ImageClassificationTechnique):
         domain_loss, accuracy = domain_adversarial_loss(self.discriminator, self.reversal, fs, ft)
         out = {"loss": class_loss + domain_loss, "class_loss": class_loss, "domain_loss": domain_loss,
                "discriminator_accuracy": accuracy, "grl_lambda": self.reversal.lambda_}
-        self._add(out)
+        if self.l2sp is not None:
+            pen = self.l2sp.penalty()
+            out["loss"] = out["loss"] + pen
+            out["l2sp"] = pen.detach()
+        self._add({k: v for k, v in out.items() if k != "l2sp"})
         return out
 
     def _add(self, values: dict) -> None:
@@ -141,7 +153,8 @@ class DANN(ImageClassificationTechnique):
         self._n += 1
 
     def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> dict:
-        series = {k: v / max(1, self._n) for k, v in self._sums.items()}
+        series = dict(super().on_epoch_end(ctx, epoch, metrics) or {})
+        series.update({k: v / max(1, self._n) for k, v in self._sums.items()})
         target = ctx.data.target
         if target.has_labels:
             series["target_accuracy"] = target_metrics(ctx, ctx.model, target)["accuracy"]
@@ -175,7 +188,9 @@ class DANN(ImageClassificationTechnique):
     def write_report(self, ctx, final: dict) -> None:
         super().write_report(ctx, final)
         t = final.get("test", {})
-        lines = ["", "## Target domain", ""]
+        arm = ("the domains aligned (DANN)" if ctx.config.adversarial
+               else "source only: the plain fine-tuning recipe, no alignment")
+        lines = ["", "## Target domain", "", f"- Trained with {arm}."]
         if t.get("target_accuracy") is not None:
             ci = t["target"].get("accuracy_ci95", [None, None])
             lines.append(f"- Target accuracy: {t['target_accuracy']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f}) on "
@@ -190,14 +205,23 @@ class DANN(ImageClassificationTechnique):
         atomic_write_text(path, path.read_text(encoding="utf-8") + "\n".join(lines) + "\n")
 
     def state_dict(self) -> dict:
-        return {"discriminator": self.discriminator.state_dict() if self.discriminator is not None else {},
+        return {**super().state_dict(),
+                "discriminator": self.discriminator.state_dict() if self.discriminator is not None else {},
                 "shift_before": self.shift.get("before")}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         if state.get("discriminator") and self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
         if state.get("shift_before"):
             self.shift["before"] = state["shift_before"]
+
+
+def _blend(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Mixup of images without labels: each image blended with another of the batch, one
+    Beta(α, α) weight per batch (as torchvision's MixUp does for the labelled ones)."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    return x.roll(1, 0).mul_(1.0 - lam).add_(x, alpha=lam)
 
 
 class _WithTarget:

@@ -1,41 +1,37 @@
 """Elastic weight consolidation (EWC): learn a new task from an earlier run's model while
-holding the weights that mattered for the earlier task near their old values."""
-from __future__ import annotations
+holding the weights that mattered for the earlier task near their old values.
 
-from typing import Literal
+EWC is the plain recipe (``tlstudio.core.finetuning``: fine-tuning with its defaults) plus the
+EWC penalty; with ``strength = 0`` it is plain fine-tuning from the earlier run, step for step:
+the arm without EWC that ``tlstudio train --compare-baseline`` trains beside it."""
+from __future__ import annotations
 
 from pydantic import Field
 
-from tlstudio.core import ImageClassificationTechnique, StudioError, TechniqueConfig, hookimpl
-from tlstudio.core.blocks import discriminative_param_groups, freeze_all_but_top
+from tlstudio.core import StudioError, hookimpl
+from tlstudio.core.blocks import freeze_all_but_top
 from tlstudio.core.continual import EWCPenalty, diagonal_fisher
+from tlstudio.core.finetuning import FineTuningBase, PlainRecipeSettings
 from tlstudio.core.io import atomic_write_text
 from tlstudio.core.sequential import source_task_loader
 
 
-class EWCConfig(TechniqueConfig):
+class EWCConfig(PlainRecipeSettings):
+    """The plain recipe's settings (fine-tuning's, same defaults) and EWC's own."""
+
     strength: float = Field(
         10000.0, ge=0.0, le=1e12, title="EWC strength λ",
         description="Weight of the penalty (λ/2)·Σ F_i (θ_i − θ*_i)². Larger keeps more of the earlier task and "
                     "learns the new one less freely; 0 is plain fine-tuning from the earlier run. The right value "
-                    "depends on the data: on MNIST digits 0–4 then 5–9, 10000 kept the earlier task within a few "
-                    "points for a few points on the new one (docs/results.md).")
+                    "depends on the data: measure it against λ = 0 with Compare (docs/results.md).")
     fisher_samples: int = Field(
         500, ge=10, le=100_000, title="Images for the Fisher information",
         description="Earlier-task training images used to estimate how much each weight mattered.")
-    trainable_groups: int = Field(-1, ge=-1, le=64, title="Layer groups to train",
-                                  description="How many layer groups, counted from the top, learn (-1 = all).")
-    lr_decay: float = Field(0.5, gt=0.0, le=1.0, title="Learning-rate decay per group",
-                            description="Each group learns at this times the rate of the group above it.")
-    head: Literal["linear", "bn_dropout"] = Field("linear", title="Head",
-                                                  description="The new task's head (kept from the earlier run when the classes are the same).")
-    dropout: float = Field(0.0, ge=0.0, le=0.9, title="Dropout")
-    hidden: int = Field(256, ge=8, le=4096, title="Hidden units")
     track_earlier_task: bool = Field(True, title="Chart the earlier task",
                                      description="Measure the earlier task's validation accuracy after every epoch.")
 
 
-class EWC(ImageClassificationTechnique):
+class EWC(FineTuningBase):
     id = "ewc"
     title = "Elastic weight consolidation (EWC)"
     explanation = (
@@ -45,40 +41,43 @@ class EWC(ImageClassificationTechnique):
         "squared gradient of the log-likelihood of the earlier task's own labelled images: a large F_i means the "
         "earlier task's predictions hinge on weight i. Training on the new task then adds the penalty "
         "(λ/2)·Σ F_i (θ_i − θ*_i)², a spring on each weight whose stiffness is its importance, so unimportant "
-        "weights learn freely and important ones stay near their old values. The earlier run's test set travels "
-        "with the run: the studio reports its accuracy before and after, the forgetting in points; compare with "
-        "plain fine-tuning from the same run (or λ = 0) to see what EWC bought and what it cost on the new task. "
-        "It protects weights, not BatchNorm statistics, and it cannot make room where both tasks need the same "
-        "weights to differ."
+        "weights learn freely and important ones stay near their old values. Everything else is the plain "
+        "fine-tuning recipe. The earlier run's test set travels with the run: the studio reports its accuracy "
+        "before and after, the forgetting in points; Compare (or --compare-baseline) trains λ = 0, plain "
+        "fine-tuning from the same run, beside it over seeds to show what EWC bought and what it cost on the new "
+        "task. It protects weights, not BatchNorm statistics, and it cannot make room where both tasks need the "
+        "same weights to differ."
     )
     Config = EWCConfig
-    series = {"task_loss": "New-task loss", "ewc_penalty": "EWC penalty",
+    series = {**FineTuningBase.series, "task_loss": "New-task loss", "ewc_penalty": "EWC penalty",
               "earlier_task_accuracy": "Earlier task accuracy (validation)"}
+    baseline_settings = {"strength": 0.0}
+    baseline_metric = "source_accuracy_after"
 
     def __init__(self) -> None:
+        super().__init__()
         self.penalty: EWCPenalty | None = None
         self._sums: dict[str, float] = {}
         self._n = 0
-
-    def recommended_training(self) -> dict:
-        return {"epochs": 5, "lr": 1e-3, "batch_size": 32, "schedule": "cosine", "weight_decay": 0.0,
-                "optimizer": "adamw"}
 
     def build(self, ctx):
         if not ctx.project.model.from_run and not ctx.for_inference:
             raise StudioError("EWC continues from an earlier run: choose 'Start from run' on the Model page "
                               "(or give --from-run RUN on the command line).")
-        c = ctx.config
-        model = ctx.build_classifier(head=c.head, dropout=c.dropout, hidden=c.hidden)
-        freeze_all_but_top(model, c.trainable_groups)
+        model = self.build_model(ctx)  # the L2-SP anchor: the earlier run's weights
+        freeze_all_but_top(model, ctx.config.trainable_groups)
         return model
 
     def param_groups(self, ctx) -> list[dict]:
-        return discriminative_param_groups(ctx.model, ctx.training.lr, ctx.config.lr_decay)
+        return self.group_lrs(ctx, ctx.training.lr)
 
     def on_fit_start(self, ctx) -> None:
-        task = ctx.state["source_task"]
+        super().on_fit_start(ctx)
         c = ctx.config
+        if c.strength <= 0:  # plain fine-tuning from the earlier run: nothing to estimate
+            ctx.log("EWC strength 0: plain fine-tuning from the earlier run (no penalty).")
+            return
+        task = ctx.state["source_task"]
         # the weights the two tasks share: the backbone, and the head when the classes are the same
         shared = [k for k, p in ctx.model.named_parameters()
                   if p.requires_grad and (k.startswith("backbone.") or task.shared_head)]
@@ -92,20 +91,22 @@ class EWC(ImageClassificationTechnique):
                 f"earlier-task images (mean {s['mean']:.3g}, max {s['max']:.3g}); λ = {c.strength:g}.")
 
     def on_epoch_start(self, ctx, epoch: int) -> None:
+        super().on_epoch_start(ctx, epoch)
         self._sums, self._n = {}, 0
 
     def training_step(self, ctx, batch) -> dict:
-        x, y = batch
-        task_loss = ctx.criterion(ctx.model(x), y)
-        penalty = self.penalty(ctx.model) if ctx.config.strength > 0 else task_loss.new_zeros(())
-        out = {"loss": task_loss + penalty, "task_loss": task_loss, "ewc_penalty": penalty}
+        out = super().training_step(ctx, batch)  # the plain recipe's loss (mixup, L2-SP)
+        task_loss = out["loss"] - out["l2sp"] if "l2sp" in out else out["loss"]
+        penalty = self.penalty(ctx.model) if self.penalty is not None else task_loss.new_zeros(())
+        out = {**out, "loss": out["loss"] + penalty, "task_loss": task_loss, "ewc_penalty": penalty}
         for k in ("task_loss", "ewc_penalty"):
             self._sums[k] = self._sums.get(k, 0.0) + float(out[k].detach())
         self._n += 1
         return out
 
     def on_epoch_end(self, ctx, epoch: int, metrics: dict) -> dict:
-        series = {k: v / max(1, self._n) for k, v in self._sums.items()}
+        series = dict(super().on_epoch_end(ctx, epoch, metrics) or {})
+        series.update({k: v / max(1, self._n) for k, v in self._sums.items()})
         task = ctx.state["source_task"]
         if ctx.config.track_earlier_task:
             split = "val" if task.data.has_split("val") else task.split

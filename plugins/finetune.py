@@ -2,17 +2,13 @@
 faster than the bottom ones."""
 from __future__ import annotations
 
-from pydantic import Field
-
 from tlstudio.core import hookimpl
 from tlstudio.core.blocks import freeze_all_but_top
-from tlstudio.core.finetuning import FineTuningBase, FineTuningSettings
+from tlstudio.core.finetuning import FineTuningBase, PlainRecipeSettings
 
 
-class FineTuneConfig(FineTuningSettings):
-    trainable_groups: int = Field(
-        -1, ge=-1, le=64, title="Layer groups to train",
-        description="How many layer groups, counted from the top, learn (the new head counts as one). -1 = all of them.")
+class FineTuneConfig(PlainRecipeSettings):
+    """Fine-tuning's settings: with their defaults, the recommended plain recipe."""
 
 
 class FineTuning(FineTuningBase):

@@ -69,6 +69,8 @@ def build_project(args, plugins) -> "Project":
             data[section][key] = v
     if args.deterministic:
         data["training"]["deterministic"] = True
+    if getattr(args, "mirror_safe", None) is not None:  # the mirror question, answered on the command line
+        data["augmentation"]["mirror_safe"] = args.mirror_safe
     if getattr(args, "from_run", None):
         _apply_from_run(args, data)
     project = project_from_dict(data, where="command line", path=path)
@@ -144,42 +146,19 @@ def _apply_from_run(args, data: dict) -> None:
             data["model"]["image_size"] = earlier.model.image_size
 
 
-def cmd_compare_scratch(args, plugins) -> int:
-    """train --compare-scratch: the negative-transfer check."""
-    from tlstudio.core.compare import compare_with_scratch
-    from tlstudio.core.engine import RunControl
+def cmd_compare(args, plugins, kind: str) -> int:
+    """train --compare-baseline / --compare-scratch: the technique against the plain recipe, or
+    the pretrained model against training from scratch, over seeds (tlstudio.cli_recipes)."""
+    from tlstudio.cli_recipes import run_comparison
 
-    project = build_project(args, plugins)
-    show = _Progress(quiet=args.json)
-    try:
-        cmp = compare_with_scratch(project, args.compare_seeds, args.compare_metric, on_event=show,
-                                   control=RunControl(), runs_dir=args.runs_dir, plugins=plugins)
-    except KeyboardInterrupt:
-        _err("Interrupted.")
-        return EXIT_STOPPED
-    finally:
-        show.close()
-    if args.json:
-        print(json.dumps(cmp.to_dict(), default=str))
-    else:
-        from rich.table import Table
+    return run_comparison(args, plugins, build_project(args, plugins), _Progress(quiet=args.json), kind)
 
-        t = Table(title=f"Negative-transfer check — test {cmp.metric}")
-        for c in ("arm", "weights", "seeds", "per seed", "mean ± sd", "95% CI"):
-            t.add_column(c)
-        for arm in (cmp.transfer, cmp.scratch):
-            lo, hi = arm.ci95
-            t.add_row(arm.name, arm.weights, str(len(arm.values)), " ".join(f"{v:.3f}" for v in arm.values),
-                      f"{arm.mean:.3f} ± {arm.sd or 0:.3f}" if arm.mean is not None else "–",
-                      f"{lo:.3f}–{hi:.3f}" if lo is not None else "–")
-        con = _console()
-        con.print(t)
-        con.print(("[bold red]" if cmp.negative_transfer else "[green]") + cmp.verdict
-                  + ("[/bold red]" if cmp.negative_transfer else "[/green]"))
-    failed = cmp.transfer.failures + cmp.scratch.failures
-    for f in failed:
-        _err(f"failed: {f}")
-    return EXIT_FAILED if failed and (cmp.transfer.mean is None or cmp.scratch.mean is None) else EXIT_OK
+
+def cmd_find_recipe(args, plugins) -> int:
+    """train --find-recipe: the recipe search on validation (tlstudio.cli_recipes)."""
+    from tlstudio.cli_recipes import run_recipe_search
+
+    return run_recipe_search(args, plugins, build_project(args, plugins), _Progress(quiet=args.json))
 
 
 def cmd_shift(args, plugins) -> int:
@@ -224,8 +203,12 @@ def cmd_train(args, plugins) -> int:
     from tlstudio.core.errors import StudioError
     from tlstudio.core.failures import plain_message
 
-    if getattr(args, "compare_scratch", False) and not args.resume and not D.in_torchrun():
-        return cmd_compare_scratch(args, plugins)
+    if not args.resume and not D.in_torchrun():
+        if getattr(args, "find_recipe", False):
+            return cmd_find_recipe(args, plugins)
+        for kind in ("baseline", "scratch"):
+            if getattr(args, f"compare_{kind}", False):
+                return cmd_compare(args, plugins, kind)
     if (args.nproc or 1) > 1 and not D.in_torchrun():
         return _train_with_torchrun(args, plugins)
     if D.in_torchrun() and args.into_run and D.restart_count() > 0 and D.finished(args.into_run):
@@ -743,15 +726,30 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
     t.add_argument("--threads", type=int, help="CPU threads")
     t.add_argument("--deterministic", action="store_true", help="bit-for-bit repeatable run")
+    t.add_argument("--mirror-safe", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror images show the same thing (a cell, a skin lesion): horizontal flips in training and "
+                        "the test-time flip; --no-mirror-safe: they do not (a chest film, a digit). Not answered: no flips")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any project setting, e.g. training.lr=0.001 or technique.settings.trainable_groups=3")
     t.add_argument("--runs-dir", help="where runs are stored")
     t.add_argument("--resume", metavar="RUN", help="continue a stopped or interrupted run (folder or id)")
     t.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
     t.add_argument("--from-run", metavar="RUN", help="start from an earlier run's trained model (sequential transfer)")
+    t.add_argument("--compare-baseline", action="store_true",
+                   help="does the technique help? Train it and the recommended plain recipe (fine-tuning with its "
+                        "defaults; DANN: source only; EWC: strength 0) on the same budget, several seeds, 95%% CIs")
     t.add_argument("--compare-scratch", action="store_true",
-                   help="negative-transfer check: also train the same recipe from random initialisation, several seeds")
-    t.add_argument("--compare-seeds", type=int, default=3, metavar="N", help="seeds per arm for --compare-scratch (default 3)")
-    t.add_argument("--compare-metric", default="accuracy", help="test metric compared (default accuracy)")
+                   help="negative-transfer check: also train the plain recipe from random initialisation, several seeds")
+    t.add_argument("--compare-seeds", "--seeds", type=int, default=3, metavar="N",
+                   help="seeds per arm for --compare-baseline / --compare-scratch (default 3)")
+    t.add_argument("--compare-metric", default=None,
+                   help="test metric compared (default: accuracy; DANN: target_accuracy; EWC: source_accuracy_after); "
+                        "with --find-recipe the validation metric, auc or accuracy (default: AUC for two classes)")
+    t.add_argument("--find-recipe", action="store_true",
+                   help="find the best recipe on validation: frozen features, fine-tuning and progressive unfreezing "
+                        "at two learning rates, successive halving; the test split once at the end; the winner is "
+                        "saved into the project file")
+    t.add_argument("--budget-minutes", type=float, metavar="M", help="time budget of --find-recipe")
+    t.add_argument("--no-save", action="store_true", help="--find-recipe: do not write the winner into the project file")
     t.add_argument("--nproc", type=int, metavar="N",
                    help="train in N processes with torchrun (DistributedDataParallel): one per GPU, or N CPU "
                         "processes; the batch size stays the global batch")

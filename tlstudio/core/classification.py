@@ -376,7 +376,7 @@ def classification_report_md(project, final: dict, data: ImageData | None) -> st
         "",
         f"Run `{final.get('run_id')}` on {final.get('device')}, {final.get('train_seconds', 0):.0f} s of training; "
         f"best epoch {final.get('best_epoch')} by {final.get('monitor')} = {_fmt(final.get('best_value'))}.",
-        "",
+        "", project.augmentation.flips_summary(), "",
     ]
     if data is not None:
         c = data.counts()

@@ -59,24 +59,50 @@ class AugmentationConfig(_Strict):
     preset: Literal["none", "light", "standard", "medical"] = Field(
         "light", title="Augmentation", description="none; light: small crops and flips; standard: the classic ImageNet recipe; medical: small rotations and crops, no colour changes."
     )
-    horizontal_flip: bool = Field(True, title="Horizontal flips", description="Switch off where anatomy has a side (chest X-rays).")
+    horizontal_flip: bool = Field(
+        True, title="Horizontal flips",
+        description="Left-right flips in training, used only where mirror images show the same thing (see "
+                    "mirror_safe). Untick to never flip.")
     vertical_flip: bool = Field(False, title="Vertical flips")
     mirror_safe: bool | None = Field(
         None, title="Mirror images show the same thing",
         description="Does a left-right mirror image of one of your images show the same finding (a skin lesion, "
-                    "a cell) or not (a chest film, where the heart lies on the left)? Not answered yet: None.")
+                    "a cell) or not (a chest film, where the heart lies on the left)? Not answered yet: None. Only "
+                    "a yes lets training and the test-time flip use mirror images.")
     rotation: float = Field(10.0, ge=0.0, le=180.0, title="Rotation (degrees)")
     scale_min: float = Field(0.8, gt=0.05, le=1.0, title="Smallest crop", description="Smallest share of the image a random crop keeps.")
     color_jitter: float = Field(0.0, ge=0.0, le=1.0, title="Colour jitter", description="Brightness/contrast jitter strength (0 = off).")
     test_time_flip: bool = Field(
         True, title="Test-time flip",
-        description="Where training flips images, each prediction averages the image and its mirror image "
-                    "(steadier on small data sets; measured in docs/results.md). Costs a second forward pass.")
+        description="Where training flips images (mirror images show the same thing), each prediction averages "
+                    "the image and its mirror image (steadier on small data sets; measured in docs/results.md). "
+                    "Costs a second forward pass.")
+
+    @property
+    def flips_in_training(self) -> bool:
+        """Horizontal flips are part of the training augmentation: the preset augments, flips are
+        ticked, and the project said that mirror images show the same thing (``mirror_safe`` is
+        True; not answered means no)."""
+        return self.preset != "none" and self.horizontal_flip and self.mirror_safe is True
 
     @property
     def flips_at_test(self) -> bool:
         """Test-time flip applies: the training augmentation flips horizontally too."""
-        return self.preset != "none" and self.horizontal_flip and self.test_time_flip
+        return self.flips_in_training and self.test_time_flip
+
+    def flips_summary(self) -> str:
+        """One sentence for reports: were mirror images used, and why (not)."""
+        if self.flips_in_training:
+            return ("Horizontal flips: used in training (mirror images show the same thing); test-time flip: "
+                    + ("on (each prediction averages the image and its mirror image)." if self.test_time_flip
+                       else "off."))
+        if self.mirror_safe is None:
+            why = "whether a mirror image shows the same thing was not answered (augmentation.mirror_safe)"
+        elif self.mirror_safe is False:
+            why = "mirror images do not show the same thing"
+        else:
+            why = "the augmentation does not flip" + (" (preset none)" if self.preset == "none" else "")
+        return f"Horizontal flips: not used, in training or at test time ({why})."
 
 
 class TrainingConfig(_Strict):

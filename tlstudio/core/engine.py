@@ -384,7 +384,7 @@ class Trainer:
 
     def __init__(self, project: Project, *, on_event: EventCallback | None = None, control: RunControl | None = None,
                  runs_dir: str | Path | None = None, plugins=None, resume_run: Run | None = None,
-                 into_run: Run | None = None):
+                 into_run: Run | None = None, evaluate_test: bool = True):
         from .plugins import get_plugin_manager
 
         self.plugins = plugins or get_plugin_manager()
@@ -398,8 +398,13 @@ class Trainer:
         self.result: dict = {}
         self.dist = None  # tlstudio.core.distributed.Distributed when torchrun started this process
         self._main = True  # rank 0 (or the only process): the one that writes, logs and evaluates
-        self._prior_seconds = 0.0  # training time of the earlier parts of a resumed run
         self._t_start = time.time()
+        # False: the test split is held back (a recipe search chooses on validation only and
+        # evaluates its winner's test split once, at the end); final.json says test_held_back
+        self.evaluate_test = evaluate_test
+        # training time of earlier sessions of this run, added to train_seconds: set by the caller
+        # (a recipe search's segments) or else read from the checkpoint a resumed run starts from
+        self.seconds_before = 0.0
 
     # events go to the caller, the run store and observer plugins
     def _emit(self, event: dict) -> None:
@@ -836,24 +841,26 @@ class Trainer:
             "technique": ctx.technique.state_dict(), "epoch": epochs_done, "step": ctx.step,
             "best": best, "bad_epochs": bad_epochs, **self._checkpoint_meta(ctx),
             "world_size": self.dist.world if self.dist else 1, "micro_batch": ctx.micro_batch,
-            "train_seconds": self._prior_seconds + (time.time() - self._t_start),
+            "train_seconds": self.seconds_before + (time.time() - self._t_start),
         })
 
     def _load_checkpoint(self, ctx: RunContext) -> dict | None:
         state = ckpt.restore(self.run, ctx, self.dist, self._main)
-        self._prior_seconds = float((state or {}).get("train_seconds") or 0.0)
+        if not self.seconds_before:
+            self.seconds_before = float((state or {}).get("train_seconds") or 0.0)
         return state
 
     def _finish(self, tech, ctx: RunContext, best: dict, mon_name: str, t_start: float) -> dict:
         run = self.run
-        train_seconds = self._prior_seconds + (time.time() - t_start)
+        train_seconds = self.seconds_before + (time.time() - t_start)
         st = ckpt.load_best_model(run, ctx.log)
         if st is not None:
             ctx.model.load_state_dict(st["model"])
             tech.load_state_dict(st.get("technique") or {})
         tech.before_test(ctx)  # classifiers: calibration, operating point, prediction sets (on validation)
         test: dict = {}
-        if self._has_split(ctx, "test"):
+        held_back = not self.evaluate_test and self._has_split(ctx, "test")
+        if self.evaluate_test and self._has_split(ctx, "test"):
             test = tech.evaluate(ctx, "test")
             tech.write_evaluation(ctx, "test", test)
         from .metrics import scalar_metrics
@@ -863,6 +870,7 @@ class Trainer:
             "model": self.project.model.architecture, "monitor": mon_name, "best_value": best["value"],
             "best_epoch": best["epoch"], "train_seconds": train_seconds, "device": self._device_text(ctx.device),
             "processes": self.dist.world if self.dist else 1, "test": test, **{f"test_{k}": v for k, v in scalar_metrics(test).items()},
+            **({"test_held_back": True} if held_back else {}),
         }
         if ctx.state.get("source_task") is not None:  # started from an earlier run: what it kept of that task
             final.update(ctx.state["source_task"].final_metrics(ctx))

@@ -6,6 +6,12 @@ progressive-unfreezing techniques extend it); ``FineTuningBase`` builds the mode
 the chosen head, takes the L2-SP snapshot of the pretrained weights, makes discriminative
 parameter groups (weight decay off where L2-SP replaces it) and adds the penalty to the
 loss (charted as ``l2sp``).
+
+**The recommended plain recipe** is :data:`PLAIN_TECHNIQUE` (``fine-tuning``) with its
+Config defaults (:class:`PlainRecipeSettings`) and :data:`RECOMMENDED_TRAINING`: the
+strongest recipe without a technique's own idea, and so the "without it" arm of every
+comparison (``tlstudio.core.compare``).  DANN and EWC extend it: their source-only and
+plain-continuation arms (``adversarial = false``, ``strength = 0``) are this recipe.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ from .technique import TechniqueConfig
 #: the training settings the fine-tuning techniques propose (measured: docs/results.md)
 RECOMMENDED_TRAINING = {"epochs": 10, "lr": 1e-3, "batch_size": 32, "optimizer": "adamw", "weight_decay": 1e-4,
                         "schedule": "cosine", "warmup_epochs": 0.5, "monitor": "last", "class_balance": "weighted_loss"}
+#: the technique of the recommended plain recipe (with its Config defaults and RECOMMENDED_TRAINING)
+PLAIN_TECHNIQUE = "fine-tuning"
 
 
 class FineTuningSettings(TechniqueConfig):
@@ -52,6 +60,16 @@ class FineTuningSettings(TechniqueConfig):
         description="The final model is the average of the weights at the end of the last N epochs (stochastic weight "
                     "averaging): steadier than any single epoch on small data. 0 = off. Pair it with the best-model "
                     "metric 'last'.")
+
+
+class PlainRecipeSettings(FineTuningSettings):
+    """The settings of the plain recipe (``fine-tuning``): the shared ones and how deep it trains.
+    Techniques built on the plain recipe (DANN, EWC) extend this, so that their arm without
+    their own idea is the plain recipe, setting for setting."""
+
+    trainable_groups: int = Field(
+        -1, ge=-1, le=64, title="Layer groups to train",
+        description="How many layer groups, counted from the top, learn (the new head counts as one). -1 = all of them.")
 
 
 class FineTuningBase(ImageClassificationTechnique):

@@ -95,13 +95,26 @@ class Run:
 
     def project(self) -> Project:
         """The run's project. A run from before the test-time flip existed (its file does not
-        name the setting) was trained and evaluated on single images, and predicts so."""
+        name the setting) was trained and evaluated on single images, and predicts so. A run
+        from before the mirror question (its file does not name ``mirror_safe``; every later
+        run's file does, see :meth:`save_project`) flipped wherever its flips were ticked."""
         project = load_project(self.project_file)
-        if "test_time_flip" not in project.augmentation.model_fields_set:
-            project.augmentation.test_time_flip = False
+        aug = project.augmentation
+        if "test_time_flip" not in aug.model_fields_set:
+            aug.test_time_flip = False
+        if "mirror_safe" not in aug.model_fields_set:
+            aug.mirror_safe = aug.horizontal_flip
         return project
 
     def save_project(self, project: Project) -> None:
+        """The run's copy of the project; the mirror question not answered is written as
+        ``mirror_safe = false`` (what the run did: no flips), so that the file says it."""
+        if project.augmentation.mirror_safe is None:
+            copy = project.model_copy(deep=True)
+            copy.augmentation.mirror_safe = False
+            copy.save(self.project_file)
+            project._path = copy.path
+            return
         project.save(self.project_file)
 
     def write_env(self, **extra: Any) -> None:

@@ -61,6 +61,13 @@ class Technique:
     series: ClassVar[dict[str, str]] = {}
     #: validation metric that picks the best epoch when the project says "auto"
     default_monitor: ClassVar[str] = "val_loss"
+    #: the technique's "without it" arm for ``--compare-baseline``: settings that switch its own
+    #: idea off and leave the plain recipe (DANN: ``{"adversarial": False}``); None: the arm is
+    #: the recommended plain recipe itself (``tlstudio.core.compare.baseline_project``)
+    baseline_settings: ClassVar[dict | None] = None
+    #: the result that shows what the technique is for, compared by ``--compare-baseline``
+    #: (a test metric such as "target_accuracy", or a key of final.json); None: accuracy
+    baseline_metric: ClassVar[str | None] = None
 
     def fresh(self) -> "Technique":
         """A new instance for one run (a run's state never leaks into the next)."""

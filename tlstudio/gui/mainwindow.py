@@ -112,6 +112,9 @@ class MainWindow(QMainWindow):
         self._action(r, "&Copy as command", lambda: self.page("train").copy_command(), "Ctrl+Shift+C")
         self._action(r, "Find &learning rate…", lambda: self.show_page("technique").find_lr())
         self._action(r, "Compare with training from &scratch…", lambda: self.page("train").compare_with_scratch())
+        self._action(r, "Compare with the &plain recipe…",
+                     lambda: self.page("train").compare_with_scratch().set_against("baseline"), None, "actCompareBaseline")
+        self._action(r, "Find the best &recipe…", self.find_recipe, None, "actFindRecipe")
         v = mb.addMenu("&View")
         for i, (key, title, _m, _c) in enumerate(PAGES):
             self._action(v, title, lambda _c=False, k=key: self.show_page(k), f"Ctrl+{i + 1}")
@@ -122,6 +125,12 @@ class MainWindow(QMainWindow):
         self._action(h, "&About", self._about)
         self._fill_recent()
         self._update_actions()
+
+    def find_recipe(self):
+        """Run › Find the best recipe… (tlstudio.gui.recipe)."""
+        from .recipe import open_recipe_dialog
+
+        return open_recipe_dialog(self)
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -267,9 +276,9 @@ class MainWindow(QMainWindow):
         follow = getattr(train, "follower", None)
         if follow is not None:
             follow.stop()
-        scratch = getattr(train, "scratch_dialog", None)
-        if scratch is not None:  # the comparison with scratch stops after its current batch
-            scratch.wait(60000)
+        for dlg in (getattr(train, "scratch_dialog", None), getattr(self, "recipe_dialog", None)):
+            if dlg is not None:  # a comparison or a recipe search stops after its current batch
+                dlg.wait(60000)
         self.studio.tasks.shutdown()
         e.accept()
 
