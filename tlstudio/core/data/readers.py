@@ -21,6 +21,7 @@ from ..errors import DataError, RunStopped
 from ..hookspecs import hookimpl
 from .image import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, _gray_to_rgb, _scale_to_uint8, is_dicom, read_file
 from .report import Item, Skipped
+from .store import CacheRequest
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
 
 _WINDOW_HELP = {
@@ -401,11 +402,12 @@ def tlstudio_dataset_readers():
 
 def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None, readers: list | None = None,
               progress: Progress = None, should_stop: ShouldStop = None,
-              task: str | None = None) -> ImageTable:
+              task: str | None = None, cache: CacheRequest | None = None) -> ImageTable:
     """Read and validate a data source with the reader ``fmt`` (an id) or the first that
     recognises it ("auto": the plain folder reader last).  With ``task``, only readers of
     that task are considered; without ``readers``, the built-in image readers (and the text
-    readers for a text task) are."""
+    readers for a text task) are.  ``cache`` (a reader that accepts it): decode each file
+    once through the decode store, and fill the image cache at ``cache.size`` meanwhile."""
     source = Path(source).expanduser().absolute()
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
@@ -436,6 +438,8 @@ def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None
     try:  # a third-party read() may not take progress and should_stop
         params = inspect.signature(reader.read).parameters
         extra = {"progress": progress, "should_stop": should_stop} if "should_stop" in params else {}
+        if cache is not None and "cache" in params:
+            extra["cache"] = cache
         return reader.read(source, options, **extra)
     except (DataError, RunStopped, MemoryError):
         raise
