@@ -58,12 +58,17 @@ def _looks_like_text(head: bytes) -> bool:
 
 def _scale_to_uint8(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
     """Linear map of [lo, hi] (default: the array's own min..max) onto 0..255; constant -> 0."""
-    a = np.nan_to_num(a.astype(np.float64, copy=False))
+    a = a.astype(np.float32 if a.dtype.itemsize <= 2 or a.dtype == np.float32 else np.float64)  # a working copy
+    np.nan_to_num(a, copy=False)
     lo = float(a.min()) if lo is None else lo
     hi = float(a.max()) if hi is None else hi
     if hi <= lo:
         return np.zeros(a.shape, np.uint8)
-    return np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    a -= lo  # in place: a 4k x 4k scan needs one working copy, not five
+    a *= 255.0 / (hi - lo)
+    np.rint(a, out=a)
+    np.clip(a, 0, 255, out=a)
+    return a.astype(np.uint8)
 
 
 def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
@@ -159,6 +164,17 @@ def _first(value) -> float | None:
         return None
 
 
+def _dicom_frame(path: Path, ds, index: int | None) -> np.ndarray:
+    """One frame's pixels (all of a single-frame file), read from the file without loading
+    every frame of a multi-frame one into memory."""
+    from pydicom.pixels import pixel_array
+
+    try:
+        return pixel_array(os.fspath(path), index=index)
+    except Exception:  # noqa: BLE001 - a file pydicom reads only with force=True (no preamble)
+        return pixel_array(ds, index=index)
+
+
 def read_dicom(path: str | Path, window_center: float | None = None, window_width: float | None = None,
                ref: str | None = None) -> tuple[np.ndarray, str]:
     """Decode a DICOM file: (H x W x 3 uint8 array, a description like 'DICOM MONOCHROME2 16-bit')."""
@@ -171,7 +187,8 @@ def read_dicom(path: str | Path, window_center: float | None = None, window_widt
     try:
         if path.stat().st_size == 0:
             raise ImageDecodeError(ref, "empty file (0 bytes)")
-        ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_EXTENSIONS)
+        # large elements (the pixel data) stay on disk until needed: one frame is read below
+        ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_EXTENSIONS, defer_size=2**20)
     except FileNotFoundError:
         raise ImageDecodeError(ref, "file not found") from None
     except InvalidDicomError:
@@ -181,8 +198,9 @@ def read_dicom(path: str | Path, window_center: float | None = None, window_widt
     if "PixelData" not in ds:
         raise ImageDecodeError(ref, "DICOM file without an image (no pixel data)")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    frames_n = int(ds.get("NumberOfFrames", 1) or 1)
     try:
-        frames = ds.pixel_array
+        arr = _dicom_frame(path, ds, frames_n // 2 if frames_n > 1 else None)  # multi-frame: the middle frame
     except Exception as e:
         if syntax is not None and syntax.is_compressed:
             raise ImageDecodeError(
@@ -191,8 +209,6 @@ def read_dicom(path: str | Path, window_center: float | None = None, window_widt
         raise ImageDecodeError(ref, f"cannot decode DICOM pixels: {e}") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     samples = int(ds.get("SamplesPerPixel", 1))
-    frames_n = int(ds.get("NumberOfFrames", 1) or 1)
-    arr = frames[frames_n // 2] if frames_n > 1 else frames  # multi-frame: the middle frame
     bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
     desc = f"DICOM {photometric} {bits}-bit"
     try:
@@ -201,7 +217,7 @@ def read_dicom(path: str | Path, window_center: float | None = None, window_widt
             return (rgb if rgb.dtype == np.uint8 else _scale_to_uint8(rgb, 0, float(np.iinfo(rgb.dtype).max))), desc
         if samples == 3 or arr.ndim == 3:  # RGB (pydicom converts YBR to RGB)
             return (arr if arr.dtype == np.uint8 else _scale_to_uint8(arr, 0, float(2 ** bits - 1))), desc
-        values = apply_modality_lut(arr, ds).astype(np.float64)
+        values = apply_modality_lut(arr, ds).astype(np.float32, copy=False)  # exact for 16-bit values
         center, width = window_center, window_width
         if center is None or width is None:
             center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
