@@ -29,21 +29,11 @@ def build_image_cache(table: ImageTable, size: int, cache_root: Path, progress: 
     if store is None or store.folder.parent != root / "decoded":
         store, keys = DecodeStore.open(root, table.reader, table.source), None
     try:
-        _, rows = store.fill(table.reader, table.items, size, decode=lambda it: _decode(table, it),
-                             progress=progress, should_stop=should_stop, keys=keys)
+        _, rows = store.fill(table.reader, table.items, size, progress=progress, should_stop=should_stop, keys=keys)
     except OSError as e:
         raise DataError(f"cannot write the image cache in {store.folder}: {e.strerror or e} "
                         f"(it needs about {len(table) * size * size * 3 / 1e9:.1f} GB)") from None
     return store.view(size, rows), store.has_pixels(size, rows)
-
-
-def _decode(table: ImageTable, item) -> tuple[np.ndarray, str]:
-    try:
-        return table.reader.decode(item)
-    except DataError:
-        raise
-    except Exception as e:  # a third-party reader's surprise
-        raise DataError(f"{item.ref}: cannot load image: {type(e).__name__}: {e}") from e
 
 
 class ImageDataset(torch.utils.data.Dataset):

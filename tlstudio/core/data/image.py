@@ -76,10 +76,11 @@ def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
 
 
 # --- Pillow formats --------------------------------------------------------------------------
-def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+def _pil_normalise(im: Image.Image) -> Image.Image:
+    """A new 8-bit 'L' (grey) or 'RGB' image with the pixels the studio uses (see decode_image)."""
     mode = im.mode
     if mode in ("I", "F") or mode.startswith("I;16"):  # 16/32-bit grey: own min..max
-        return _gray_to_rgb(_scale_to_uint8(np.asarray(im)))
+        return Image.fromarray(_scale_to_uint8(np.asarray(im)))
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode == "PA":
@@ -87,9 +88,13 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("RGBA", "LA", "La", "RGBa"):  # composite on black
         rgba = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    if im.mode in ("1", "L"):
-        return _gray_to_rgb(np.asarray(im.convert("L")))
-    return np.asarray(im.convert("RGB"))
+    return im.convert("L") if im.mode in ("1", "L") else im.convert("RGB")
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    """An 'L' or 'RGB' image as H x W x 3 uint8."""
+    a = np.asarray(im)
+    return _gray_to_rgb(a) if a.ndim == 2 else a
 
 
 def _head(src, is_path: bool, n: int = 2048) -> bytes:
@@ -104,6 +109,13 @@ def _head(src, is_path: bool, n: int = 2048) -> bytes:
 
 def read_image(src: str | Path | bytes, ref: str | None = None) -> tuple[np.ndarray, str]:
     """Decode with Pillow: (H x W x 3 uint8 RGB array, the file's own pixel mode)."""
+    im, mode = read_pil(src, ref)
+    return pil_to_array(im), mode
+
+
+def read_pil(src: str | Path | bytes, ref: str | None = None) -> tuple[Image.Image, str]:
+    """Decode with Pillow: (an 'L' or 'RGB' image, the file's own pixel mode); the image cache
+    resizes it without a round trip through an array (see tlstudio.core.data.store)."""
     is_path = not isinstance(src, (bytes, bytearray, memoryview))
     ref = ref or (os.fspath(src) if is_path else "<image bytes>")
     try:
@@ -118,7 +130,7 @@ def read_image(src: str | Path | bytes, ref: str | None = None) -> tuple[np.ndar
                 ImageOps.exif_transpose(im, in_place=True)
             except Exception:  # a damaged EXIF block must not cost the image
                 pass
-            return _pil_to_rgb(im), mode
+            return _pil_normalise(im), mode
     except FileNotFoundError:
         raise ImageDecodeError(ref, "file not found") from None
     except PermissionError:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import DataError, RunStopped
 from ..hookspecs import hookimpl
-from .image import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, _gray_to_rgb, _scale_to_uint8, is_dicom, read_file
+from .image import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, _gray_to_rgb, _scale_to_uint8, is_dicom, read_file, read_pil
 from .report import Item, Skipped
 from .store import CacheRequest
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
@@ -73,6 +73,13 @@ class _FileReader(DatasetReader):
 
     def load_image(self, item: Item) -> np.ndarray:
         return self.decode(item)[0]
+
+    def decode_pil(self, item: Item):
+        """A Pillow file as ('L' or 'RGB' image, mode) for the image cache; None for DICOM and
+        for a subclass that decodes in its own way."""
+        if item.meta.get("dicom", False) or getattr(self.decode, "__func__", None) is not _FileReader.decode:
+            return None
+        return read_pil(item.ref)
 
 
 # --- folder of class folders -----------------------------------------------------------------
