@@ -127,3 +127,42 @@ def decode_workers() -> int:
     """Threads that decode images (Pillow and pydicom release the GIL while they decode): one
     per free core, and at least two so that reading a file overlaps decoding another."""
     return max(2, min(16, free_cores()))
+
+
+class TorchThreads:
+    """PyTorch's intra-op threads for one run, sized to the free cores at the start and again
+    at every epoch (from what other programs used during the epoch before); never more than
+    PyTorch's own default; the setting before the run is restored by :meth:`restore`."""
+
+    def __init__(self, log=None):
+        import torch
+
+        self._torch = torch
+        self.before = torch.get_num_threads()
+        self.log = log or (lambda message: None)
+        self.meter = CpuMeter()
+        self.current = self.before
+        self._set(free_cores(sample=0.2))
+
+    def epoch(self) -> None:
+        """At an epoch's start: resize to what the last epoch left free."""
+        n = self.meter.free()
+        self.meter.start()
+        self._set(n)
+
+    def _set(self, free: int) -> None:
+        n = max(1, min(self.before, free))
+        if n != self.current:
+            self._torch.set_num_threads(n)
+            if n < self.before:
+                self.log(f"Other programs keep about {usable_cores() - free} of this computer's "
+                          f"{usable_cores()} cores busy: training uses {n} thread{'s' if n > 1 else ''} "
+                          "(threads that share a core wait for each other).")
+            else:
+                self.log(f"The cores are free again: training uses {n} threads.")
+            self.current = n
+
+    def restore(self) -> None:
+        if self.current != self.before:
+            self._torch.set_num_threads(self.before)
+            self.current = self.before

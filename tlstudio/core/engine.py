@@ -417,12 +417,17 @@ class Trainer:
     def fit(self) -> dict:
         t_start = time.time()
         resuming = self._resuming
-        dist = None
+        dist = threads = None
+        early_logs: list[str] = []  # said once the run has started
         try:
             tech, cfg = _technique_for(self.project, self.plugins)
             tr = self.project.training
             if tr.threads:
                 torch.set_num_threads(tr.threads)
+            elif select_device(tr.device).type == "cpu":  # 0: as many as the free cores (cpu.TorchThreads)
+                from .cpu import TorchThreads
+
+                threads = TorchThreads(early_logs.append)
             if tr.deterministic:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.use_deterministic_algorithms(True, warn_only=True)
@@ -453,6 +458,10 @@ class Trainer:
                             "model": self.project.model.architecture, "device": self._device_text(device),
                             "epochs": tr.epochs, "resumed": resuming, "monitor": mon_name,
                             "series": dict(getattr(tech, "series", {})), "processes": dist.world if dist else 1})
+            for message in early_logs:
+                ctx.log(message)
+            if threads is not None:
+                threads.log = ctx.log
             seed_everything(tr.seed)
             self._rank0_first(ctx, lambda: tech.prepare_data(ctx))  # caches filled once, by rank 0
             if not resuming and self._main:
@@ -483,6 +492,8 @@ class Trainer:
 
             for epoch in range(start_epoch, tr.epochs):
                 ctx.epoch = epoch
+                if threads is not None and epoch > start_epoch:
+                    threads.epoch()
                 seed_everything(tr.seed + (7_777_777 * dist.rank if dist else 0), epoch + 1)
                 tech.on_epoch_start(ctx, epoch)
                 t0 = time.time()
@@ -553,6 +564,8 @@ class Trainer:
                 self.ctx.close_loaders()
             if dist is not None:
                 dist.close()
+            if threads is not None:
+                threads.restore()
 
     # --- pieces -----------------------------------------------------------------------
     def _device_text(self, device: torch.device) -> str:
