@@ -452,6 +452,11 @@ class Trainer:
                 torch.backends.cudnn.benchmark = True
             if self.run is None and self._main:
                 self.run = Run.create(self.runs_dir, self.project)
+            if dist is not None:  # every process follows rank 0: its folder, whether it resumes
+                from .nodes import hand_over_run_dir
+
+                hand_over_run_dir(dist, str(self.run.dir) if self._main else None)
+                resuming = self._resuming = bool(dist.broadcast(resuming))
             run = self.run
             if run is not None:
                 self.control.watch(run.dir / _dist.STOP_FILE)
@@ -820,7 +825,9 @@ class Trainer:
         run.write_env(device=self._device_text(ctx.device), seed=ctx.training.seed,
                       data_fingerprint=getattr(ctx.data, "fingerprint", ""),
                       deterministic=ctx.training.deterministic,
-                      **({"processes": self.dist.world, "backend": self.dist.backend} if self.dist else {}))
+                      **({"processes": self.dist.world, "backend": self.dist.backend,
+                          "nodes": max(1, self.dist.world // max(1, self.dist.local_world)),
+                          "batch_per_process": max(1, ctx.training.batch_size // self.dist.world)} if self.dist else {}))
         if hasattr(ctx.data, "describe"):
             from .io import atomic_write_json
 
