@@ -3,7 +3,7 @@
 A workstation is often shared: another user's job, a second run, a virus scan.  PyTorch's
 intra-op threads wait for each other at the end of every operation, so when one of them
 shares its core with another program every operation waits for the slowest thread: on the
-2-core development machine at load ~7, fine-tuning ran at 8-17 images/s with 2 threads and
+2-core development machine at load ~7, fine-tuning ran at 3-5 images/s with 2 threads and
 at 44-65 with 1 (docs/benchmarks.md).  The studio therefore sizes its thread pools from the
 cores that are actually free, measured from ``/proc/stat`` (Linux); elsewhere it falls back
 to the load average or to the cores it may use.
