@@ -364,7 +364,8 @@ def _train_on_nodes(args, plugins) -> int:
     nodes.check()
     nproc = N.processes_per_node(device, args.nproc)
     D.check_processes(device, nproc)
-    final = N.launch_nodes(nodes, nproc, D.strip_args(argv, N.NODE_FLAGS), stdout=sys.stderr if args.json else None)
+    final = N.launch_nodes(nodes, nproc, D.strip_args(argv, N.NODE_FLAGS), D.worker_env(nproc),
+                           stdout=sys.stderr if args.json else None)
     status = final.get("status")
     if args.json:
         print(json.dumps({k: v for k, v in final.items() if k != "test"} | {"test": final.get("test", {})},

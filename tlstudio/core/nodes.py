@@ -103,17 +103,17 @@ def hand_over_run_dir(dist, run_dir: str | None) -> str | None:
     return run_dir
 
 
-def launch_nodes(nodes: Nodes, nproc: int, worker_args: Sequence[str], *, stdout=None, say=None) -> dict:
-    """Run this node's share of the job and wait; the run's final summary where its folder is
-    visible here, else {"status", "run_dir", "message"} from this node's view."""
-    from .distributed import worker_env
+def launch_nodes(nodes: Nodes, nproc: int, worker_args: Sequence[str], env: dict, *, stdout=None, say=None) -> dict:
+    """Run this node's share of the job (``env``: the workers' environment, see
+    distributed.worker_env) and wait; the run's final summary where its folder is visible
+    here, else {"status", "run_dir", "message"} from this node's view."""
     from .runs import DONE, RUNNING, Run
 
     say = say or (lambda m: print(m, file=sys.stderr, flush=True))
     nodes.check()
     fd, handoff = tempfile.mkstemp(prefix="tlstudio-run-", suffix=".txt")
     os.close(fd)
-    env = worker_env(nproc) | {HANDOFF_ENV: handoff}
+    env = dict(env) | {HANDOFF_ENV: handoff}
     cmd = torchrun_command(nodes, nproc, worker_args)
     say(f"Node {nodes.node_rank} of {nodes.nnodes}: {nproc} process(es), meeting the other nodes at {nodes.endpoint} ...")
     try:
