@@ -92,6 +92,8 @@ class CpuMeter:
     def free(self) -> int:
         """Cores of :func:`usable_cores` left free by other programs (at least one)."""
         n = usable_cores()
+        if forced_cores():
+            return min(forced_cores(), n)
         others = self.others_busy()
         if others is None:
             return _free_from_loadavg(n)
@@ -106,13 +108,18 @@ def _free_from_loadavg(n: int) -> int:
     return max(1, min(n, int(math.floor(n - max(0.0, load - 1.0) + 0.35))))  # the load includes this process
 
 
+def forced_cores() -> int:
+    """``TLSTUDIO_CORES`` when set to a positive number (the cores to use, whatever the load), else 0."""
+    v = os.environ.get("TLSTUDIO_CORES", "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else 0
+
+
 def free_cores(sample: float = 0.25, max_age: float = 5.0) -> int:
     """Cores other programs leave free now, sampled over ``sample`` seconds (remembered for
     ``max_age`` seconds, so that asking often costs nothing).  ``TLSTUDIO_CORES`` overrides."""
     global _cache
-    forced = os.environ.get("TLSTUDIO_CORES", "").strip()
-    if forced.isdigit() and int(forced) > 0:
-        return min(int(forced), usable_cores())
+    if forced_cores():
+        return min(forced_cores(), usable_cores())
     now = time.monotonic()
     if _cache is not None and now - _cache[0] < max_age:
         return _cache[1]
