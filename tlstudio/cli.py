@@ -209,6 +209,8 @@ def cmd_train(args, plugins) -> int:
         for kind in ("baseline", "scratch"):
             if getattr(args, f"compare_{kind}", False):
                 return cmd_compare(args, plugins, kind)
+    if (args.nnodes or 1) > 1 and not D.in_torchrun():
+        return _train_on_nodes(args, plugins)
     if (args.nproc or 1) > 1 and not D.in_torchrun():
         return _train_with_torchrun(args, plugins)
     if D.in_torchrun() and args.into_run and D.restart_count() > 0 and D.finished(args.into_run):
@@ -231,7 +233,7 @@ def cmd_train(args, plugins) -> int:
         elif args.into_run:
             project = build_project(args, plugins)
             final = Trainer(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins,
-                            into_run=D.create_run_folder(args.into_run)).fit()
+                            into_run=D.create_run_folder(args.into_run) if main else None).fit()
         else:
             project = build_project(args, plugins)
             _new_split(args, project, show)
@@ -341,6 +343,37 @@ def _train_with_torchrun(args, plugins) -> int:
         _err(f"Stopped. Resume with: tlstudio train --resume {final.get('run_dir')} (with any --nproc)")
         return EXIT_STOPPED
     return EXIT_OK
+
+
+def _train_on_nodes(args, plugins) -> int:
+    """``tlstudio train ... --nnodes N --node-rank R --rdzv-endpoint HOST:PORT``: this machine's
+    share of a multi-node torchrun job (see tlstudio.core.nodes); the same command on every node."""
+    from tlstudio.core import distributed as D
+    from tlstudio.core import nodes as N
+
+    argv = list(getattr(args, "_argv", None) or sys.argv[1:])
+    if args.resume:
+        from tlstudio.core.runs import open_run
+
+        device = open_run(args.resume, Path(args.runs_dir) if args.runs_dir else None).project().training.device
+    else:
+        device = build_project(args, plugins).training.device  # bad settings are reported before anything starts
+    nodes = N.Nodes(args.nnodes, args.node_rank, args.rdzv_endpoint or "", args.rdzv_id or "", args.rdzv_backend,
+                    args.max_restarts)
+    nodes.check()
+    nproc = N.processes_per_node(device, args.nproc)
+    D.check_processes(device, nproc)
+    final = N.launch_nodes(nodes, nproc, D.strip_args(argv, N.NODE_FLAGS), D.worker_env(nproc),
+                           stdout=sys.stderr if args.json else None)
+    status = final.get("status")
+    if args.json:
+        print(json.dumps({k: v for k, v in final.items() if k != "test"} | {"test": final.get("test", {})},
+                         default=str))
+    elif status == "done" and "test" in final:
+        _print_final(final)
+    if final.get("message"):
+        _err(final["message"])
+    return {"done": EXIT_OK, "stopped": EXIT_STOPPED}.get(status, EXIT_FAILED)
 
 
 def _print_final(final: dict) -> None:
@@ -756,6 +789,16 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--new-split", action="store_true",
                    help="the data changed since the project's stored split was made: make a new split (the old "
                         "file is kept beside it as split.json.old-N)")
+    t.add_argument("--nnodes", type=int, metavar="N",
+                   help="train on N machines with torchrun's multi-node launch: run the same command on each, "
+                        "with its --node-rank (docs/distributed.md); --nproc is then the processes per machine")
+    t.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's number, 0 .. N-1 (0 hosts the rendezvous)")
+    t.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="where the machines meet: node 0's address and a free port")
+    t.add_argument("--rdzv-id", metavar="ID", help="the job's name, the same on every machine (default: from the command)")
+    t.add_argument("--rdzv-backend", choices=("c10d", "static"), default="c10d",
+                   help="c10d (default: torchrun assigns the ranks) or static (--node-rank is the rank, node 0 has rank 0)")
+    t.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="multi-node: let torchrun restart the job K times after a failure (use with --into-run)")
     t.add_argument("--into-run", metavar="DIR",
                    help="train into this run folder (made if missing; continued if it holds an earlier attempt): "
                         "lets a caller know the folder before the run starts")

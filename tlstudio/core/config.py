@@ -144,7 +144,12 @@ class TrainingConfig(_Strict):
     @classmethod
     def _workers_auto(cls, v):
         return -1 if isinstance(v, str) and v.strip().lower() == "auto" else v
-    threads: int = Field(0, ge=0, le=512, title="CPU threads (0 = all)")
+    threads: int = Field(0, ge=0, le=512, title="CPU threads (0 = all)",
+                         description="0: as many as the cores other programs leave free, checked every epoch.")
+    augment_on: Literal["auto", "device", "loader"] = Field(
+        "auto", title="Augmentation runs",
+        description="auto: on the GPU when training on one (whole batches straight from the image cache, random "
+                    "per image), else in the loader; device: always on whole batches; loader: image by image.")
 
 
 class DecisionConfig(_Strict):

@@ -263,11 +263,17 @@ class RunContext:
         if shard:
             bs = max(1, bs // self.dist.world)
         n = len(sampler) if sampler is not None else len(ds)
+        drop_last = bool(train and n > bs and n % bs == 1)
+        from .data.device_loader import device_loader
+
+        fast = device_loader(self, ds, sampler, shuffle, bs, drop_last, g)  # on a GPU: whole batches, augmented there
+        if fast is not None:
+            return fast
         extra = {"persistent_workers": True, "prefetch_factor": 4} if keep else {}
         dl = torch.utils.data.DataLoader(
             ds, batch_size=bs, shuffle=shuffle if sampler is None else False, sampler=sampler, generator=g,
             num_workers=workers, pin_memory=self.device.type == "cuda",
-            drop_last=bool(train and n > bs and n % bs == 1),
+            drop_last=drop_last,
             collate_fn=getattr(self.data, "collate", None), **extra,
         )
         if keep:
@@ -427,12 +433,17 @@ class Trainer:
     def fit(self) -> dict:
         t_start = self._t_start = time.time()
         resuming = self._resuming
-        dist = None
+        dist = threads = None
+        early_logs: list[str] = []  # said once the run has started
         try:
             tech, cfg = _technique_for(self.project, self.plugins)
             tr = self.project.training
             if tr.threads:
                 torch.set_num_threads(tr.threads)
+            elif select_device(tr.device).type == "cpu":  # 0: as many as the free cores (cpu.TorchThreads)
+                from .cpu import TorchThreads
+
+                threads = TorchThreads(early_logs.append)
             if tr.deterministic:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
                 torch.use_deterministic_algorithms(True, warn_only=True)
@@ -451,6 +462,11 @@ class Trainer:
                 torch.backends.cudnn.benchmark = True
             if self.run is None and self._main:
                 self.run = Run.create(self.runs_dir, self.project)
+            if dist is not None:  # every process follows rank 0: its folder, whether it resumes
+                from .nodes import hand_over_run_dir
+
+                hand_over_run_dir(dist, str(self.run.dir) if self._main else None)
+                resuming = self._resuming = bool(dist.broadcast(resuming))
             run = self.run
             # a run killed from here on can be resumed or restarted: its project is on disk first
             fresh = self._main and (not resuming or not ckpt.has_checkpoint(run))
@@ -467,6 +483,10 @@ class Trainer:
                             "model": self.project.model.architecture, "device": self._device_text(device),
                             "epochs": tr.epochs, "resumed": resuming, "monitor": mon_name,
                             "series": dict(getattr(tech, "series", {})), "processes": dist.world if dist else 1})
+            for message in early_logs:
+                ctx.log(message)
+            if threads is not None:
+                threads.log = ctx.log
             seed_everything(tr.seed)
             self._rank0_first(ctx, lambda: tech.prepare_data(ctx))  # caches filled once, by rank 0
             if fresh:
@@ -497,6 +517,8 @@ class Trainer:
 
             for epoch in range(start_epoch, tr.epochs):
                 ctx.epoch = epoch
+                if threads is not None and epoch > start_epoch:
+                    threads.epoch()
                 seed_everything(tr.seed + (7_777_777 * dist.rank if dist else 0), epoch + 1)
                 tech.on_epoch_start(ctx, epoch)
                 t0 = time.time()
@@ -570,6 +592,8 @@ class Trainer:
                 self.ctx.close_loaders()
             if dist is not None:
                 dist.close()
+            if threads is not None:
+                threads.restore()
 
     # --- pieces -----------------------------------------------------------------------
     def _device_text(self, device: torch.device) -> str:
@@ -818,7 +842,9 @@ class Trainer:
         run.write_env(device=self._device_text(ctx.device), seed=ctx.training.seed,
                       data_fingerprint=getattr(ctx.data, "fingerprint", ""),
                       deterministic=ctx.training.deterministic,
-                      **({"processes": self.dist.world, "backend": self.dist.backend} if self.dist else {}))
+                      **({"processes": self.dist.world, "backend": self.dist.backend,
+                          "nodes": max(1, self.dist.world // max(1, self.dist.local_world)),
+                          "batch_per_process": max(1, ctx.training.batch_size // self.dist.world)} if self.dist else {}))
         if hasattr(ctx.data, "describe"):
             from .io import atomic_write_json
 

@@ -84,12 +84,17 @@ def _looks_like_text(head: bytes) -> bool:
 
 def _scale_to_uint8(a: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
     """Linear map of [lo, hi] (default: the array's own min..max) onto 0..255; constant -> 0."""
-    a = np.nan_to_num(a.astype(np.float64, copy=False))
+    a = a.astype(np.float32 if a.dtype.itemsize <= 2 or a.dtype == np.float32 else np.float64)  # a working copy
+    np.nan_to_num(a, copy=False)
     lo = float(a.min()) if lo is None else lo
     hi = float(a.max()) if hi is None else hi
     if hi <= lo:
         return np.zeros(a.shape, np.uint8)
-    return np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    a -= lo  # in place: a 4k x 4k scan needs one working copy, not five
+    a *= 255.0 / (hi - lo)
+    np.rint(a, out=a)
+    np.clip(a, 0, 255, out=a)
+    return a.astype(np.uint8)
 
 
 def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
@@ -97,10 +102,11 @@ def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
 
 
 # --- Pillow formats --------------------------------------------------------------------------
-def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+def _pil_normalise(im: Image.Image) -> Image.Image:
+    """A new 8-bit 'L' (grey) or 'RGB' image with the pixels the studio uses (see decode_image)."""
     mode = im.mode
     if mode in ("I", "F") or mode.startswith("I;16"):  # 16/32-bit grey: own min..max
-        return _gray_to_rgb(_scale_to_uint8(np.asarray(im)))
+        return Image.fromarray(_scale_to_uint8(np.asarray(im)))
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode == "PA":
@@ -108,9 +114,13 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in ("RGBA", "LA", "La", "RGBa"):  # composite on black
         rgba = im.convert("RGBA")
         im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    if im.mode in ("1", "L"):
-        return _gray_to_rgb(np.asarray(im.convert("L")))
-    return np.asarray(im.convert("RGB"))
+    return im.convert("L") if im.mode in ("1", "L") else im.convert("RGB")
+
+
+def pil_to_array(im: Image.Image) -> np.ndarray:
+    """An 'L' or 'RGB' image as H x W x 3 uint8."""
+    a = np.asarray(im)
+    return _gray_to_rgb(a) if a.ndim == 2 else a
 
 
 def _head(src, is_path: bool, n: int = 2048) -> bytes:
@@ -129,7 +139,7 @@ def decode_cost(width: int, height: int, mode: str) -> int:
     return px * _PIL_BYTES.get(mode, 4) + min(px, MAX_SIDE * MAX_SIDE) * _CONVERT_BYTES
 
 
-def _decode_opened(im: Image.Image, ref: str) -> tuple[np.ndarray, str]:
+def _decode_opened(im: Image.Image, ref: str) -> tuple[Image.Image, str]:
     """Check the header's size against the budget, then decode (large images reduced to
     MAX_SIDE while decoding), holding the decode's bytes in the shared gate."""
     if im.format == "JPEG" and max(im.size) > MAX_SIDE:
@@ -148,12 +158,19 @@ def _decode_opened(im: Image.Image, ref: str) -> tuple[np.ndarray, str]:
             ImageOps.exif_transpose(im, in_place=True)
         except Exception:  # a damaged EXIF block must not cost the image
             pass
-        return _pil_to_rgb(im), mode
+        return _pil_normalise(im), mode
 
 
 def read_image(src: str | Path | bytes, ref: str | None = None) -> tuple[np.ndarray, str]:
     """Decode with Pillow: (H x W x 3 uint8 RGB array, the file's own pixel mode).  An image
     whose header claims more pixels than the memory budget allows is refused before decoding."""
+    im, mode = read_pil(src, ref)
+    return pil_to_array(im), mode
+
+
+def read_pil(src: str | Path | bytes, ref: str | None = None) -> tuple[Image.Image, str]:
+    """Decode with Pillow: (an 'L' or 'RGB' image, the file's own pixel mode); the image cache
+    resizes it without a round trip through an array (see tlstudio.core.data.store)."""
     is_path = not isinstance(src, (bytes, bytearray, memoryview))
     ref = ref or (os.fspath(src) if is_path else "<image bytes>")
     try:
@@ -216,6 +233,17 @@ def _first(value) -> float | None:
         return None
 
 
+def _dicom_frame(path: Path, ds, index: int | None) -> np.ndarray:
+    """One frame's pixels (all of a single-frame file), read from the file without loading
+    every frame of a multi-frame one into memory."""
+    from pydicom.pixels import pixel_array
+
+    try:
+        return pixel_array(os.fspath(path), index=index)
+    except Exception:  # noqa: BLE001 - a file pydicom reads only with force=True (no preamble)
+        return pixel_array(ds, index=index)
+
+
 def read_dicom(path: str | Path, window_center: float | None = None, window_width: float | None = None,
                ref: str | None = None) -> tuple[np.ndarray, str]:
     """Decode a DICOM file: (H x W x 3 uint8 array, a description like 'DICOM MONOCHROME2 16-bit')."""
@@ -236,7 +264,8 @@ def read_dicom(path: str | Path, window_center: float | None = None, window_widt
                                             f"(rename it to .{kind.lower()} to use it)")
             if _looks_like_text(head):
                 raise ImageDecodeError(ref, "not a DICOM file (it looks like text)")
-        ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_EXTENSIONS)
+        # large elements (the pixel data) stay on disk until needed: one frame is read below
+        ds = pydicom.dcmread(path, force=path.suffix.lower() in DICOM_EXTENSIONS, defer_size=2**20)
     except FileNotFoundError:
         raise ImageDecodeError(ref, "file not found") from None
     except ImageDecodeError:
@@ -255,15 +284,16 @@ def read_dicom(path: str | Path, window_center: float | None = None, window_widt
                                               f"{ds.get('NumberOfFrames', 1) or 1} frame(s)", need, budget,
                                               "Reduce or split the image before using it here."))
     with GATE.hold(need, budget):
-        return _dicom_to_rgb(ds, ref, window_center, window_width)
+        return _dicom_to_rgb(path, ds, ref, window_center, window_width)
 
 
-def _dicom_to_rgb(ds, ref: str, window_center: float | None, window_width: float | None) -> tuple[np.ndarray, str]:
+def _dicom_to_rgb(path: Path, ds, ref: str, window_center: float | None, window_width: float | None) -> tuple[np.ndarray, str]:
     from pydicom.pixels import apply_color_lut, apply_modality_lut
 
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    frames_n = int(ds.get("NumberOfFrames", 1) or 1)
     try:
-        frames = ds.pixel_array
+        arr = _dicom_frame(path, ds, frames_n // 2 if frames_n > 1 else None)  # multi-frame: the middle frame
     except MemoryError:
         raise ImageDecodeError(ref, "not enough memory to decode this DICOM image") from None
     except Exception as e:
@@ -274,8 +304,6 @@ def _dicom_to_rgb(ds, ref: str, window_center: float | None, window_width: float
         raise ImageDecodeError(ref, f"cannot decode DICOM pixels: {e}") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     samples = int(ds.get("SamplesPerPixel", 1))
-    frames_n = int(ds.get("NumberOfFrames", 1) or 1)
-    arr = frames[frames_n // 2] if frames_n > 1 else frames  # multi-frame: the middle frame
     bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
     desc = f"DICOM {photometric} {bits}-bit"
     try:
@@ -284,7 +312,7 @@ def _dicom_to_rgb(ds, ref: str, window_center: float | None, window_width: float
             return (rgb if rgb.dtype == np.uint8 else _scale_to_uint8(rgb, 0, float(np.iinfo(rgb.dtype).max))), desc
         if samples == 3 or arr.ndim == 3:  # RGB (pydicom converts YBR to RGB)
             return (arr if arr.dtype == np.uint8 else _scale_to_uint8(arr, 0, float(2 ** bits - 1))), desc
-        values = apply_modality_lut(arr, ds).astype(np.float64)
+        values = apply_modality_lut(arr, ds).astype(np.float32, copy=False)  # exact for 16-bit values
         center, width = window_center, window_width
         if center is None or width is None:
             center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))

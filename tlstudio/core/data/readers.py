@@ -23,13 +23,14 @@ from ..failures import is_third_party, plugin_failed
 from ..hookspecs import hookimpl
 from .groups import GROUP_COLUMNS as GROUP_NAMES
 from .image import (DICOM_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, _gray_to_rgb, _scale_to_uint8, is_dicom,
-                    read_file)
-from .report import Item, Skipped
+                    read_file, read_pil)
 from .npzcheck import check_array_size as _check_array_size
 from .npzcheck import npz_problem as _npz_problem
 from .npzcheck import numbers_out_of_range as _numbers_out_of_range
+from .report import Item, Skipped
 from .sanity import label_problem
 from .sanity import short as _short
+from .store import CacheRequest
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
 
 _WINDOW_HELP = {
@@ -106,6 +107,13 @@ class _FileReader(DatasetReader):
 
     def load_image(self, item: Item) -> np.ndarray:
         return self.decode(item)[0]
+
+    def decode_pil(self, item: Item):
+        """A Pillow file as ('L' or 'RGB' image, mode) for the image cache; None for DICOM and
+        for a subclass that decodes in its own way."""
+        if item.meta.get("dicom", False) or getattr(self.decode, "__func__", None) is not _FileReader.decode:
+            return None
+        return read_pil(item.ref)
 
 
 # --- folder of class folders -----------------------------------------------------------------
@@ -530,11 +538,12 @@ def tlstudio_dataset_readers():
 
 def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None, readers: list | None = None,
               progress: Progress = None, should_stop: ShouldStop = None,
-              task: str | None = None) -> ImageTable:
+              task: str | None = None, cache: CacheRequest | None = None) -> ImageTable:
     """Read and validate a data source with the reader ``fmt`` (an id) or the first that
     recognises it ("auto": the plain folder reader last).  With ``task``, only readers of
     that task are considered; without ``readers``, the built-in image readers (and the text
-    readers for a text task) are."""
+    readers for a text task) are.  ``cache`` (a reader that accepts it): decode each file
+    once through the decode store, and fill the image cache at ``cache.size`` meanwhile."""
     source = Path(source).expanduser().absolute()
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
@@ -560,7 +569,7 @@ def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None
     first_error: DataError | None = None
     for reader in candidates:
         try:
-            return _read_with(reader, source, options, progress, should_stop)
+            return _read_with(reader, source, options, progress, should_stop, cache)
         except (RunStopped, MemoryError):
             raise
         except DataError as e:
@@ -589,8 +598,10 @@ def _recognises(reader, source: Path) -> bool:
         return False
 
 
-def _read_with(reader, source: Path, options, progress, should_stop) -> ImageTable:
+def _read_with(reader, source: Path, options, progress, should_stop, cache) -> ImageTable:
     # a third-party read() may not take progress and should_stop
     params = inspect.signature(reader.read).parameters
     extra = {"progress": progress, "should_stop": should_stop} if "should_stop" in params else {}
+    if cache is not None and "cache" in params:
+        extra["cache"] = cache
     return reader.read(source, options, **extra)
