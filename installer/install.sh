@@ -83,6 +83,10 @@ if [ "$LAUNCHER" = 1 ]; then
 fi
 
 say "Command line: $PREFIX/bin/tlstudio (for example: $PREFIX/bin/tlstudio train $SHARE/sample/project.toml)"
+# the window needs the X11 libraries of Qt's xcb plugin (Linux): name the missing ones and the command
+if [ "$(uname -s)" = Linux ] && ! "$PY" -m tlstudio.qtcheck --libraries-only; then
+    say "(The studio is installed; install the packages above before opening the window. The command line works now.)"
+fi
 if [ "$DOCTOR" = 1 ]; then
     say ""
     say "Checking the installation (tlstudio doctor) ..."
