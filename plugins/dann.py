@@ -31,20 +31,25 @@ class DANNConfig(TechniqueConfig):
     discriminator_lr: float = Field(1.0, gt=0.0, le=100.0, title="Discriminator learning-rate factor",
                                     description="The discriminator learns at this times the head's learning rate.")
     trainable_groups: int = Field(-1, ge=-1, le=64, title="Layer groups to train",
-                                  description="How many layer groups, counted from the top, learn (-1 = all).")
+                                  description="How many layer groups, counted from the top, learn (all = the whole network).",
+                                  json_schema_extra={"labels": {-1: "all"}})
     lr_decay: float = Field(0.5, gt=0.0, le=1.0, title="Learning-rate decay per group",
                             description="Each group learns at this times the rate of the group above it.")
     head: Literal["linear", "bn_dropout"] = Field("linear", title="Head",
                                                   description="linear: one new layer; bn_dropout: BatchNorm + dropout + a hidden layer.")
-    dropout: float = Field(0.0, ge=0.0, le=0.9, title="Dropout")
-    hidden: int = Field(256, ge=8, le=4096, title="Hidden units")
+    dropout: float = Field(0.0, ge=0.0, le=0.9, title="Dropout",
+                           description="Dropout before the new layer(s): randomly silences this share of the features "
+                                       "while training (0 = off).")
+    hidden: int = Field(256, ge=8, le=4096, title="Hidden units",
+                        description="Width of the hidden layer of the bn_dropout head.")
     target_test_share: float = Field(
         0.3, ge=0.0, le=0.9, title="Target test share",
         description="Share of the labelled target images held out to measure target accuracy (never trained on; "
                     "their labels are never used for training either way).")
     measure_shift: bool = Field(True, title="Measure the shift (MMD)",
                                 description="MMD between source and target features before and after adaptation.")
-    shift_images: int = Field(300, ge=10, le=5000, title="Images per side for the MMD")
+    shift_images: int = Field(300, ge=10, le=5000, title="Images per side for the MMD",
+                              description="How many source and target images the domain-shift measure compares.")
 
 
 class DANN(ImageClassificationTechnique):

@@ -24,13 +24,17 @@ class EWCConfig(TechniqueConfig):
         500, ge=10, le=100_000, title="Images for the Fisher information",
         description="Earlier-task training images used to estimate how much each weight mattered.")
     trainable_groups: int = Field(-1, ge=-1, le=64, title="Layer groups to train",
-                                  description="How many layer groups, counted from the top, learn (-1 = all).")
+                                  description="How many layer groups, counted from the top, learn (all = the whole network).",
+                                  json_schema_extra={"labels": {-1: "all"}})
     lr_decay: float = Field(0.5, gt=0.0, le=1.0, title="Learning-rate decay per group",
                             description="Each group learns at this times the rate of the group above it.")
     head: Literal["linear", "bn_dropout"] = Field("linear", title="Head",
                                                   description="The new task's head (kept from the earlier run when the classes are the same).")
-    dropout: float = Field(0.0, ge=0.0, le=0.9, title="Dropout")
-    hidden: int = Field(256, ge=8, le=4096, title="Hidden units")
+    dropout: float = Field(0.0, ge=0.0, le=0.9, title="Dropout",
+                           description="Dropout before the new layer(s): randomly silences this share of the features "
+                                       "while training (0 = off).")
+    hidden: int = Field(256, ge=8, le=4096, title="Hidden units",
+                        description="Width of the hidden layer of the bn_dropout head.")
     track_earlier_task: bool = Field(True, title="Chart the earlier task",
                                      description="Measure the earlier task's validation accuracy after every epoch.")
 

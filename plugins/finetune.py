@@ -12,7 +12,8 @@ from tlstudio.core.finetuning import FineTuningBase, FineTuningSettings
 class FineTuneConfig(FineTuningSettings):
     trainable_groups: int = Field(
         -1, ge=-1, le=64, title="Layer groups to train",
-        description="How many layer groups, counted from the top, learn (the new head counts as one). -1 = all of them.")
+        description="How many layer groups, counted from the top, learn (the new head counts as one); all = the whole "
+                    "network.", json_schema_extra={"labels": {-1: "all"}})
 
 
 class FineTuning(FineTuningBase):
