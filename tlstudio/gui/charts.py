@@ -103,6 +103,8 @@ class ChartModel:
                     self.best = (x, float(e[mon]))
             elif mon == "val_loss" and e.get("val_accuracy") is not None:
                 self.get("metric", "val_accuracy").append(x, e["val_accuracy"])
+            elif (shown := self.shown_metric(e)) is not None:  # "last" or "auto": the validation result to watch
+                self.get("metric", shown).append(x, e[shown])
             for n, v in (e.get("series") or {}).items():
                 self.get("technique", str(n)).append(x, v)
             self.version += 1
@@ -112,6 +114,15 @@ class ChartModel:
             self.version += 1
             return True
         return False
+
+    def shown_metric(self, e: dict) -> str | None:
+        """The validation result charted when the best-model metric is not one (monitor "last"):
+        the accuracy (mAP, BLEU for other tasks; else the first val_ number of the event)."""
+        for name in ("val_accuracy", "val_map_50", "val_bleu_4"):
+            if e.get(name) is not None:
+                return name
+        return next((k for k, v in e.items() if k.startswith("val_") and k != "val_loss"
+                     and isinstance(v, (int, float))), None)
 
     def points(self) -> dict[str, int]:
         """Number of points per series, "plot/name" -> n (what the tests and benches read)."""
@@ -273,8 +284,11 @@ class LiveCharts(QWidget):
                 self._markers.append((plot, line))
             self._stage_count += 1
             changed = True
-        if self.model.monitor:
-            title = f"Validation metric: {self.model.monitor[4:] if self.model.monitor.startswith('val_') else self.model.monitor}"
+        shown = next((n for p, n in self.model.series if p == "metric"), None) or self.model.monitor
+        if shown:
+            title = f"Validation {shown[4:] if shown.startswith('val_') else shown}"
+            if self.model.monitor == "last":
+                title += " (the last epoch's model is kept)"
             self.plots["metric"].getPlotItem().setTitle(f"<span style='font-size:10pt; font-weight:600'>{title}</span>")
         if changed:
             self.redraws += 1

@@ -47,6 +47,7 @@ class Studio(QObject):
         self.device_text = "Device: detecting…"
         self.model_status: dict[str, Any] | None = None
         self.data_table = None
+        self.data_error: str | None = None  # why the Data page could not read the data
         self.current_run: str | None = None
         self.tasks = TaskRunner(self)
         self._form_problems: dict[str, list[str]] = {}
@@ -163,6 +164,7 @@ class Studio(QObject):
         self._form_problems.clear()
         self._tech_settings = {project.technique.id: dict(project.technique.settings)}
         self.data_table = None
+        self.data_error = None
         self.projectReplaced.emit()
         self.problemsChanged.emit()
 
@@ -246,6 +248,49 @@ class Studio(QObject):
         self.projectEdited.emit(section)
         self.problemsChanged.emit()
 
+    # --- the data the Data page read ------------------------------------------------------------
+    def set_data(self, table=None, error: str | None = None) -> None:
+        """The Data page's reading: started (nothing), finished (``table``) or failed (``error``)."""
+        self.data_table, self.data_error = table, error
+        self.dataRead.emit(table)
+        self.problemsChanged.emit()
+
+    def data_task(self) -> str | None:
+        """The task the data were read for, when they hold something usable (else None)."""
+        from tlstudio.core.analysis.guide import TASK_OF_TABLE
+
+        from .taskdata import table_kind
+
+        t = self.data_table
+        return TASK_OF_TABLE.get(table_kind(t)) if t is not None and getattr(t, "items", None) else None
+
+    def _data_problem(self) -> str | None:
+        """Why the data read cannot train (no usable image, one class ...), in the engine's words."""
+        from tlstudio.core.errors import DataError
+
+        from .taskdata import table_kind
+
+        if self.data_error:
+            return f"Data: {self.data_error}"
+        t = self.data_table
+        if t is None:
+            return None
+        try:
+            kind = table_kind(t)
+            if kind == "text":
+                from tlstudio.core.data.text import check_trainable_texts
+
+                check_trainable_texts(t)
+            elif kind == "image":
+                from tlstudio.core.data import check_trainable
+
+                check_trainable(t)
+            elif not t.items:
+                raise DataError(f"no usable images found in {t.source}")
+        except DataError as e:
+            return f"Data: {e} (see the Data page)."
+        return None
+
     # --- problems -------------------------------------------------------------------------------
     def set_form_problems(self, key: str, problems: list[str]) -> None:
         """Problems of a form holding an invalid edit (``key`` names the form, e.g. "Training")."""
@@ -265,6 +310,8 @@ class Studio(QObject):
             out.append("Data: choose a folder or file of images on the Data page.")
         elif not p.resolve(p.data.source).exists():
             out.append(f"Data: {p.resolve(p.data.source)} does not exist.")
+        elif (problem := self._data_problem()) is not None:
+            out.append(problem)
         if self.plugins is None:
             out.append("Plugins are still loading…" if self.plugin_error is None
                        else f"Plugins could not be loaded: {self.plugin_error.message}")

@@ -267,6 +267,11 @@ def fmt_num(v, digits: int = 3) -> str:
     return str(v)
 
 
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """"1 image", "2 images", "1,234 classes": the count and the word that goes with it."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
 def fmt_seconds(s: float | None) -> str:
     if s is None or s != s or s < 0:
         return "–"

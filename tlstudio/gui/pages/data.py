@@ -20,7 +20,7 @@ from tlstudio.core.config import AugmentationConfig, SplitConfig
 from ..forms import PydanticForm
 from ..tasks import ErrorInfo
 from ..taskdata import annotated_examples, option_choices, table_kind, text_preview
-from ..widgets import Banner, ErrorPanel, ThumbStrip, clear_layout, heading, hint, pixmap_from_array, thumbnail
+from ..widgets import Banner, ErrorPanel, ThumbStrip, clear_layout, heading, hint, pixmap_from_array, plural, thumbnail
 from . import Page, scrolled
 
 BUILTIN_FORMATS = ["auto", "folder", "csv", "npz", "dicom"]
@@ -284,6 +284,7 @@ class DataPage(Page):
         self._preview_timer.timeout.connect(self.refresh_preview)
 
         self._read_for_task: str | None = None
+        self._waiting_for_plugins = False
         studio.projectReplaced.connect(self.load_project)
         studio.pluginsChanged.connect(self._plugins_changed)
         studio.projectEdited.connect(self._project_edited)
@@ -304,8 +305,8 @@ class DataPage(Page):
         self.aug_form.set_values(p.augmentation)
         self._show_task()
         self._clear_report()
-        if p.data.source and self.studio.plugins is not None:
-            self.read()
+        if p.data.source:
+            self.read()  # images are read at once with the built-in readers, before the plugins have loaded
         self._show_target_info()
 
     # --- the task: which readers, which views ------------------------------------------------------
@@ -335,7 +336,11 @@ class DataPage(Page):
         self.shift_panel.update_enabled()
 
     def _project_edited(self, section: str) -> None:
-        """A technique of another task reads the data with that task's readers."""
+        """A technique of another task reads the data with that task's readers; an augmentation
+        changed elsewhere (the Technique page's mirror question) is shown here too."""
+        if section == "augmentation" and self.aug_form.values() != self.studio.project.augmentation.model_dump(mode="json"):
+            self.aug_form.set_values(self.studio.project.augmentation)
+            self._preview_timer.start()
         if section != "technique":
             return
         self._show_task()
@@ -399,7 +404,8 @@ class DataPage(Page):
         self.fmt.addItems(list(dict.fromkeys(ids)))
         self.fmt.setCurrentText(cur)
         self.fmt.blockSignals(False)
-        if self.table is None and self.studio.project.data.source and self._read_task is None:
+        if self.table is None and self.studio.project.data.source and (self._read_task is None
+                                                                       or self._waiting_for_plugins):
             self.read()
 
     def _choose(self, folder: bool, target: bool = False) -> None:
@@ -500,7 +506,11 @@ class DataPage(Page):
         vals = self.aug_form.values()
         if vals is None:
             return
-        if vals != self.studio.project.augmentation.model_dump(mode="json"):
+        aug = self.studio.project.augmentation
+        if vals["mirror_safe"] != aug.mirror_safe and vals["mirror_safe"] is not None:
+            vals["horizontal_flip"] = vals["mirror_safe"]  # the answer decides the flips (as on the Technique page)
+            self.aug_form.set_values(vals)
+        if vals != aug.model_dump(mode="json"):
             self.studio.replace("augmentation", vals)
         self._preview_timer.start()
 
@@ -513,10 +523,15 @@ class DataPage(Page):
             self._read_task.cancel()
         self.error.clear()
         self._clear_report()
+        self.studio.set_data(None)
         self.progress_row.show()
         self.progress.setRange(0, 0)
         self._read_for_task = p.task
         self._show_task()
+        self._waiting_for_plugins = self.studio.plugins is None and p.task != "image-classification"
+        if self._waiting_for_plugins:  # texts, boxes, captions: their readers are plugins
+            self.summary.setText(f"Preparing to read {p.resolve(p.data.source).name}: the readers are loading…")
+            return
         self.summary.setText("Reading and checking every text…" if p.task == "text-classification"
                              else "Reading and checking every image…")
         readers = self._readers(p.task)
@@ -532,6 +547,7 @@ class DataPage(Page):
     def _progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
+        self.summary.setText(f"Reading and checking {done:,} of {total:,}…")
 
     def _cancel(self) -> None:
         if self._read_task is not None:
@@ -545,6 +561,7 @@ class DataPage(Page):
         if task is not None and task.cancelled:
             self.summary.setText("Reading was cancelled.")
             return
+        self.studio.set_data(None, info.message)
         self.summary.setText("The data could not be read.")
         self.error.show_info(info, "The data could not be read")
 
@@ -554,8 +571,7 @@ class DataPage(Page):
         self._read_task = None
         self.progress_row.hide()
         self.table = table
-        self.studio.data_table = table
-        self.studio.dataRead.emit(table)
+        self.studio.set_data(table)
         self._show_report()
         kind = table_kind(table)
         if kind == "text":
@@ -587,8 +603,12 @@ class DataPage(Page):
         self.thumb_layout.addStretch(1)
         clear_layout(self.preview_grid)
         self.preview_note.show()
-        if self.chart is not None:
+        if self.chart is not None:  # no bars, no class names, no legend of the data read before
             self.chart.clear()
+            self.chart.getPlotItem().getAxis("bottom").setTicks(None)
+            if self.chart.getPlotItem().legend is not None:
+                self.chart.getPlotItem().legend.clear()
+            self.bar_items = []
 
     def split_counts(self) -> dict[str, dict[str, int]] | None:
         from tlstudio.core.data import make_split, split_counts
@@ -636,7 +656,7 @@ class DataPage(Page):
                 lines.append(f"{r.empty_images:,} images have no {'box' if kind == 'detection' else 'caption'}"
                              + (" (used as background-only images)." if kind == "detection" else "."))
         else:
-            lines = [f"<b>{r.total:,} usable {noun} in {k} class{'es' if k != 1 else ''}</b> "
+            lines = [f"<b>{plural(r.total, 'usable ' + noun[:-1], 'usable ' + noun)} in {plural(k, 'class', 'classes')}</b> "
                      f"(read from {r.source} as <i>{r.reader}</i>)."]
         if kind == "text" and r.counts:
             lines.append("Texts per class: " + ", ".join(f"{c} {n:,}" for c, n in r.counts.items()) + ".")
@@ -661,13 +681,14 @@ class DataPage(Page):
             if counts:
                 lines.append("Split: " + ", ".join(f"{sp} {sum(c.values()):,}" for sp, c in counts.items()) + ".")
         if r.skipped:
-            what = {"text": "rows", "detection": "annotations or images", "captioning": "captions or images"}.get(kind, "files")
+            what = {"text": ("row", "rows"), "detection": ("annotation or image", "annotations or images"),
+                    "captioning": ("caption or image", "captions or images")}.get(kind, ("file", "files"))
             reasons = skipped_reasons(r.skipped, kind)
-            lines.append(f"<span style='color:#b03a2e'>{len(r.skipped):,} {what} skipped</span>"
+            lines.append(f"<span style='color:#b03a2e'>{plural(len(r.skipped), *what)} skipped</span>"
                          + (f" ({', '.join(f'{why} {n:,}' for why, n in reasons)})" if reasons else "")
                          + " — see the Skipped tab.")
         if r.duplicates:
-            lines.append(f"{len(r.duplicates):,} groups of identical {noun}.")
+            lines.append(f"{plural(len(r.duplicates), 'group')} of identical {noun}.")
         self.summary.setText("<br>".join(lines))
         self.warnings.setText("\n".join(f"⚠ {w}" for w in r.warnings))
         self.skipped.setHorizontalHeaderLabels(["Row" if kind == "text" else "File", "Why it was skipped"])
