@@ -46,6 +46,7 @@ class Studio(QObject):
         self.plugin_error: ErrorInfo | None = None
         self.device_text = "Device: detecting…"
         self.model_status: dict[str, Any] | None = None
+        self.text_models: list | None = None  # Hugging Face folders found here (HFModelChoice), for text techniques
         self.data_table = None
         self.data_error: str | None = None  # why the Data page could not read the data
         self.current_run: str | None = None
@@ -112,15 +113,40 @@ class Studio(QObject):
 
     def refresh_models(self) -> None:
         def work():
-            return {s.name: s for s in self.library().list_status()}
+            from tlstudio.core.models.huggingface import hf_model_choices
+
+            try:
+                text = hf_model_choices()
+            except Exception:  # noqa: BLE001 - a broken cache folder: no text models offered
+                text = []
+            return {s.name: s for s in self.library().list_status()}, text
 
         self.tasks.submit(work, pool="plugins", name="models", on_done=self._models_ready,
                           on_error=lambda info: self.message.emit(f"Model catalog: {info.message}"))
 
-    def _models_ready(self, status: dict) -> None:
-        self.model_status = status
+    def _models_ready(self, result) -> None:
+        self.model_status, self.text_models = result
+        self._take_text_model()
         self.modelsChanged.emit()
         self.problemsChanged.emit()
+
+    def text_model(self, name: str):
+        """The text model (HFModelChoice) that ``name`` means: a found folder's name or path."""
+        for c in self.text_models or []:
+            if name in (c.name, str(c.path), c.path.name, f"{c.path.parent.name}/{c.path.name}"):
+                return c
+        return None
+
+    def _take_text_model(self) -> None:
+        """A text technique with an image model named: the one text model found is taken."""
+        p = self.project
+        if p.task != "text-classification" or self.text_models is None or self.text_model(p.model.architecture):
+            return
+        if Path(p.resolve(p.model.architecture)).is_dir() and p.model.architecture not in ("", "auto"):
+            return  # a folder the user chose
+        if len(self.text_models) == 1:
+            p.model.architecture = self.text_models[0].name
+            self.message.emit(f"Text model: {self.text_models[0].name} (the one found on this computer).")
 
     def techniques(self) -> dict:
         if self.plugins is None:
@@ -236,6 +262,7 @@ class Studio(QObject):
         self.project.technique.settings = dict(settings)
         if task and task != self.project.task:
             self.project.task = task
+            self._take_text_model()
         self._edited("technique")
 
     def set_technique_settings(self, settings: dict) -> None:
@@ -331,7 +358,13 @@ class Studio(QObject):
                                 for err in e.errors()]
                     except Exception as e:  # noqa: BLE001 - a plugin's Config that raises
                         out.append(f"Technique settings: {type(e).__name__}: {e}")
-        if self.model_status is not None:
+        if p.task == "text-classification":
+            if self.text_models is not None and not self.text_model(p.model.architecture) \
+                    and not p.resolve(p.model.architecture).is_dir():
+                found = ", ".join(c.name for c in self.text_models) or "none is on this computer"
+                out.append(f"Model: '{p.model.architecture}' is not a text model; choose one on the Model page "
+                           f"({found}).")
+        elif self.model_status is not None:
             st = self.model_status.get(p.model.architecture)
             if st is None:
                 out.append(f"Model: '{p.model.architecture}' is not in the catalog; choose one on the Model page.")

@@ -52,6 +52,13 @@ def hf_model_choices(models_folder: str | Path | None = None) -> list[HFModelCho
     return [_choice(c) for c in HuggingFaceSource(models_folder).hf_folders()]
 
 
+def default_text_model(models_folder: str | Path | None = None) -> HFModelChoice | None:
+    """The text model to take when none is named: the one found on this computer (None when
+    there is none, or several to choose from)."""
+    choices = hf_model_choices(models_folder)
+    return choices[0] if len(choices) == 1 else None
+
+
 def _check_folder(folder: Path) -> Path:
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder}: not a Hugging Face model folder (config.json is missing).")

@@ -258,8 +258,9 @@ class DataPage(Page):
         self.aug_form.changed.connect(self._aug_changed)
         av.addWidget(self.aug_form)
         head = QHBoxLayout()
-        head.addWidget(heading("Preview: first row as the model sees it, then random augmentations"))
-        head.addStretch(1)
+        preview_title = heading("Preview: the images as the model sees them, then varied at random")
+        preview_title.setWordWrap(True)  # the panel fits beside the report on a 1366-pixel screen
+        head.addWidget(preview_title, 1)
         self.new_draw = QPushButton("New examples")
         self.new_draw.clicked.connect(self._new_draw)
         head.addWidget(self.new_draw)
@@ -273,7 +274,11 @@ class DataPage(Page):
         av.addWidget(self.preview_host)
         rr.addWidget(abox)
         rr.addStretch(1)
-        split.addWidget(scrolled(right))
+        self.preview_host.setMinimumWidth(PREVIEW_IMAGES * 69 + 64)  # the images and their row labels
+        right_area = scrolled(right)  # never cut off on the right: the report beside it gives way
+        right_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        right_area.setMinimumWidth(right.minimumSizeHint().width() + right_area.verticalScrollBar().sizeHint().width())
+        split.addWidget(right_area)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         root.addWidget(split, 1)
@@ -737,7 +742,7 @@ class DataPage(Page):
                 legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=SPLIT_COLORS.get(split_name, "#0072B2")),
                                split_name)
         ax = self.chart.getPlotItem().getAxis("bottom")
-        ax.setTicks([[(i, n if len(n) <= 12 else n[:11] + "…") for i, n in enumerate(names)]])
+        ax.setTicks([[(i, n if len(n) <= 20 else n[:19] + "…") for i, n in enumerate(names)]])
         self.chart.getPlotItem().setXRange(-0.6, len(names) - 0.4, padding=0)
         self.chart.getPlotItem().setYRange(0, max(1.0, float(bottom.max(initial=0))) * 1.2, padding=0)
 
