@@ -73,17 +73,20 @@ class Predictor:
         return self.predict([str(p) for p in expand_paths(paths)])
 
     def write_csv(self, results: list[dict], path: str | Path) -> Path:
-        return write_predictions_csv(results, self.class_names, path)
+        """The predictions, each row naming the run whose model made it."""
+        return write_predictions_csv(results, self.class_names, path, source=self.run.id)
 
 
-def write_predictions_csv(results: list[dict], names: list[str], path: str | Path) -> Path:
-    """input, predicted, p_<class>..., error: one row per input (a run's or a package's)."""
+def write_predictions_csv(results: list[dict], names: list[str], path: str | Path, source: str = "") -> Path:
+    """input, predicted, p_<class>..., error (and "run": ``source``, the model's run): one row per input
+    (a run's or a package's)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["input", "predicted"] + [f"p_{c}" for c in names] + ["error"])
+    w.writerow(["input", "predicted"] + [f"p_{c}" for c in names] + ["error"] + (["run"] if source else []))
     for r in results:
         probs = r.get("probabilities", {})
         pred = r.get("predicted", "")
         w.writerow([r["ref"], pred if isinstance(pred, str) else repr(pred)]
-                   + [f"{probs[c]:.6f}" if c in probs else "" for c in names] + [r.get("error", "")])
+                   + [f"{probs[c]:.6f}" if c in probs else "" for c in names] + [r.get("error", "")]
+                   + ([source] if source else []))
     return atomic_write_text(path, buf.getvalue())
