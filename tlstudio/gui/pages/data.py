@@ -275,10 +275,10 @@ class DataPage(Page):
         rr.addWidget(abox)
         rr.addStretch(1)
         self.preview_host.setMinimumWidth(PREVIEW_IMAGES * 69 + 64)  # the images and their row labels
-        right_area = scrolled(right)  # never cut off on the right: the report beside it gives way
-        right_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        right_area.setMinimumWidth(right.minimumSizeHint().width() + right_area.verticalScrollBar().sizeHint().width())
-        split.addWidget(right_area)
+        self.right_area = area = scrolled(right)  # never cut off on the right: the report beside it gives way
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setMinimumWidth(right.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width())
+        split.addWidget(area)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         root.addWidget(split, 1)

@@ -486,9 +486,11 @@ class ModelPage(Page):
         key = (id(t), self.studio.project.model.image_size)
         if key != self._auto_key:
             self._auto_key = key
-            self.recommend()
+            self.recommend(measure=not self.studio.training_active)  # each ready model is timed once, remembered
 
-    def recommend(self):
+    def recommend(self, measure: bool | None = None):
+        """Rank the ready models for the data read (in a worker); ``measure``: time the models whose
+        speed on this computer is not known yet (default: the check box)."""
         if self.rec is None:
             return None
         table = self.studio.data_table
@@ -502,9 +504,11 @@ class ModelPage(Page):
         n_classes = len(table.class_names)
         size, dev = int(self.studio.project.model.image_size), self.studio.settings.device
         budget = self.budget.value() * 60.0
-        measure = self.measure_all.isChecked() and not self.studio.training_active
+        if measure is None:
+            measure = self.measure_all.isChecked() and not self.studio.training_active
         self.rec_btn.setEnabled(False)
-        self.rec_text.setText("Ranking the ready models…" + (" (measuring their speed)" if measure else ""))
+        self.rec_text.setText("Ranking the ready models…" + (" (measuring how fast each trains on this computer, "
+                                                              "once)" if measure else ""))
 
         def work():
             return self.rec.recommend(n_train, n_classes, size, dev, budget, library=self.studio.library(), measure=measure)

@@ -536,6 +536,7 @@ class TrainPage(Page):
 
     def _show_end(self, e: dict) -> None:
         k = e.get("kind")
+        self._show_command()  # the run's project file exists by now
         if k == "done":
             self.result.set_text(done_summary(e), warn=False)
             self.result.show()
