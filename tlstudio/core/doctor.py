@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)  # tomllib (pyproject: requires-python >= 3.11)
 SAMPLE_MODEL = "mobilenet_v2"
 
 
