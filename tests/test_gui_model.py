@@ -69,8 +69,12 @@ def test_catalog_speed_import_and_recommendation(qtbot, tmp_path):
     bad = tmp_path / "weights.pth"
     bad.write_text("not a checkpoint")
     task = page.import_weights(str(bad))
-    qtbot.waitUntil(lambda: task.done, timeout=60_000)
-    box = next(b for b in QApplication.topLevelWidgets() if isinstance(b, QMessageBox) and b.isVisible())
+
+    def boxes():
+        return [b for b in QApplication.topLevelWidgets() if isinstance(b, QMessageBox) and b.isVisible()]
+
+    qtbot.waitUntil(lambda: task.done and bool(boxes()), timeout=60_000)  # the dialog follows the task's end
+    box = boxes()[0]
     assert "weights.pth" in box.text() and "Traceback" not in box.text()
     box.close()
     close_window(qtbot, w)

@@ -73,7 +73,9 @@ def build_project(args, plugins) -> "Project":
         except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
             pass
     if data["task"] == "text-classification" and args.model is None and not args.project:
-        data["model"]["architecture"] = _the_text_model()
+        from tlstudio.core.models.huggingface import the_text_model
+
+        data["model"]["architecture"] = the_text_model()  # the one found here (else it says which to choose)
     for flag, section, key in (("model", "model", "architecture"), ("weights", "model", "weights"),
                                ("image_size", "model", "image_size"), ("epochs", "training", "epochs"),
                                ("batch_size", "training", "batch_size"), ("lr", "training", "lr"),
@@ -90,21 +92,6 @@ def build_project(args, plugins) -> "Project":
         _apply_set(data, s)
     where = str(path) if path else "command line"
     return project_from_dict(data, where=where, path=path)
-
-
-def _the_text_model() -> str:
-    """A text technique with no --model: the one text model found on this computer."""
-    from tlstudio.core.models.huggingface import default_text_model, hf_model_choices
-
-    one = default_text_model()
-    if one is not None:
-        return one.name
-    found = hf_model_choices()
-    if found:
-        raise SystemExit("Several text models are on this computer; choose one with --model: "
-                         + ", ".join(c.name for c in found))
-    raise SystemExit("No text model (Hugging Face folder) is on this computer: give --model with the path of one "
-                     "(config.json, the weights and the tokenizer). Models are never downloaded.")
 
 
 class _Progress:
