@@ -97,7 +97,7 @@ def test_a_radiographers_first_hour(qtbot, tmp_path):
     assert "546 training images" in tech.advice_bar.label.text() and not tech.advice_bar.button.isVisibleTo(tech)
     assert not tech.fits("bert-text-classification") and not tech.fits("faster-rcnn") and tech.fits("frozen-features")
     texts = [tech.list.item(i).text() for i in range(tech.list.count())]
-    assert "Text classification (BERT)\nfor texts: your data are images in classes" in texts
+    assert "Text classification (BERT)\nfor texts:\nyour data are images in classes" in texts
     assert not {t.split("\n")[0] for t in texts} & set(w.studio.techniques())  # titles, not ids
     assert not tech.advanced.expanded() and not tech.panel_box.isVisibleTo(tech)
     assert tech.mirror.state.isVisibleTo(tech) and w.studio.project.augmentation.mirror_safe is None
@@ -223,3 +223,23 @@ def test_the_first_start_opens_on_the_medical_sample(qtbot):
     qtbot.waitUntil(lambda: w.studio.plugins is not None, timeout=180_000)
     close_window(qtbot, w)
 
+
+
+def test_a_text_technique_takes_the_one_text_model_and_gives_the_image_model_back(qtbot, tmp_path):
+    """Choosing the text technique with an image model named takes the one text model found (not
+    a failure at Train that names it); going back to an image technique gives the image model back."""
+    from gui_support import open_window, sample_copy
+
+    w = open_window(qtbot, sample_copy(tmp_path / "proj"))
+    s = w.studio
+    if len(s.text_models or []) != 1:
+        pytest.skip(f"{len(s.text_models or [])} text models on this machine (the rule is for exactly one)")
+    s.set_technique("bert-text-classification", task="text-classification")
+    assert s.project.model.architecture == s.text_models[0].name
+    assert not [p for p in s.problems() if p.startswith("Model")]
+    model = w.show_page("model")
+    assert model.text_box.isVisibleTo(model) and not model.rec_box.isVisibleTo(model)
+    assert model.text_list.currentItem().text().startswith(s.text_models[0].name)
+    s.set_technique("fine-tuning", task="image-classification")
+    assert s.project.model.architecture == "mobilenet_v2" and model.rec_box.isVisibleTo(model)
+    close_window(qtbot, w)

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from PySide6.QtCore import QObject, Signal
 
-from tlstudio.core.config import Project, TrainingConfig, load_project
+from tlstudio.core.config import ModelConfig, Project, TrainingConfig, load_project
 from tlstudio.core.settings import Settings, load_settings, save_settings
 
 from .forms import friendly_error, humanize
@@ -53,6 +53,7 @@ class Studio(QObject):
         self.tasks = TaskRunner(self)
         self._form_problems: dict[str, list[str]] = {}
         self._tech_settings: dict[str, dict] = {}
+        self._models_by_task: dict[str, str] = {}  # the model each task had, restored when a technique returns to it
         self.training_active = False
         self.before_run: list = []  # callables that commit pending edits before a run starts
 
@@ -189,6 +190,7 @@ class Studio(QObject):
         self.dirty = False
         self._form_problems.clear()
         self._tech_settings = {project.technique.id: dict(project.technique.settings)}
+        self._models_by_task = {}
         self.data_table = None
         self.data_error = None
         self.projectReplaced.emit()
@@ -261,7 +263,12 @@ class Studio(QObject):
         self.project.technique.id = tid
         self.project.technique.settings = dict(settings)
         if task and task != self.project.task:
+            self._models_by_task[self.project.task] = self.project.model.architecture
             self.project.task = task
+            if task in self._models_by_task:  # back to a task: the model it had
+                self.project.model.architecture = self._models_by_task[task]
+            elif task != "text-classification" and self.text_model(self.project.model.architecture):
+                self.project.model.architecture = ModelConfig().architecture  # an image model, not a text one
             self._take_text_model()
         self._edited("technique")
 

@@ -367,7 +367,11 @@ class RunsPage(Page):
         self.compare_warning.set_text(f"⚠ {warning}" if warning else "", warn=True)
         monitors = {d["monitor"] for d in data if d["monitor"]}
         metric = monitors.pop() if len(monitors) == 1 else "val_accuracy"
+        if not metric.startswith("val_") or metric == "val_loss":  # "last", "auto": the accuracy
+            metric = "val_accuracy"
         specs = [("val_loss", "Validation loss"), (metric, f"Validation {metric[4:]}"), ("train_loss", "Training loss")]
+        for key, p in self.compare_plots.items():  # a chart of an earlier comparison's metric goes away
+            p.setVisible(key in dict(specs))
         for key, title in specs:
             p = self.compare_plots.get(key)
             if p is None:

@@ -69,7 +69,9 @@ class TechniquePage(Page):
         lv.addWidget(heading("Techniques"))
         self.list = QListWidget()
         self.list.setObjectName("techniqueList")
-        self.list.setWordWrap(True)
+        self.list.setWordWrap(True)  # the reason a technique is greyed out wraps within the list
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setResizeMode(QListWidget.ResizeMode.Adjust)
         self.list.setStyleSheet("QListWidget::item { padding: 3px 2px; }")
         self.list.currentItemChanged.connect(self._picked)
         lv.addWidget(self.list, 1)
@@ -181,11 +183,11 @@ class TechniquePage(Page):
             elif fits:
                 sub = f"for {TASK_NOUNS.get(t.task, t.task)}"
             else:
-                sub = (f"for {TASK_NOUNS.get(t.task, t.task)}: your data are {TASK_NOUNS.get(data_task, data_task)}")
+                sub = f"for {TASK_NOUNS.get(t.task, t.task)}:\nyour data are {TASK_NOUNS.get(data_task, data_task)}"
             it = QListWidgetItem(f"{t.title or tid}\n{sub}")
             it.setData(Qt.ItemDataRole.UserRole, tid)
-            it.setToolTip((t.explanation or "") + ("" if fits else f"\n\nNot for these data: it is {sub}. Choose such "
-                                                   "data on the Data page first."))
+            it.setToolTip((t.explanation or "") + ("" if fits else f"\n\nNot for these data: it is "
+                                                   f"{sub.replace(chr(10), ' ')}. Choose such data on the Data page first."))
             if not fits:
                 it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEnabled & ~Qt.ItemFlag.ItemIsSelectable)
             self.list.addItem(it)

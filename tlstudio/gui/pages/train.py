@@ -43,6 +43,7 @@ class TrainPage(Page):
         self._first_epoch_done: int | None = None
         self._pending: dict | None = None
         self._progress_task: dict | None = None
+        self._last_line = ""
 
         root = QVBoxLayout(self)
         bar = QHBoxLayout()
@@ -563,8 +564,9 @@ class TrainPage(Page):
     def _log_event(self, e: dict) -> None:
         """One line per event worth reading, stamped with the event's own time."""
         text = event_line(e)
-        if text is not None:
-            self._log(text, e.get("time"))
+        if text is not None and not (e.get("kind") == "log" and f"— {e.get('message')}" == self._last_line):
+            self._log(text, e.get("time"))  # (a stage's message comes as a stage event and a log line: once)
+        self._last_line = text or self._last_line
 
     # --- command line --------------------------------------------------------------------------------
     def command_line(self) -> str | None:
