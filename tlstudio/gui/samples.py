@@ -1,7 +1,8 @@
 """The sample projects that come with the studio (File › Open sample, ``--sample NAME``).
 
 A sample opens as an unsaved copy whose data paths point at the sample's files, so that
-trying things never changes the sample itself; Save asks where the project should go."""
+trying things never changes the sample itself (nor its stored split); Save asks where the
+project should go."""
 from __future__ import annotations
 
 import sys
@@ -64,4 +65,5 @@ def load_copy(path: Path):
 
     p = load_project(path).with_absolute_paths()
     p._path = None
+    p.data.split.file = ""  # the split is stored with the runs (the cache), never written into the sample
     return p
