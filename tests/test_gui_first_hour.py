@@ -48,6 +48,7 @@ def _train(qtbot, w, timeout=900_000):
 def test_a_radiographers_first_hour(qtbot, tmp_path):
     from tlstudio.gui.mainwindow import MainWindow, default_size
 
+    samples_before = {f: f.read_bytes() for f in (REPO / "resources").rglob("*") if f.is_file()}
     # --- first start: a window that fits a 1366 x 768 laptop -------------------------------------
     assert default_size(QRect(0, 0, 1366, 768)) == (1350, 720)
     w = MainWindow()
@@ -202,6 +203,8 @@ def test_a_radiographers_first_hour(qtbot, tmp_path):
     qtbot.waitUntil(lambda: rp.report_path is not None, timeout=120_000)
     assert "no web browser could be opened" in rp.note.text() and rp.report_path in rp.note.text()
     close_window(qtbot, w)
+    # trying the samples never changed them (no split written into them, nothing added)
+    assert {f: f.read_bytes() for f in (REPO / "resources").rglob("*") if f.is_file()} == samples_before
 
 
 def test_the_first_start_opens_on_the_medical_sample(qtbot):
