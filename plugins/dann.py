@@ -44,7 +44,8 @@ class DANNConfig(PlainRecipeSettings):
                     "their labels are never used for training either way).")
     measure_shift: bool = Field(True, title="Measure the shift (MMD)",
                                 description="MMD between source and target features before and after adaptation.")
-    shift_images: int = Field(300, ge=10, le=5000, title="Images per side for the MMD")
+    shift_images: int = Field(300, ge=10, le=5000, title="Images per side for the MMD",
+                              description="How many source and target images the domain-shift measure compares.")
 
 
 class DANN(FineTuningBase):

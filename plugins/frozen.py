@@ -16,7 +16,8 @@ class FrozenConfig(TechniqueConfig):
     head: Literal["linear", "bn_dropout"] = Field(
         "linear", title="Head", description="linear: one new layer; bn_dropout: BatchNorm + dropout + a hidden layer (more capacity, more regularisation).")
     dropout: float = Field(0.0, ge=0.0, le=0.9, title="Dropout", description="Dropout before the new layer(s).")
-    hidden: int = Field(256, ge=8, le=4096, title="Hidden units", description="Width of the hidden layer of the bn_dropout head.")
+    hidden: int = Field(256, ge=8, le=4096, title="Hidden units", description="Width of the hidden layer of the bn_dropout head.",
+                        json_schema_extra={"shown_when": {"head": ["bn_dropout"]}})
     cache_features: bool = Field(
         True, title="Cache features", description="Run the frozen network once per image and train the head on stored features (much faster). Off: run it every epoch.")
     augmented_views: int = Field(

@@ -59,6 +59,10 @@ def build_project(args, plugins) -> "Project":
             data["task"] = plugins.technique(args.technique).task
         except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
             pass
+    if data["task"] == "text-classification" and args.model is None and not args.project:
+        from tlstudio.core.models.huggingface import the_text_model
+
+        data["model"]["architecture"] = the_text_model()  # the one found here (else it says which to choose)
     for flag, section, key in (("model", "model", "architecture"), ("weights", "model", "weights"),
                                ("image_size", "model", "image_size"), ("epochs", "training", "epochs"),
                                ("batch_size", "training", "batch_size"), ("lr", "training", "lr"),

@@ -43,12 +43,16 @@ class FineTuningSettings(TechniqueConfig):
     head: Literal["linear", "bn_dropout"] = Field(
         "linear", title="Head",
         description="linear: one new layer; bn_dropout: BatchNorm + dropout + a hidden layer (the article's regularised head).")
-    dropout: float = Field(0.2, ge=0.0, le=0.9, title="Dropout", description="Dropout before the new layer(s).")
-    hidden: int = Field(256, ge=8, le=4096, title="Hidden units", description="Width of the hidden layer of the bn_dropout head.")
+    dropout: float = Field(0.2, ge=0.0, le=0.9, title="Dropout",
+                           description="Dropout before the new layer(s): randomly silences this share of the features "
+                                       "while training, so that the head cannot rely on any single one (0 = off).")
+    hidden: int = Field(256, ge=8, le=4096, title="Hidden units", description="Width of the hidden layer of the bn_dropout head.",
+                        json_schema_extra={"shown_when": {"head": ["bn_dropout"]}})
     l2sp: float = Field(
         0.01, ge=0.0, le=10.0, title="L2-SP strength (λ)",
-        description="Pull the pretrained layers back toward their ImageNet values: λ·‖θ − θ_pretrained‖² is added to the "
-                    "loss, and replaces weight decay on those layers. 0 = off.")
+        description="Pull the pretrained layers back toward what they learned from everyday photos, so that a small "
+                    "data set cannot drag them far (0 = off; 0.01 recommended). λ·‖θ − θ_pretrained‖² is added to the "
+                    "loss, and replaces weight decay on those layers.")
 
     mixup: float = Field(
         0.2, ge=0.0, le=2.0, title="Mixup (α)",
@@ -69,7 +73,8 @@ class PlainRecipeSettings(FineTuningSettings):
 
     trainable_groups: int = Field(
         -1, ge=-1, le=64, title="Layer groups to train",
-        description="How many layer groups, counted from the top, learn (the new head counts as one). -1 = all of them.")
+        description="How many layer groups, counted from the top, learn (the new head counts as one); all = the whole "
+                    "network.", json_schema_extra={"labels": {-1: "all"}})
 
 
 class FineTuningBase(ImageClassificationTechnique):

@@ -149,7 +149,8 @@ class FolderReader(_FileReader):
             warnings.append(f"{len(loose):,} images lie directly in {path}, outside the class folders: ignored")
         elif loose:
             items = loose
-            warnings.append(f"no class folders in {path}: its {len(loose):,} images are unlabelled")
+            warnings.append(f"no class folders in {path}: its {len(loose):,} images are unlabelled" if len(loose) != 1
+                            else f"no class folders in {path}: its one image is unlabelled")
         if not items:
             warnings.append(f"no images found in {path} (expected one folder per class, each holding images)")
         add_dicom_fields(items)
