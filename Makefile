@@ -1,4 +1,5 @@
-# Transfer Learning Studio — every target sets itself up: a fresh clone needs only python3 and make.
+# Transfer Learning Studio — every target sets itself up: a fresh clone needs python3 (3.11+, with venv) and make;
+# the window also needs a desktop's X11 libraries (`make run` checks them first and prints the install command).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -23,8 +24,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# the window, on the medical sample (breast ultrasound); the digits are in File > Open sample
 run: setup
-	$(BIN)/python -m tlstudio.gui $(SAMPLE)
+	@$(BIN)/python -m tlstudio.qtcheck
+	$(BIN)/python -m tlstudio.gui --sample breast-ultrasound
 
 demo: setup
 	$(BIN)/tlstudio train $(SAMPLE) --runs-dir runs-demo

@@ -6,9 +6,11 @@ A. Compute: the same model and the same batch (synthetic images already on the G
      AMP + CL        - what the engine does on CUDA: bf16 autocast where supported (else
                        fp16 with a GradScaler), channels_last model and inputs
    and the ratio (target >= 1.5x on an H100).  cudnn.benchmark is on in both.
-B. Data: the engine's own loader (RunContext.loader: "auto" workers, pinned memory,
-   persistent workers, prefetching) over real images with the engine's augmentation, and
-   the AMP + CL step.  Per step, CUDA events bracket the GPU work; host timers bracket the
+B. Data: the engine's own loader (RunContext.loader) over real images with the "standard"
+   augmentation and the AMP + CL step, four ways: augmentation on the GPU (the default on
+   CUDA: whole uint8 batches from the image cache, tlstudio.core.data.device_loader) with the
+   images resident on the GPU and streamed from the host, and in the loader ("auto" worker
+   processes, pinned memory, persistent workers, prefetching; and 0 workers).  Per step, CUDA events bracket the GPU work; host timers bracket the
    data fetch.  GPU waiting share = 1 - (GPU busy time / wall time).  Also with 0 workers
    (decoding/augmenting on the training thread) for contrast.
 C. The engine itself: ``train()`` for two epochs; its epoch events give images/s and the
@@ -101,12 +103,13 @@ def compute_rate(name: str, batch: int, size: int, steps: int, warmup: int, amp:
 
 
 # --- B. data-fed loop through the engine's loader -------------------------------------------
-def make_context(size: int, batch: int, workers: int | None, dev: torch.device):
+def make_context(size: int, batch: int, workers: int | None, dev: torch.device, augment_on: str = "loader",
+                 data_dir: str | None = None):
     from tlstudio.core.config import Project
     from tlstudio.core.engine import RunContext
     from tlstudio.core.plugins import get_plugin_manager
 
-    data, label = bench_data()
+    data, label = (data_dir, f"{data_dir} (bench/scale.py images)") if data_dir else bench_data()
     p = Project()
     p.data.source = str(data)
     p.model.image_size = size
@@ -114,6 +117,7 @@ def make_context(size: int, batch: int, workers: int | None, dev: torch.device):
     p.training.batch_size = batch
     p.training.device = dev.type
     p.augmentation.preset = "standard"
+    p.training.augment_on = augment_on
     if workers is not None:
         p.training.num_workers = workers
     pm = get_plugin_manager()
@@ -186,11 +190,11 @@ def fed_loop(ctx, name: str, steps: int, seconds: float) -> dict:
     ctx.close_loaders()
     return {"images_per_s": seen / wall, "steps": len(marks) if cuda else done - warm, "wall_s": wall,
             "host_fetch_share": fetch / wall, "gpu_wait_share": (1 - gpu_busy / wall) if cuda else None,
-            "workers": ctx.num_workers}
+            "workers": ctx.num_workers, "augment_on": ctx.training.augment_on}
 
 
 # --- C. the engine ----------------------------------------------------------------------------
-def engine_run(size: int, batch: int, epochs: int) -> dict:
+def engine_run(size: int, batch: int, epochs: int, augment_on: str = "auto") -> dict:
     from tlstudio.core.config import Project
     from tlstudio.core.engine import train
 
@@ -202,12 +206,14 @@ def engine_run(size: int, batch: int, epochs: int) -> dict:
     p.training.batch_size = batch
     p.training.epochs = epochs
     p.training.device = "cuda"
+    p.training.augment_on = augment_on
     ev: list[dict] = []
     res = train(p, on_event=ev.append)
     eps = [e for e in ev if e["kind"] == "epoch"]
     last = eps[-1] if eps else {}
     return {"status": res["status"], "images_per_s": last.get("train_images_per_s"),
-            "data_wait_share": last.get("data_wait_share"), "workers": "auto"}
+            "data_wait_share": last.get("data_wait_share"), "first_epoch_s": eps[0]["seconds"] if eps else None,
+            "train_seconds": res.get("train_seconds"), "augment_on": augment_on}
 
 
 def main() -> None:
@@ -218,6 +224,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seconds", type=float, default=40.0, help="time cap of each data-fed loop")
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--data", help="images for part B (a folder of class folders; default BreastMNIST or the sample)")
     args = ap.parse_args()
     fresh_home("gpu")
     cuda = torch.cuda.is_available()
@@ -252,22 +259,34 @@ def main() -> None:
 
     print("\nB. data-fed training through the engine's loader (real images, 'standard' augmentation)")
     out["fed"] = {}
-    fed_model = models[-1] if not cuda else "resnet50" if "resnet50" in models else models[0]
-    for workers in (None, 0):
-        ctx, label = make_context(size, bs if cuda else 16, workers, dev)
-        r = fed_loop(ctx, fed_model, steps * (4 if cuda else 2), args.seconds if cuda else 20)
-        tag = f"{r['workers']} workers" + (" (auto)" if workers is None else "")
-        out["fed"][tag] = r
-        gpu = f", GPU waits {100 * r['gpu_wait_share']:.1f}% of the time" if r["gpu_wait_share"] is not None else ""
-        row(f"{fed_model}, {label.split(' (')[0]}, {tag}",
-            f"{r['images_per_s']:8.1f} images/s, loader fetch {100 * r['host_fetch_share']:.1f}%{gpu}")
+    fed_models = models if cuda else models[-1:]
+    from tlstudio.core.data import device_loader as DL
+
+    variants = [("device", None, "on the GPU, images resident"), ("device", None, "on the GPU, streamed"),
+                ("loader", None, "in the loader, auto workers"), ("loader", 0, "in the loader, 0 workers")]
+    for fed_model in fed_models:
+        for augment_on, workers, what in variants:
+            DL.RESIDENT_MAX = 0 if "streamed" in what else 4 << 30
+            ctx, label = make_context(size, bs if cuda else 16, workers, dev, augment_on, args.data)
+            r = fed_loop(ctx, fed_model, steps * (4 if cuda else 2), args.seconds if cuda else 20)
+            tag = f"{fed_model}: augmentation {what}"
+            out["fed"][tag] = r
+            gpu = f", GPU waits {100 * r['gpu_wait_share']:.1f}% of the time" if r["gpu_wait_share"] is not None else ""
+            share = ""
+            if cuda and "amp_cl_images_per_s" in out["compute"].get(fed_model, {}):
+                share = f", {100 * r['images_per_s'] / out['compute'][fed_model]['amp_cl_images_per_s']:.0f}% of compute-only"
+            row(tag, f"{r['images_per_s']:8.1f} images/s, loader fetch {100 * r['host_fetch_share']:.1f}%{gpu}{share}")
+        print(f"  (data: {label}; target: data-fed >= 85% of compute-only)")
 
     if cuda:
-        print("\nC. the engine: train() fine-tuning MobileNetV2, 2 epochs")
-        r = engine_run(size, min(bs, 64), 2)
-        out["engine"] = r
-        row("engine, last epoch", f"{r['images_per_s']:8.1f} images/s, waiting for data "
-                                  f"{100 * (r['data_wait_share'] or 0):.1f}% of the epoch ({r['status']})")
+        print("\nC. the engine: train() fine-tuning MobileNetV2, 2 epochs on the small data set")
+        out["engine"] = {}
+        for augment_on in ("device", "loader"):
+            r = engine_run(size, min(bs, 64), 2, augment_on)
+            out["engine"][augment_on] = r
+            row(f"engine, augmentation {augment_on}", f"{r['images_per_s']:8.1f} images/s (last epoch), waiting for "
+                f"data {100 * (r['data_wait_share'] or 0):.1f}%, first epoch {r['first_epoch_s']:.1f} s, "
+                f"whole run {r['train_seconds']:.1f} s ({r['status']})")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=2, default=str)

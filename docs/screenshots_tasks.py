@@ -1,7 +1,8 @@
 """PNGs of the window's views for tasks other than image classification and of the domain
 shift panel, into docs/screenshots/ (offscreen widget grabs, a temporary studio home):
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots_tasks.py [--out docs/screenshots]
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python docs/screenshots_tasks.py [--out docs/screenshots]
+    (or QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots_tasks.py: the window's size for larger screens)
 
 Builds its data the way the tests do (tests/ helpers): a small text CSV, digit scenes with
 boxes, MNIST against scikit-learn digits for the shift, and a tiny randomly initialised BERT
@@ -51,7 +52,6 @@ def main(argv=None) -> int:
 
     w = MainWindow()
     w.confirm = False
-    w.resize(1400, 900)
     w.show()
     w.start(None)
     spin(lambda: w.studio.plugins is not None)

@@ -16,6 +16,7 @@ with no internet:
       install.sh          Linux / macOS installer      install.ps1   Windows installer
       tlstudio.desktop.in the Linux launcher template  tlstudio.svg  its icon
       sample/             the sample project (600 MNIST digits) to try the studio with
+      samples/            the medical sample (breast ultrasound, BreastMNIST; ATTRIBUTION.md)
       manifest.json       versions, sizes and SHA-256 of every wheel
 
 How exact versions are found: by default the dependency closure of the *installed*
@@ -170,6 +171,8 @@ def build(out: Path, platform_tag: str | None, tar: bool) -> dict:
     os.chmod(dest / "install.sh", 0o755)
     shutil.copytree(REPO / "resources" / "sample", dest / "sample",
                     ignore=shutil.ignore_patterns("splits", "__pycache__"))
+    shutil.copytree(REPO / "resources" / "samples", dest / "samples", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "resources" / "ATTRIBUTION.md", dest / "ATTRIBUTION.md")
 
     files = sorted(wheels.glob("*.whl"))
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())

@@ -49,6 +49,8 @@ $Share = Join-Path $Prefix "share\tlstudio"
 New-Item -ItemType Directory -Force -Path $Share | Out-Null
 if (Test-Path "$Share\sample") { Remove-Item -Recurse -Force "$Share\sample" }
 Copy-Item -Recurse "$Here\sample" "$Share\sample"
+if (Test-Path "$Share\samples") { Remove-Item -Recurse -Force "$Share\samples" }
+if (Test-Path "$Here\samples") { Copy-Item -Recurse "$Here\samples" "$Share\samples" }
 Write-Host "Sample project: $Share\sample\project.toml"
 
 if (-not $NoLauncher) {

@@ -58,8 +58,10 @@ SHARE="$PREFIX/share/tlstudio"
 mkdir -p "$SHARE"
 rm -rf "$SHARE/sample"
 cp -R "$HERE/sample" "$SHARE/sample"
+rm -rf "$SHARE/samples"
+[ -d "$HERE/samples" ] && cp -R "$HERE/samples" "$SHARE/samples"
 cp "$HERE/tlstudio.svg" "$SHARE/tlstudio.svg"
-say "Sample project: $SHARE/sample/project.toml"
+say "Sample projects: $SHARE/samples/breast-ultrasound/project.toml, $SHARE/sample/project.toml (File > Open sample)"
 
 if [ "$LAUNCHER" = 1 ]; then
     case "$(uname -s)" in
@@ -83,6 +85,10 @@ if [ "$LAUNCHER" = 1 ]; then
 fi
 
 say "Command line: $PREFIX/bin/tlstudio (for example: $PREFIX/bin/tlstudio train $SHARE/sample/project.toml)"
+# the window needs the X11 libraries of Qt's xcb plugin (Linux): name the missing ones and the command
+if [ "$(uname -s)" = Linux ] && ! "$PY" -m tlstudio.qtcheck --libraries-only; then
+    say "(The studio is installed; install the packages above before opening the window. The command line works now.)"
+fi
 if [ "$DOCTOR" = 1 ]; then
     say ""
     say "Checking the installation (tlstudio doctor) ..."

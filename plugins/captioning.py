@@ -20,9 +20,12 @@ class CaptioningConfig(TechniqueConfig):
     embed_size: int = Field(256, ge=16, le=1024, title="Word vector size",
                             description="Width of the word embedding (the model width of the Transformer).")
     hidden_size: int = Field(512, ge=16, le=2048, title="LSTM size", description="Hidden units of the LSTM.")
-    layers: int = Field(1, ge=1, le=6, title="Decoder layers")
-    heads: int = Field(4, ge=1, le=16, title="Attention heads (Transformer)")
-    dropout: float = Field(0.3, ge=0.0, le=0.8, title="Dropout")
+    layers: int = Field(1, ge=1, le=6, title="Decoder layers", description="Stacked layers of the caption decoder.")
+    heads: int = Field(4, ge=1, le=16, title="Attention heads (Transformer)",
+                       description="Transformer decoder only: how many attention heads each layer has.",
+                       json_schema_extra={"shown_when": {"decoder": ["transformer"]}})
+    dropout: float = Field(0.3, ge=0.0, le=0.8, title="Dropout",
+                           description="Randomly silences this share of the decoder's units while training (0 = off).")
     min_count: int = Field(1, ge=1, le=100, title="Minimum word count",
                            description="Words seen fewer times in the training captions become <unk>.")
     max_length: int = Field(20, ge=4, le=100, title="Longest caption (words)",
@@ -30,7 +33,8 @@ class CaptioningConfig(TechniqueConfig):
     encoder_trainable_groups: int = Field(
         0, ge=-1, le=32, title="Encoder groups to train",
         description="0: the pretrained encoder stays frozen (its features are computed once and cached); n: its top "
-                    "n layer groups learn too (-1: all).")
+                    "n layer groups learn too (all: the whole encoder).",
+        json_schema_extra={"labels": {-1: "all"}})
     lr_decay: float = Field(0.3, gt=0.0, le=1.0, title="Encoder learning-rate decay",
                             description="Each trainable encoder group learns at this times the rate of the group above.")
     cache_features: bool = Field(True, title="Cache features",
@@ -38,7 +42,9 @@ class CaptioningConfig(TechniqueConfig):
     decoding: Literal["greedy", "beam"] = Field(
         "beam", title="Decoding", description="greedy: the most likely word at each step; beam: keep the best few "
                                               "partial captions (usually better, a little slower).")
-    beam_size: int = Field(3, ge=1, le=20, title="Beam size")
+    beam_size: int = Field(3, ge=1, le=20, title="Beam size",
+                           description="Beam decoding only: how many candidate captions are kept at each word.",
+                           json_schema_extra={"shown_when": {"decoding": ["beam"]}})
 
 
 class Captioning(Technique):

@@ -1,5 +1,10 @@
 """Domain-adversarial training (DANN): learn from labelled source images so that the
-features cannot tell source from target images, and the classifier carries over."""
+features cannot tell source from target images, and the classifier carries over.
+
+DANN is the plain recipe (``fine-tuning`` with its defaults, L2-SP,
+mixup, class-weighted loss) plus the domain discriminator behind the gradient reversal layer;
+with ``adversarial = false`` it is the plain recipe itself, measured on the same target images:
+the source-only arm that ``tlstudio train --compare-baseline`` trains beside it."""
 from __future__ import annotations
 
 from typing import Literal
@@ -32,7 +37,8 @@ class DANNConfig(FineTuneConfig):
                     "their labels are never used for training either way).")
     measure_shift: bool = Field(True, title="Measure the shift (MMD)",
                                 description="MMD between source and target features before and after adaptation.")
-    shift_images: int = Field(300, ge=10, le=5000, title="Images per side for the MMD")
+    shift_images: int = Field(300, ge=10, le=5000, title="Images per side for the MMD",
+                              description="How many source and target images the domain-shift measure compares.")
 
 
 class DANN(FineTuning):
@@ -46,7 +52,9 @@ class DANN(FineTuning):
         "forward, a multiplication by −λ going back, so the single objective L_y + L_d trains the discriminator "
         "to separate the domains while driving the features to make them indistinguishable (the saddle point of "
         "L_y − λ·L_d). λ rises from 0 as 2/(1+exp(−10·p))−1 with the training progress p, so the early, noisy "
-        "discriminator does not disturb the features. Watch the discriminator's accuracy drift towards 0.5 as the "
+        "discriminator does not disturb the features. Everything else is the plain fine-tuning recipe, so "
+        "switching the alignment off gives the honest baseline: Compare (or --compare-baseline) trains both over "
+        "seeds and says whether the adaptation helped. Watch the discriminator's accuracy drift towards 0.5 as the "
         "features align, and the target accuracy (on labelled target images held out, if you have any). It helps "
         "when the label-relevant content is shared and only the appearance shifts; when the classes themselves "
         "occur in different proportions, forcing the feature distributions together can hurt. Switch 'Align the "
@@ -55,15 +63,15 @@ class DANN(FineTuning):
     Config = DANNConfig
     series = {"class_loss": "Class loss"}
     default_monitor = "val_accuracy"
-
-    def recommended_training(self) -> dict:
-        return {"epochs": 10, "lr": 1e-3, "batch_size": 32, "schedule": "cosine", "weight_decay": 1e-4,
-                "optimizer": "adamw"}
+    baseline_settings = {"adversarial": False}  # the source-only arm: the plain recipe itself
+    baseline_metric = "target_accuracy"
 
     def callbacks(self, c):
-        target = TargetDomain(c.target_test_share, measure_shift=c.measure_shift, shift_images=c.shift_images)
-        adversarial = [DomainAdversarial(c.lambda_schedule, c.lambda_max, c.discriminator_hidden, c.discriminator_lr)
-                       if c.adversarial else None]
+        arm = "the domains aligned (DANN)" if c.adversarial else "source only: the plain fine-tuning recipe, no alignment"
+        target = TargetDomain(c.target_test_share, measure_shift=c.measure_shift, shift_images=c.shift_images,
+                              trained_with=arm)
+        adversarial = [DomainAdversarial(c.lambda_schedule, c.lambda_max, c.discriminator_hidden, c.discriminator_lr,
+                                         blend_target=c.mixup) if c.adversarial else None]
         return [target, *adversarial, *recipe_callbacks(c)]
 
     def after_loss(self, ctx, out: dict) -> None:

@@ -24,8 +24,9 @@ class FasterRCNNConfig(TechniqueConfig):
         "any", title="COCO detector", description="Which COCO-trained detector to use (any: the first found).")
     trainable_backbone_groups: int = Field(
         3, ge=-1, le=32, title="Backbone groups to train",
-        description="How many layer groups of the pretrained backbone, counted from the top, learn (-1 = all). "
-                    "The feature pyramid, region proposals and box heads always learn.")
+        description="How many layer groups of the pretrained backbone, counted from the top, learn (all = every "
+                    "group). The feature pyramid, region proposals and box heads always learn.",
+        json_schema_extra={"labels": {-1: "all"}})
     lr_decay: float = Field(
         0.5, gt=0.0, le=1.0, title="Learning-rate decay per group",
         description="Each pretrained group learns at this times the rate of the group above it.")
@@ -43,7 +44,8 @@ class FasterRCNNConfig(TechniqueConfig):
                                    description="Detections scoring below this are not shown or printed.")
     nms_threshold: float = Field(0.5, gt=0.0, le=1.0, title="Overlap suppression (IoU)",
                                  description="Of two detections of a class overlapping more than this, the weaker goes.")
-    max_detections: int = Field(100, ge=1, le=1000, title="Detections per image")
+    max_detections: int = Field(100, ge=1, le=1000, title="Detections per image",
+                                description="At most this many boxes are reported for one image.")
 
     @field_validator("anchor_sizes")
     @classmethod

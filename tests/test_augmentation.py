@@ -31,7 +31,7 @@ def arrow(gray: bool = True) -> torch.Tensor:
 
 
 def test_standard_is_the_articles_training_validation_pair():
-    a = aug("standard")
+    a = aug("standard", mirror_safe=True)  # the article's pair flips: images whose mirror shows the same thing
     assert (a.scale_min, a.rotation, a.color_jitter, a.horizontal_flip) == (0.08, 15.0, 0.2, True)
     train = make_transforms(a, MEAN, STD, 64, train=True)
     assert kinds(train) == ["Resize", "RandomResizedCrop", "RandomHorizontalFlip", "RandomRotation", "ColorJitter",
@@ -59,8 +59,8 @@ def test_no_colour_jitter_on_grayscale_images():
 
 
 def test_medical_preset_small_rotations_and_no_flips_where_anatomy_has_a_side():
-    a = aug("medical")
-    assert a.horizontal_flip is False and a.vertical_flip is False and a.rotation <= 15
+    a = aug("medical")  # the mirror question not answered: anatomy may have a side
+    assert not a.flips_in_training and a.vertical_flip is False and a.rotation <= 15
     t = make_transforms(a, MEAN, STD, 64, train=True, grayscale=True)
     assert "RandomHorizontalFlip" not in kinds(t) and "RandomVerticalFlip" not in kinds(t)
     affine = t.transforms[1]
@@ -73,8 +73,8 @@ def test_medical_preset_small_rotations_and_no_flips_where_anatomy_has_a_side():
     # a rotation asked beyond the safe range is capped
     wild = make_transforms(aug("medical", rotation=90), MEAN, STD, 64, train=True)
     assert max(abs(d) for d in wild.transforms[1].degrees) == 15
-    # ticking the checkbox brings the flips back
-    flips = make_transforms(aug("medical", horizontal_flip=True), MEAN, STD, 64, train=True)
+    # a cell or a skin lesion: mirror images show the same thing, the flips come back
+    flips = make_transforms(aug("medical", mirror_safe=True), MEAN, STD, 64, train=True)
     assert "RandomHorizontalFlip" in kinds(flips)
     seen_flipped = False
     for _ in range(30):
@@ -104,3 +104,21 @@ def test_grayscale_detection_and_the_data_uses_it(tmp_path, tiny_digits):
 def test_unknown_preset_is_refused():
     with pytest.raises(ValueError, match="unknown augmentation preset"):
         preset_values("fancy")
+
+
+@pytest.mark.parametrize("preset", ["light", "standard", "medical"])
+def test_no_mirror_answer_no_flips_in_any_preset(preset):
+    """Flips (and the test-time flip) only where the project says mirror images show the same
+    thing: not answered and no both keep every image the right way round."""
+    for answer in (None, False):
+        a = aug(preset, mirror_safe=answer)
+        assert a.horizontal_flip  # ticked in the preset, but the answer decides
+        assert not a.flips_in_training and not a.flips_at_test
+        t = make_transforms(a, MEAN, STD, 64, train=True, grayscale=True)
+        assert "RandomHorizontalFlip" not in kinds(t)
+        assert "not used" in a.flips_summary()
+    yes = aug(preset, mirror_safe=True)
+    assert yes.flips_in_training and yes.flips_at_test
+    assert "RandomHorizontalFlip" in kinds(make_transforms(yes, MEAN, STD, 64, train=True))
+    assert "used in training" in yes.flips_summary()
+    assert not aug(preset, mirror_safe=True, horizontal_flip=False).flips_in_training  # unticked: never

@@ -70,7 +70,8 @@ def test_a_run_from_before_the_test_time_flip_keeps_single_view_predictions(tmp_
     from tlstudio.core.runs import Run
 
     p = Project()
-    assert p.augmentation.flips_at_test  # new projects: on where training flips
+    p.augmentation.mirror_safe = True  # the test-time flip applies where mirror images show the same thing
+    assert p.augmentation.flips_at_test
     run = Run(tmp_path / "run")
     run.dir.mkdir()
     run.save_project(p)
@@ -78,3 +79,32 @@ def test_a_run_from_before_the_test_time_flip_keeps_single_view_predictions(tmp_
     text = run.project_file.read_text(encoding="utf-8")
     run.project_file.write_text("\n".join(line for line in text.splitlines() if "test_time_flip" not in line), encoding="utf-8")
     assert not run.project().augmentation.flips_at_test  # as it was trained and evaluated
+
+
+def test_the_mirror_question_in_run_files_old_and_new(tmp_path):
+    """A new project has not answered whether mirror images show the same thing: it does not
+    flip, and its run's file says so (mirror_safe = false). A run from before the question
+    (its file does not name it) keeps predicting as it was trained: with the flips it had."""
+    from tlstudio.core.runs import Run
+
+    p = Project()
+    assert p.augmentation.mirror_safe is None and p.augmentation.horizontal_flip
+    assert not p.augmentation.flips_in_training and not p.augmentation.flips_at_test
+    assert "mirror_safe" not in p.to_toml()  # TOML has no null: not answered is not written
+    run = Run(tmp_path / "new")
+    run.dir.mkdir()
+    run.save_project(p)
+    assert "mirror_safe = false" in run.project_file.read_text(encoding="utf-8")
+    assert p.augmentation.mirror_safe is None  # the caller's project keeps its open question
+    assert run.project().augmentation.mirror_safe is False and not run.project().augmentation.flips_at_test
+    old = Run(tmp_path / "old")
+    old.dir.mkdir()
+    text = run.project_file.read_text(encoding="utf-8").replace("mirror_safe = false\n", "")
+    old.project_file.write_text(text, encoding="utf-8")
+    kept = old.project()
+    assert kept.augmentation.mirror_safe is True and kept.augmentation.flips_in_training
+    assert kept.augmentation.flips_at_test  # trained and evaluated with the test-time flip
+    unticked = Run(tmp_path / "old-unticked")
+    unticked.dir.mkdir()
+    unticked.project_file.write_text(text.replace("horizontal_flip = true", "horizontal_flip = false"), encoding="utf-8")
+    assert not unticked.project().augmentation.flips_at_test

@@ -13,6 +13,7 @@ from tlstudio.core.config import AugmentationConfig
 from tlstudio.core.data import (
     ImageDataset, build_image_cache, load_split, make_split, make_transforms, read_data, save_split, split_counts,
 )
+from tlstudio.core.data.store import PixelView
 from tlstudio.core.errors import DataError, RunStopped
 
 
@@ -73,25 +74,37 @@ def test_given_split_without_val_gets_one_carved_from_train(tmp_path):
 def test_cache_is_built_once_and_reused(table, tmp_path, monkeypatch):
     calls = []
     images, valid = build_image_cache(table, 32, tmp_path / "cache", progress=lambda d, t: calls.append((d, t)))
-    assert isinstance(images, np.memmap) and images.shape == (72, 32, 32, 3) and images.dtype == np.uint8
-    assert valid.all() and calls[0] == (0, 72) and calls[-1] == (72, 72) and len(calls) == 3
+    assert isinstance(images, PixelView) and images.shape == (72, 32, 32, 3) and images.dtype == np.uint8
+    assert valid.all() and calls[0] == (0, 72) and calls[-1] == (72, 72)
     assert np.abs(images[0].astype(int) - np.asarray(Image.open(table.items[0].ref).resize((32, 32)))[..., None]).mean() < 8
 
     def broken(item):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(table.reader, "load_image", broken)
+    monkeypatch.setattr(table.reader, "decode", broken)
     again, valid2 = build_image_cache(table, 32, tmp_path / "cache")
     assert np.array_equal(again, images) and valid2.all()
+    again, valid2 = build_image_cache(read_data(table.source), 32, tmp_path / "cache")  # read again: still cached
+    assert np.array_equal(again, images) and valid2.all()
     fresh, valid3 = build_image_cache(table, 16, tmp_path / "cache")  # a new size decodes: every item fails now
-    assert not valid3.any() and not fresh.any()
-    assert not list((tmp_path / "cache" / "images").glob("*.tmp"))
+    assert not valid3.any() and not np.asarray(fresh).any()
 
 
-def test_cache_can_be_stopped_and_leaves_nothing_behind(table, tmp_path):
+def test_a_stopped_cache_build_continues_where_it_stopped(table, tmp_path, monkeypatch):
     with pytest.raises(RunStopped):
         build_image_cache(table, 32, tmp_path / "c", should_stop=lambda: True)
-    assert not list((tmp_path / "c" / "images").iterdir())
+    decoded = []
+    real = table.reader.decode
+    monkeypatch.setattr(table.reader, "decode", lambda it: decoded.append(it.ref) or real(it))
+    seen = iter(range(10**6))
+    with pytest.raises(RunStopped):  # stopped after 20 images
+        build_image_cache(table, 32, tmp_path / "c", should_stop=lambda: next(seen) >= 20)
+    first = set(decoded)
+    assert 20 <= len(first) < 72
+    images, valid = build_image_cache(table, 32, tmp_path / "c")
+    assert valid.all() and len(decoded) - len(first) <= 72 - 20 + 8  # the rest, not everything again
+    ref, _ = build_image_cache(read_data(table.source), 32, tmp_path / "fresh")
+    assert np.array_equal(images, ref)
 
 
 def test_dataset_with_every_preset_gives_normalised_float_tensors(table, tmp_path):
@@ -107,7 +120,7 @@ def test_dataset_with_every_preset_gives_normalised_float_tensors(table, tmp_pat
     plain = ImageDataset(images, labels, idx, make_transforms(AugmentationConfig(preset="none"), (0, 0, 0), (1, 1, 1), 40, True))
     assert torch.allclose(plain[2][0], torch.from_numpy(images[18].astype(np.float32) / 255).permute(2, 0, 1))
     clone = pickle.loads(pickle.dumps(ds))  # DataLoader workers: the memmap travels by name
-    assert len(pickle.dumps(ds)) < 20_000 and isinstance(clone.images, np.memmap)
+    assert len(pickle.dumps(ds)) < 20_000 and isinstance(clone.images, PixelView)
     assert torch.equal(clone[0][1], ds[0][1])
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert batch[0].shape == (4, 3, 32, 32)

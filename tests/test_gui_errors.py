@@ -50,8 +50,14 @@ def test_failed_run_reads_as_a_message_with_details(qtbot, tmp_path):
     assert not err.details.isVisibleTo(train)  # the traceback waits behind Details
     qtbot.mouseClick(err.toggle, Qt.MouseButton.LeftButton)
     assert err.details.isVisibleTo(train) and "Traceback" in err.details.toPlainText()
-    assert w.isVisible()  # the window lives on; fixing the data makes Train possible again
-    assert train.train_btn.isEnabled()
+    assert w.isVisible()  # the window lives on
+    # once the Data page has read the data, Train says why it cannot run them, before any run fails
+    data = w.page("data")
+    qtbot.waitUntil(lambda: data.table is not None, timeout=60_000)
+    assert not train.train_btn.isEnabled() and "only one class ('4')" in train.reason.text()
+    data.set_source(str(make_digit_folder(tmp_path / "two", classes=(4, 7), per_class=6)))
+    qtbot.waitUntil(lambda: data.table is not None, timeout=60_000)
+    assert train.train_btn.isEnabled()  # fixing the data makes Train possible again
     close_window(qtbot, w)
 
 

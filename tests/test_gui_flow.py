@@ -29,7 +29,10 @@ def test_train_stop_resume_evaluate_predict(qtbot, tmp_path):
     tech.select("fine-tuning")
     assert s.project.technique.id == "fine-tuning"
     assert "pretrained network keeps learning" in tech.explanation.text()
+    assert not tech.advanced.body.isVisibleTo(tech)  # the technique's own settings are folded under Advanced
+    tech.advanced.set_expanded(True)
     groups = tech.form.editor("trainable_groups")
+    assert groups.text() == "all"
     train = w.page("train")
     assert train.train_btn.isEnabled()
     type_into(qtbot, groups, "99")

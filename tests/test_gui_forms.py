@@ -108,3 +108,54 @@ def test_the_window_survives_long_use(tmp_path):
         "print('alive', n)\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "alive" in out.stdout, out.stderr[-2000:]
+
+
+def test_settings_that_do_not_apply_are_hidden_and_words_replace_codes(qtbot):
+    """Momentum only for SGD, T_0/T_mult only with warm restarts, the test-time flip only where
+    training flips; "-1 layer groups" reads "all"; "not answered yet" is not "no"."""
+    t = PydanticForm(TrainingConfig, {"optimizer": "adamw", "schedule": "cosine"})
+    qtbot.addWidget(t)
+    t.show()
+    assert not t.editor("momentum").isVisible() and not t.editor("restart_epochs").isVisible()
+    assert not t.editor("step_gamma").isVisible() and t.editor("warmup_epochs").isVisible()
+    t.editor("optimizer").setCurrentIndex(t.editors["optimizer"].choices.index("sgd"))
+    assert t.editor("momentum").isVisible() and t.values()["optimizer"] == "sgd"
+    t.editor("schedule").setCurrentIndex(t.editors["schedule"].choices.index("cosine_warm_restarts"))
+    assert t.editor("restart_epochs").isVisible() and t.editor("restart_mult").isVisible()
+    assert t.editor("schedule").currentText() == "cosine with warm restarts"
+    assert t.editor("threads").text() == "all" and t.values()["threads"] == 0
+
+    a = PydanticForm(AugmentationConfig)
+    qtbot.addWidget(a)
+    a.show()
+    assert a.editor("test_time_flip").isVisible()
+    a.editor("horizontal_flip").setChecked(False)
+    assert not a.editor("test_time_flip").isVisible() and a.values()["test_time_flip"] is True  # kept, not applied
+    mirror = a.editor("mirror_safe")
+    assert mirror.currentText() == "(not answered yet)" and a.values()["mirror_safe"] is None
+    mirror.setCurrentIndex(2)
+    assert mirror.currentText() == "No" and a.values()["mirror_safe"] is False
+
+    from tlstudio_plugins.finetune import FineTuneConfig
+
+    f = PydanticForm(FineTuneConfig)
+    qtbot.addWidget(f)
+    groups = f.editor("trainable_groups")
+    assert groups.text() == "all" and f.values()["trainable_groups"] == -1
+    type_into(qtbot, groups, "3")
+    assert f.values()["trainable_groups"] == 3
+    type_into(qtbot, groups, "all")
+    assert f.values()["trainable_groups"] == -1
+    type_into(qtbot, groups, "most")  # letters other than the word are refused as they are typed
+    assert groups.text() == "all" and f.values()["trainable_groups"] == -1
+
+
+def test_every_setting_says_what_it_changes():
+    """Each field of the project's sections and of every built-in technique has a tooltip text."""
+    from tlstudio.core.config import ModelConfig, SplitConfig
+    from tlstudio.core.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    models = [TrainingConfig, AugmentationConfig, SplitConfig, ModelConfig] + [t.Config for t in pm.techniques().values()]
+    missing = [f"{m.__name__}.{n}" for m in models for n, f in m.model_fields.items() if not (f.description or "").strip()]
+    assert not missing, missing

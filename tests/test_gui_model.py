@@ -25,6 +25,8 @@ def test_catalog_speed_import_and_recommendation(qtbot, tmp_path):
 
     w = open_window(qtbot, sample_copy(tmp_path / "proj", size=32))
     page = w.show_page("model")
+    assert not page.table.isVisibleTo(page)  # the catalog is folded under "All models"
+    page.all_models.set_expanded(True)
     r = _row(page, "mobilenet_v2")
     assert page.table.item(r, 1).text() == "✓ ready"
     assert page.table.item(_row(page, "resnet50"), 1).text() == "not ready"
@@ -48,8 +50,11 @@ def test_catalog_speed_import_and_recommendation(qtbot, tmp_path):
     # the result reaches the page through a queued signal just after the task is done
     qtbot.waitUntil(lambda: task.done and "Ranking" not in page.rec_text.text(), timeout=180_000)
     text = page.rec_text.text()
-    assert "MobileNetV2" in text and "images/s" in text
-    assert page.use_rec.isVisibleTo(page)
+    assert "MobileNetV2" in text and f"about {speed:.0f} images a second" in text  # plain words
+    assert "ImageNet top-1" not in text and "capacity" not in text
+    assert "ImageNet top-1" in page.rec_text.toolTip()  # the figures behind the words
+    first = page._recommended
+    assert page.use_rec.isVisibleTo(page) == (first != w.studio.project.model.architecture)
 
     # import weights: the real MobileNetV2 file, as a user who downloaded it elsewhere would
     src = Path(w.studio.model_status["mobilenet_v2"].path)
@@ -64,8 +69,12 @@ def test_catalog_speed_import_and_recommendation(qtbot, tmp_path):
     bad = tmp_path / "weights.pth"
     bad.write_text("not a checkpoint")
     task = page.import_weights(str(bad))
-    qtbot.waitUntil(lambda: task.done, timeout=60_000)
-    box = next(b for b in QApplication.topLevelWidgets() if isinstance(b, QMessageBox) and b.isVisible())
+
+    def boxes():
+        return [b for b in QApplication.topLevelWidgets() if isinstance(b, QMessageBox) and b.isVisible()]
+
+    qtbot.waitUntil(lambda: task.done and bool(boxes()), timeout=60_000)  # the dialog follows the task's end
+    box = boxes()[0]
     assert "weights.pth" in box.text() and "Traceback" not in box.text()
     box.close()
     close_window(qtbot, w)
@@ -97,7 +106,8 @@ def test_new_project_proposes_the_best_measured_recipe(qtbot, tmp_path):
     p = w.studio.project
     assert p.technique.id == "progressive-unfreezing"
     assert {k: getattr(p.training, k) for k in RECOMMENDED_TRAINING} == RECOMMENDED_TRAINING
-    assert p.augmentation.flips_at_test  # the test-time flip of the measured recipe
+    # the measured recipe's test-time flip waits for the answer: do mirror images show the same thing?
+    assert p.augmentation.mirror_safe is None and not p.augmentation.flips_at_test
     tech = w.show_page("technique")
     assert tech.list.currentItem().data(Qt.ItemDataRole.UserRole) == "progressive-unfreezing"
     assert tech.training_form.values()["class_balance"] == "weighted_loss"

@@ -173,6 +173,11 @@ def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentence
     capsys.readouterr()
     assert main(["predict", str(out_dir), *texts, "--json"]) == 0  # the exported folder alone
     assert [r["predicted"] for r in json.loads(capsys.readouterr().out)] == [r["predicted"] for r in exported]
+    from tlstudio.core.errors import StudioError
+
+    (out_dir / "labels.json").write_text('["positive", "negative"]')  # the labels swapped by hand
+    with pytest.raises(StudioError, match="labels.json was changed after the export"):
+        predict_exported(out_dir, texts)
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():
@@ -183,3 +188,25 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
     f = [lr_factor(s, 40, 10, tr) for s in range(40)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert f[10] == 1.0 and all(a > b for a, b in zip(f[10:], f[11:])) and f[-1] == pytest.approx(1 / 30)
+
+
+def test_a_text_technique_without_a_model_takes_the_one_found(tmp_path, monkeypatch):
+    """`tlstudio train --technique bert-text-classification --data ...` with no --model: the one
+    text model on this computer (the bundled MiniLM) is taken, not the image default."""
+    from tlstudio.cli import build_project, make_parser
+    from tlstudio.core.models.huggingface import default_text_model
+    from tlstudio.core.plugins import get_plugin_manager
+
+    found = hf_model_choices()
+    if len(found) != 1:
+        pytest.skip(f"{len(found)} text models on this machine (the rule is for exactly one)")
+    assert default_text_model().name == found[0].name
+    data = write_uci(tmp_path / "notes.txt", keyword_sentences(10))
+    args = make_parser().parse_args(["train", "--technique", "bert-text-classification", "--data", str(data)])
+    p = build_project(args, get_plugin_manager())
+    assert p.task == "text-classification" and p.model.architecture == found[0].name
+    assert resolve_hf_folder(p.model.architecture) == found[0].path
+    # with a model named, that one stays
+    args = make_parser().parse_args(["train", "--technique", "bert-text-classification", "--data", str(data),
+                                     "--model", str(found[0].path)])
+    assert build_project(args, get_plugin_manager()).model.architecture == str(found[0].path)

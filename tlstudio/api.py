@@ -17,7 +17,7 @@ _MODULES = {
     # the plugin contract
     "tlstudio.core.hookspecs": ["hookimpl", "hookspec"],
     "tlstudio.core.techniques.base": ["Technique", "TechniqueConfig", "Callback", "Recipe", "HeadSettings",
-                                      "LayerSettings", "RegularisationSettings"],
+                                      "LayerSettings", "RegularisationSettings", "PLAIN_TECHNIQUE"],
     "tlstudio.core.tasks.base": ["Task"],
     "tlstudio.core.events": ["Event", "RunStarted", "Progress", "BatchEnded", "EpochEnded", "StageChanged", "Log",
                              "RunDone", "RunWasStopped", "RunFailed", "RunResult", "event_from_dict"],

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,27 +20,12 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _apply_set(data: dict, assignment: str) -> None:
-    key, sep, value = assignment.partition("=")
-    if not sep:
-        raise SystemExit(f"--set expects key=value (for example training.lr=0.001), got {assignment!r}")
-    parts = key.strip().split(".")
-    d = data
-    for p in parts[:-1]:
-        d = d.setdefault(p, {})
-    d[parts[-1]] = _parse_value(value.strip())
-
-
 def build_project(args, plugins) -> "Project":
-    """The project of ``tlstudio train``: a project file, or quick flags, plus overrides."""
+    """The project of ``tlstudio train``: a project file, or quick flags, plus overrides.
+    A problem is blamed on where it came from: the file, the command line's flags, or the
+    ``--set`` that brought it."""
     from tlstudio.core.config import Project, load_project, project_from_dict
+    from tlstudio.core.overrides import apply_assignment, check_technique_settings, switch_technique
 
     if args.project:
         project = load_project(args.project)
@@ -67,11 +51,18 @@ def build_project(args, plugins) -> "Project":
     if args.format:
         data["data"]["format"] = args.format
     if args.technique:
+        note = switch_technique(data, args.technique, plugins) if args.project else ""
+        if note:
+            _err(f"note: {note}")
         data["technique"]["id"] = args.technique
         try:  # the task follows the technique (text-classification, detection ...)
             data["task"] = plugins.technique(args.technique).task
         except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
             pass
+    if data["task"] == "text-classification" and args.model is None and not args.project:
+        from tlstudio.core.models.huggingface import the_text_model
+
+        data["model"]["architecture"] = the_text_model()  # the one found here (else it says which to choose)
     for flag, section, key in (("model", "model", "architecture"), ("weights", "model", "weights"),
                                ("image_size", "model", "image_size"), ("epochs", "training", "epochs"),
                                ("batch_size", "training", "batch_size"), ("lr", "training", "lr"),
@@ -82,12 +73,18 @@ def build_project(args, plugins) -> "Project":
             data[section][key] = v
     if args.deterministic:
         data["training"]["deterministic"] = True
+    if getattr(args, "mirror_safe", None) is not None:  # the mirror question, answered on the command line
+        data["augmentation"]["mirror_safe"] = args.mirror_safe
     if getattr(args, "from_run", None):
         _apply_from_run(args, data)
+    project = project_from_dict(data, where="command line", path=path)
+    blame = "command line"
     for s in args.set or []:
-        _apply_set(data, s)
-    where = str(path) if path else "command line"
-    return project_from_dict(data, where=where, path=path)
+        apply_assignment(data, s)
+        project = project_from_dict(data, where=f"--set {s}", path=path)
+        blame = f"--set {s}" if s.strip().startswith("technique") else blame
+    check_technique_settings(project, plugins, blame if blame != "command line" or not path else str(path))
+    return project
 
 
 class _Progress:
@@ -128,7 +125,7 @@ class _Progress:
                                f"{vals}  {series}  {e['seconds']:.1f}s{'  *best' if e.get('best') else ''}")
         elif k == "log":
             style = {"warning": "yellow", "error": "red"}.get(e.get("level"), "dim")
-            self.console.print(f"[{style}]{e['message']}[/{style}]")
+            self.console.print(f"[{style}]{e['message']}[/{style}]", soft_wrap=True)  # paths stay whole
         elif k == "stage":
             self.console.print(f"[cyan]{e.get('message', 'stage')}[/cyan]")
         elif k in ("done", "failed", "stopped"):
@@ -153,42 +150,19 @@ def _apply_from_run(args, data: dict) -> None:
             data["model"]["image_size"] = earlier.model.image_size
 
 
-def cmd_compare_scratch(args, plugins) -> int:
-    """train --compare-scratch: the negative-transfer check."""
-    from tlstudio.core.compare import compare_with_scratch
-    from tlstudio.core.engine import RunControl
+def cmd_compare(args, plugins, kind: str) -> int:
+    """train --compare-baseline / --compare-scratch: the technique against the plain recipe, or
+    the pretrained model against training from scratch, over seeds (tlstudio.cli_recipes)."""
+    from tlstudio.cli_recipes import run_comparison
 
-    project = build_project(args, plugins)
-    show = _Progress(quiet=args.json)
-    try:
-        cmp = compare_with_scratch(project, args.compare_seeds, args.compare_metric, on_event=show,
-                                   control=RunControl(), runs_dir=args.runs_dir, plugins=plugins)
-    except KeyboardInterrupt:
-        _err("Interrupted.")
-        return EXIT_STOPPED
-    finally:
-        show.close()
-    if args.json:
-        print(json.dumps(cmp.to_dict(), default=str))
-    else:
-        from rich.table import Table
+    return run_comparison(args, plugins, build_project(args, plugins), _Progress(quiet=args.json), kind)
 
-        t = Table(title=f"Negative-transfer check — test {cmp.metric}")
-        for c in ("arm", "weights", "seeds", "per seed", "mean ± sd", "95% CI"):
-            t.add_column(c)
-        for arm in (cmp.transfer, cmp.scratch):
-            lo, hi = arm.ci95
-            t.add_row(arm.name, arm.weights, str(len(arm.values)), " ".join(f"{v:.3f}" for v in arm.values),
-                      f"{arm.mean:.3f} ± {arm.sd or 0:.3f}" if arm.mean is not None else "–",
-                      f"{lo:.3f}–{hi:.3f}" if lo is not None else "–")
-        con = _console()
-        con.print(t)
-        con.print(("[bold red]" if cmp.negative_transfer else "[green]") + cmp.verdict
-                  + ("[/bold red]" if cmp.negative_transfer else "[/green]"))
-    failed = cmp.transfer.failures + cmp.scratch.failures
-    for f in failed:
-        _err(f"failed: {f}")
-    return EXIT_FAILED if failed and (cmp.transfer.mean is None or cmp.scratch.mean is None) else EXIT_OK
+
+def cmd_find_recipe(args, plugins) -> int:
+    """train --find-recipe: the recipe search on validation (tlstudio.cli_recipes)."""
+    from tlstudio.cli_recipes import run_recipe_search
+
+    return run_recipe_search(args, plugins, build_project(args, plugins), _Progress(quiet=args.json))
 
 
 def cmd_shift(args, plugins) -> int:
@@ -231,14 +205,25 @@ def cmd_train(args, plugins) -> int:
     from tlstudio.core.engine import distributed as D
     from tlstudio.core.engine import RunControl, Trainer, resume, train
     from tlstudio.core.errors import StudioError
+    from tlstudio.core.failures import plain_message
 
-    if getattr(args, "compare_scratch", False) and not args.resume and not D.in_torchrun():
-        return cmd_compare_scratch(args, plugins)
+    if not args.resume and not D.in_torchrun():
+        if getattr(args, "find_recipe", False):
+            return cmd_find_recipe(args, plugins)
+        for kind in ("baseline", "scratch"):
+            if getattr(args, f"compare_{kind}", False):
+                return cmd_compare(args, plugins, kind)
+    if (args.nnodes or 1) > 1 and not D.in_torchrun():
+        return _train_on_nodes(args, plugins)
     if (args.nproc or 1) > 1 and not D.in_torchrun():
         return _train_with_torchrun(args, plugins)
     if D.in_torchrun() and args.into_run and D.restart_count() > 0 and D.finished(args.into_run):
         return EXIT_OK  # torchrun restarted a job whose run already ended: nothing to do
     main = D.is_main_process()  # under torchrun only rank 0 shows progress
+    if args.runs_dir:
+        from tlstudio.core.runs import check_runs_folder
+
+        check_runs_folder(args.runs_dir)
     show = _Progress(quiet=args.json) if main else _Quiet()
     control = RunControl()
     final: dict = {}
@@ -252,14 +237,14 @@ def cmd_train(args, plugins) -> int:
         elif args.into_run:
             project = build_project(args, plugins)
             final = Trainer(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins,
-                            into_run=D.create_run_folder(args.into_run)).fit()
+                            into_run=D.create_run_folder(args.into_run) if main else None).fit()
         else:
             project = build_project(args, plugins)
             _new_split(args, project, show)
             final = train(project, on_event=show, control=control, runs_dir=args.runs_dir, plugins=plugins)
     except StudioError as e:
         show.close()
-        _err(f"error: {e}")
+        _err(f"error: {plain_message(e)}")
         return EXIT_FAILED
     except D.OutOfMemoryRestart as e:
         show.close()
@@ -269,8 +254,11 @@ def cmd_train(args, plugins) -> int:
         show.close()
         _err("Interrupted: resume with `tlstudio train --resume <run>`.")
         return EXIT_STOPPED
+    except BaseException:
+        show.close()
+        raise
     show.close()
-    status = final.get("status")
+    status = final.get("status")  # (a finished run resumed: its log line said that nothing was trained)
     if D.in_torchrun():  # all processes stopped together, or rank 0 recorded the outcome
         if status == "failed":
             return EXIT_FAILED  # the others are ended by torchrun
@@ -361,6 +349,37 @@ def _train_with_torchrun(args, plugins) -> int:
     return EXIT_OK
 
 
+def _train_on_nodes(args, plugins) -> int:
+    """``tlstudio train ... --nnodes N --node-rank R --rdzv-endpoint HOST:PORT``: this machine's
+    share of a multi-node torchrun job (see tlstudio.core.engine.nodes); the same command on every node."""
+    from tlstudio.core import distributed as D
+    from tlstudio.core.engine import nodes as N
+
+    argv = list(getattr(args, "_argv", None) or sys.argv[1:])
+    if args.resume:
+        from tlstudio.core.runs import open_run
+
+        device = open_run(args.resume, Path(args.runs_dir) if args.runs_dir else None).project().training.device
+    else:
+        device = build_project(args, plugins).training.device  # bad settings are reported before anything starts
+    nodes = N.Nodes(args.nnodes, args.node_rank, args.rdzv_endpoint or "", args.rdzv_id or "", args.rdzv_backend,
+                    args.max_restarts)
+    nodes.check()
+    nproc = N.processes_per_node(device, args.nproc)
+    D.check_processes(device, nproc)
+    final = N.launch_nodes(nodes, nproc, D.strip_args(argv, N.NODE_FLAGS), D.worker_env(nproc),
+                           stdout=sys.stderr if args.json else None)
+    status = final.get("status")
+    if args.json:
+        print(json.dumps({k: v for k, v in final.items() if k != "test"} | {"test": final.get("test", {})},
+                         default=str))
+    elif status == "done" and "test" in final:
+        _print_final(final)
+    if final.get("message"):
+        _err(final["message"])
+    return {"done": EXIT_OK, "stopped": EXIT_STOPPED}.get(status, EXIT_FAILED)
+
+
 def _print_final(final: dict) -> None:
     from rich.table import Table
 
@@ -390,18 +409,21 @@ def cmd_plugins(args, plugins) -> int:
     rows = list(plugins.plugins.values())
     if args.json:
         print(json.dumps([{"name": p.name, "module": p.module, "distribution": p.dist, "version": p.version,
-                           "builtin": p.builtin, "status": p.status, "errors": p.errors, "provides": p.provides}
+                           "builtin": p.builtin, "status": p.status, "errors": p.errors, "provides": p.provides,
+                           "load_seconds": round(p.load_seconds, 3), "notes": p.notes}
                           for p in rows], indent=2))
         return EXIT_OK
     from rich.table import Table
 
     t = Table(title="Plugins" + (" (safe mode: third-party plugins off)" if plugins.safe_mode else ""))
-    for c in ("plugin", "package", "status", "provides / error"):
+    for c in ("plugin", "package", "status", "load (s)", "provides / error"):
         t.add_column(c, overflow="fold")
     for p in rows:
         style = {"failed": "red", "disabled": "dim"}.get(p.status, "green")
-        what = "; ".join(p.errors) if p.errors else ", ".join(i for v in p.provides.values() for i in v)
-        t.add_row(p.name, f"{p.dist} {p.version}", f"[{style}]{p.status}[/{style}]", what)
+        what = "; ".join(p.errors + p.notes) if p.errors or p.notes else ", ".join(i for v in p.provides.values() for i in v)
+        slow = not p.builtin and p.notes
+        t.add_row(p.name, f"{p.dist} {p.version}", f"[{style}]{p.status}[/{style}]",
+                  (f"[yellow]{p.load_seconds:.1f}[/yellow]" if slow else f"{p.load_seconds:.1f}"), what)
     _console().print(t)
     return EXIT_OK
 
@@ -447,9 +469,11 @@ def cmd_import_weights(args, plugins) -> int:
 def cmd_validate(args, plugins) -> int:
     from tlstudio.core.data import read_data
 
+    from tlstudio.core.overrides import apply_assignment
+
     options = {}
     for o in args.option or []:
-        _apply_set(options, o)
+        apply_assignment(options, o, flag="--option", example="text_column=review")
     readers = plugins.readers() or None
     task = None if args.task in (None, "any") else args.task
     if readers:
@@ -720,6 +744,7 @@ def cmd_runs(args, plugins) -> int:
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tlstudio", description="Transfer Learning Studio — adapt pretrained networks offline.")
     p.add_argument("--safe-mode", action="store_true", help="start with third-party plugins switched off")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error (anywhere on the line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a project (or quick flags); --resume a run")
@@ -738,21 +763,46 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
     t.add_argument("--threads", type=int, help="CPU threads")
     t.add_argument("--deterministic", action="store_true", help="bit-for-bit repeatable run")
+    t.add_argument("--mirror-safe", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror images show the same thing (a cell, a skin lesion): horizontal flips in training and "
+                        "the test-time flip; --no-mirror-safe: they do not (a chest film, a digit). Not answered: no flips")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="any project setting, e.g. training.lr=0.001 or technique.settings.trainable_groups=3")
     t.add_argument("--runs-dir", help="where runs are stored")
     t.add_argument("--resume", metavar="RUN", help="continue a stopped or interrupted run (folder or id)")
     t.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
     t.add_argument("--from-run", metavar="RUN", help="start from an earlier run's trained model (sequential transfer)")
+    t.add_argument("--compare-baseline", action="store_true",
+                   help="does the technique help? Train it and the recommended plain recipe (fine-tuning with its "
+                        "defaults; DANN: source only; EWC: strength 0) on the same budget, several seeds, 95%% CIs")
     t.add_argument("--compare-scratch", action="store_true",
-                   help="negative-transfer check: also train the same recipe from random initialisation, several seeds")
-    t.add_argument("--compare-seeds", type=int, default=3, metavar="N", help="seeds per arm for --compare-scratch (default 3)")
-    t.add_argument("--compare-metric", default="accuracy", help="test metric compared (default accuracy)")
+                   help="negative-transfer check: also train the plain recipe from random initialisation, several seeds")
+    t.add_argument("--compare-seeds", "--seeds", type=int, default=3, metavar="N",
+                   help="seeds per arm for --compare-baseline / --compare-scratch (default 3)")
+    t.add_argument("--compare-metric", default=None,
+                   help="test metric compared (default: accuracy; DANN: target_accuracy; EWC: source_accuracy_after); "
+                        "with --find-recipe the validation metric, auc or accuracy (default: AUC for two classes)")
+    t.add_argument("--find-recipe", action="store_true",
+                   help="find the best recipe on validation: frozen features, fine-tuning and progressive unfreezing "
+                        "at two learning rates, successive halving; the test split once at the end; the winner is "
+                        "saved into the project file")
+    t.add_argument("--budget-minutes", type=float, metavar="M", help="time budget of --find-recipe")
+    t.add_argument("--no-save", action="store_true", help="--find-recipe: do not write the winner into the project file")
     t.add_argument("--nproc", type=int, metavar="N",
                    help="train in N processes with torchrun (DistributedDataParallel): one per GPU, or N CPU "
                         "processes; the batch size stays the global batch")
     t.add_argument("--new-split", action="store_true",
                    help="the data changed since the project's stored split was made: make a new split (the old "
                         "file is kept beside it as split.json.old-N)")
+    t.add_argument("--nnodes", type=int, metavar="N",
+                   help="train on N machines with torchrun's multi-node launch: run the same command on each, "
+                        "with its --node-rank (docs/distributed.md); --nproc is then the processes per machine")
+    t.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's number, 0 .. N-1 (0 hosts the rendezvous)")
+    t.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="where the machines meet: node 0's address and a free port")
+    t.add_argument("--rdzv-id", metavar="ID", help="the job's name, the same on every machine (default: from the command)")
+    t.add_argument("--rdzv-backend", choices=("c10d", "static"), default="c10d",
+                   help="c10d (default: torchrun assigns the ranks) or static (--node-rank is the rank, node 0 has rank 0)")
+    t.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="multi-node: let torchrun restart the job K times after a failure (use with --into-run)")
     t.add_argument("--into-run", metavar="DIR",
                    help="train into this run folder (made if missing; continued if it holds an earlier attempt): "
                         "lets a caller know the folder before the run starts")
@@ -801,7 +851,7 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-leakage", dest="leakage", action="store_false",
                    help="skip the leakage check (same or near-identical images across the splits)")
     v.add_argument("--json", action="store_true")
-    v.set_defaults(func=cmd_validate)
+    v.set_defaults(func=cmd_validate, plugin_hooks={"tlstudio_dataset_readers"})  # no torch: a light, quick check
 
     te = sub.add_parser("text-export", help="export a text-classification run to ONNX with its tokenizer (parity checked)")
     te.add_argument("run", help="run folder or id")
@@ -866,17 +916,36 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every error ends here as a plain message and an exit code; the traceback only with --debug."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     args = make_parser().parse_args(argv)
     args._argv = argv
     from tlstudio.core.errors import StudioError
-    from tlstudio.core.plugins import get_plugin_manager
+    from tlstudio.core.failures import describe
 
     try:
-        plugins = get_plugin_manager(safe_mode=args.safe_mode)
+        from tlstudio.core.plugins import PluginManager, get_plugin_manager
+
+        hooks = getattr(args, "plugin_hooks", None)
+        plugins = (PluginManager(safe_mode=args.safe_mode, only_hooks=hooks) if hooks
+                   else get_plugin_manager(safe_mode=args.safe_mode))
         return args.func(args, plugins)
-    except StudioError as e:
-        _err(f"error: {e}")
+    except KeyboardInterrupt:
+        _err("Interrupted.")
+        return EXIT_STOPPED
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the edge of the program: a message, never a traceback
+        f = describe(e)
+        _err(f"error: {f.message}")
+        if f.advice:
+            _err(f.advice)
+        if debug:
+            _err(f.details)
+        elif not isinstance(e, StudioError):
+            _err("(run the command again with --debug to see the details)")
         return EXIT_FAILED
 
 

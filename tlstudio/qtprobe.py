@@ -9,31 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from tlstudio.qtcheck import missing_libraries
 
 
 def _say(**kv) -> None:
     print(json.dumps(kv), flush=True)
-
-
-def missing_libraries(plugin: Path) -> list[str]:
-    """Shared libraries that ``plugin`` needs and this system lacks (Linux, via ldd)."""
-    if not plugin.exists() or not shutil.which("ldd"):
-        return []
-    try:
-        out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    libs = sorted({line.split("=>")[0].strip() for line in out.splitlines() if "not found" in line})
-    if sys.platform.startswith("linux"):
-        import ctypes.util
-
-        if ctypes.util.find_library("xcb-cursor") is None:  # Qt >= 6.5 opens it at run time
-            libs.append("libxcb-cursor.so.0")
-    return libs
 
 
 def main() -> int:
@@ -45,7 +28,7 @@ def main() -> int:
     have = sorted(p.name for p in platforms.glob("*qxcb*")) + sorted(p.name for p in platforms.glob("*offscreen*"))
     xcb = next(iter(sorted(platforms.glob("libqxcb.so*"))), None)
     _say(pyside=PySide6.__version__, plugins=str(plugins), platform_plugins=sorted(p.name for p in platforms.iterdir())
-         if platforms.is_dir() else [], found=have, xcb_missing=missing_libraries(xcb) if xcb else [])
+         if platforms.is_dir() else [], found=have, xcb_missing=missing_libraries(xcb, plugins.parent / "lib") if xcb else [])
     from PySide6.QtGui import QGuiApplication
 
     app = QGuiApplication(sys.argv[:1])

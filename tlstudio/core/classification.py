@@ -70,7 +70,9 @@ class ImageData:
         if not hasattr(self, "_grayscale"):
             from .data.transforms import is_grayscale
 
-            self._grayscale = is_grayscale(self.images[self.indices["train"]]) if len(self.indices["train"]) else False
+            idx = self.indices["train"]  # a sample: reading the whole training set would fill memory
+            idx = idx[np.linspace(0, len(idx) - 1, min(64, len(idx))).astype(int)] if len(idx) else idx
+            self._grayscale = is_grayscale(self.images[idx]) if len(idx) else False
         return self._grayscale
 
     def dataset(self, split: str, train: bool = False):
@@ -141,6 +143,7 @@ def prepare_image_data(ctx) -> ImageData:
     """Read the project's images, check them, split them (stored, so re-runs use the same
     split) and decode them once into the image cache."""
     from .data import build_image_cache, check_trainable, read_data, split_counts
+    from .data.store import CacheRequest
 
     proj = ctx.project
     if not proj.data.source:
@@ -151,8 +154,16 @@ def prepare_image_data(ctx) -> ImageData:
     readers = [r for r in (ctx.plugins.readers() if ctx.plugins else [])  # not the detection/captioning ones
                if getattr(r, "task", "image-classification") == "image-classification"] or None
     source = proj.resolve(proj.data.source)
+    arch = ctx.library.architectures.get(proj.model.architecture)
+    if arch is None:
+        raise ModelError(f"Unknown model '{proj.model.architecture}'. See `tlstudio models` for the catalog.")
+    pre = arch.preprocessing
+    size = pre.image_size if pre.fixed_size else proj.model.image_size
     ctx.log(f"Reading {source} ...")
-    table = read_data(source, proj.data.format, proj.data.options, readers)
+    # each file decoded once: validated and written into the image cache in the same pass
+    table = read_data(source, proj.data.format, proj.data.options, readers,
+                      progress=lambda d, t: ctx.progress("Reading and caching images", d, t),
+                      should_stop=lambda: ctx.control.stopped, cache=CacheRequest(ctx.cache_dir, size))
     rep = table.report
     for w in rep.warnings:
         ctx.log(w, "warning")
@@ -165,11 +176,6 @@ def prepare_image_data(ctx) -> ImageData:
     assignments, split_file = stored_split(ctx, table)
     rep.split_counts = split_counts(table, assignments)
 
-    arch = ctx.library.architectures.get(proj.model.architecture)
-    if arch is None:
-        raise ModelError(f"Unknown model '{proj.model.architecture}'. See `tlstudio models` for the catalog.")
-    pre = arch.preprocessing
-    size = pre.image_size if pre.fixed_size else proj.model.image_size
     if pre.fixed_size and proj.model.image_size != size:
         ctx.log(f"{arch.title} works at {size} px only: images are resized to {size} px.", "warning")
     images, valid = build_image_cache(table, size, ctx.cache_dir,
@@ -378,7 +384,7 @@ def classification_report_md(project, final: dict, data: ImageData | None) -> st
         "",
         f"Run `{final.get('run_id')}` on {final.get('device')}, {final.get('train_seconds', 0):.0f} s of training; "
         f"best epoch {final.get('best_epoch')} by {final.get('monitor')} = {_fmt(final.get('best_value'))}.",
-        "",
+        "", project.augmentation.flips_summary(), "",
     ]
     if data is not None:
         c = data.counts()

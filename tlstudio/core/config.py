@@ -5,6 +5,7 @@ window starts can be repeated with ``tlstudio train <run>/project.toml``.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +45,9 @@ class DataConfig(_Strict):
 class ModelConfig(_Strict):
     architecture: str = Field("mobilenet_v2", title="Model", description="An architecture from the model catalog (see `tlstudio models`).")
     weights: str = Field("imagenet", title="Weights", description="imagenet: pretrained weights found offline; none: random initialisation (a from-scratch baseline); or the path of a weights file.")
-    image_size: int = Field(128, ge=16, le=1024, title="Image size", description="Images are resized to this many pixels a side.")
+    image_size: int = Field(128, ge=16, le=1024, title="Image size",
+                            description="Images are resized to this many pixels a side: larger shows more detail and "
+                                        "trains more slowly.")
     from_run: str = Field("", title="Start from run", description="Start from the trained model of an earlier run (sequential transfer).")
 
 
@@ -58,59 +61,158 @@ class AugmentationConfig(_Strict):
     preset: Literal["none", "light", "standard", "medical"] = Field(
         "light", title="Augmentation", description="none; light: small crops and flips; standard: the classic ImageNet recipe; medical: small rotations and crops, no colour changes."
     )
-    horizontal_flip: bool = Field(True, title="Horizontal flips", description="Switch off where anatomy has a side (chest X-rays).")
-    vertical_flip: bool = Field(False, title="Vertical flips")
+    horizontal_flip: bool = Field(
+        True, title="Horizontal flips",
+        description="Left-right flips in training, used only where mirror images show the same thing (see "
+                    "mirror_safe; the Technique page asks this once per project). Untick to never flip.")
+    vertical_flip: bool = Field(False, title="Vertical flips",
+                                description="Also train on upside-down images: only for images without a top and a "
+                                            "bottom (cells under a microscope).")
     mirror_safe: bool | None = Field(
         None, title="Mirror images show the same thing",
         description="Does a left-right mirror image of one of your images show the same finding (a skin lesion, "
-                    "a cell) or not (a chest film, where the heart lies on the left)? Not answered yet: None.")
-    rotation: float = Field(10.0, ge=0.0, le=180.0, title="Rotation (degrees)")
+                    "a cell) or not (a chest film, where the heart lies on the left)? Not answered yet: None. Only "
+                    "a yes lets training and the test-time flip use mirror images.")
+    rotation: float = Field(10.0, ge=0.0, le=180.0, title="Rotation (degrees)",
+                            description="Turn each training image by a random angle of up to this many degrees.")
     scale_min: float = Field(0.8, gt=0.05, le=1.0, title="Smallest crop", description="Smallest share of the image a random crop keeps.")
     color_jitter: float = Field(0.0, ge=0.0, le=1.0, title="Colour jitter", description="Brightness/contrast jitter strength (0 = off).")
     test_time_flip: bool = Field(
         True, title="Test-time flip",
-        description="Where training flips images, each prediction averages the image and its mirror image "
-                    "(steadier on small data sets; measured in docs/results.md). Costs a second forward pass.")
+        description="Where training flips images (mirror images show the same thing), each prediction averages "
+                    "the image and its mirror image (steadier on small data sets; measured in docs/results.md). "
+                    "Costs a second forward pass.",
+        json_schema_extra={"shown_when": {"horizontal_flip": [True], "preset": ["light", "standard", "medical"]}})
+
+    @property
+    def flips_in_training(self) -> bool:
+        """Horizontal flips are part of the training augmentation: the preset augments, flips are
+        ticked, and the project said that mirror images show the same thing (``mirror_safe`` is
+        True; not answered means no)."""
+        return self.preset != "none" and self.horizontal_flip and self.mirror_safe is True
 
     @property
     def flips_at_test(self) -> bool:
         """Test-time flip applies: the training augmentation flips horizontally too."""
-        return self.preset != "none" and self.horizontal_flip and self.test_time_flip
+        return self.flips_in_training and self.test_time_flip
+
+    def flips_summary(self) -> str:
+        """One sentence for reports: were mirror images used, and why (not)."""
+        if self.flips_in_training:
+            return ("Horizontal flips: used in training (mirror images show the same thing); test-time flip: "
+                    + ("on (each prediction averages the image and its mirror image)." if self.test_time_flip
+                       else "off."))
+        if self.mirror_safe is None:
+            why = "whether a mirror image shows the same thing was not answered (augmentation.mirror_safe)"
+        elif self.mirror_safe is False:
+            why = "mirror images do not show the same thing"
+        else:
+            why = "the augmentation does not flip" + (" (preset none)" if self.preset == "none" else "")
+        return f"Horizontal flips: not used, in training or at test time ({why})."
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(10, ge=1, le=10000, title="Epochs")
-    batch_size: int = Field(32, ge=1, le=8192, title="Batch size")
-    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", title="Optimizer")
-    lr: float = Field(1e-3, gt=0.0, le=10.0, title="Learning rate", description="Learning rate of the new head; techniques scale it for the pretrained layers.")
-    weight_decay: float = Field(1e-4, ge=0.0, le=1.0, title="Weight decay", description="AdamW/SGD weight decay.")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, title="Momentum (SGD)")
-    schedule: Literal["none", "cosine", "cosine_warm_restarts", "onecycle", "step", "linear"] = Field("cosine", title="LR schedule")
-    warmup_epochs: float = Field(0.0, ge=0.0, le=100.0, title="Warm-up epochs", description="Linear warm-up of the learning rate.")
-    restart_epochs: int = Field(5, ge=1, le=1000, title="Restart period T_0 (epochs)", description="Cosine warm restarts: epochs until the first restart.")
-    restart_mult: int = Field(1, ge=1, le=10, title="Period multiplier T_mult")
-    step_epochs: int = Field(5, ge=1, le=1000, title="Step every (epochs)")
-    step_gamma: float = Field(0.1, gt=0.0, le=1.0, title="Step factor")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, title="Label smoothing")
+    # titles and descriptions are what the window shows (tooltips): plain words first, terms after;
+    # json_schema_extra "shown_when" hides a setting that does not apply (momentum without SGD)
+    epochs: int = Field(10, ge=1, le=10000, title="Epochs",
+                        description="How many times training goes through all the training images. More epochs "
+                                    "learn more and take longer (the Technique page's quick / standard / thorough "
+                                    "set this).")
+    batch_size: int = Field(32, ge=1, le=8192, title="Batch size",
+                            description="How many images are looked at before each small correction of the network. "
+                                        "32 suits most computers; lower it when the computer runs out of memory.")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field(
+        "adamw", title="Optimizer",
+        description="How the network is corrected after each batch: AdamW (recommended) and Adam adapt the size of "
+                    "each step by themselves; SGD needs a well-chosen learning rate and momentum.",
+        json_schema_extra={"labels": {"adamw": "AdamW (recommended)", "adam": "Adam", "sgd": "SGD"}})
+    lr: float = Field(1e-3, gt=0.0, le=10.0, title="Learning rate",
+                      description="How big each correction is: too high and training jumps about, too low and it "
+                                  "learns slowly. This is the new head's rate; techniques scale it for the pretrained "
+                                  "layers.")
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0, title="Weight decay",
+                                description="A gentle pull of every weight towards zero that discourages memorising "
+                                            "the training images (AdamW/SGD weight decay).")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, title="Momentum (SGD)",
+                            description="SGD only: how much of the previous correction carries into the next (0.9 is "
+                                        "usual).", json_schema_extra={"shown_when": {"optimizer": ["sgd"]}})
+    schedule: Literal["none", "cosine", "cosine_warm_restarts", "onecycle", "step", "linear"] = Field(
+        "cosine", title="Learning-rate schedule",
+        description="How the learning rate changes during training: cosine lowers it smoothly to nothing "
+                    "(recommended); warm restarts lower it and jump back up every few epochs; one-cycle raises then "
+                    "lowers it; step divides it every few epochs; linear lowers it in a straight line; none keeps it.",
+        json_schema_extra={"labels": {"none": "none (constant)", "cosine": "cosine (recommended)",
+                                      "cosine_warm_restarts": "cosine with warm restarts", "onecycle": "one-cycle",
+                                      "step": "step", "linear": "linear"}})
+    warmup_epochs: float = Field(0.0, ge=0.0, le=100.0, title="Warm-up epochs",
+                                 description="Start with a small learning rate and raise it over this many epochs, so "
+                                             "that the new head's first large errors do not disturb the pretrained "
+                                             "layers (linear warm-up).")
+    restart_epochs: int = Field(5, ge=1, le=1000, title="Restart period T_0 (epochs)",
+                                description="Warm restarts: epochs until the learning rate first jumps back up.",
+                                json_schema_extra={"shown_when": {"schedule": ["cosine_warm_restarts"]}})
+    restart_mult: int = Field(1, ge=1, le=10, title="Period multiplier T_mult",
+                              description="Warm restarts: each period is this many times longer than the one before.",
+                              json_schema_extra={"shown_when": {"schedule": ["cosine_warm_restarts"]}})
+    step_epochs: int = Field(5, ge=1, le=1000, title="Step every (epochs)",
+                             description="Step schedule: the learning rate is multiplied by the step factor every "
+                                         "this many epochs.", json_schema_extra={"shown_when": {"schedule": ["step"]}})
+    step_gamma: float = Field(0.1, gt=0.0, le=1.0, title="Step factor",
+                              description="Step schedule: what the learning rate is multiplied by at each step.",
+                              json_schema_extra={"shown_when": {"schedule": ["step"]}})
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, title="Label smoothing",
+                                   description="Train towards slightly less certain answers (0.1: 90 % sure instead of "
+                                               "100 %); can make the probabilities more honest. 0 = off.")
     class_balance: Literal["none", "weighted_loss", "balanced_sampler"] = Field(
-        "none", title="Class balance", description="For imbalanced data: weight the loss by inverse class frequency, or sample classes evenly."
-    )
-    grad_clip: float = Field(0.0, ge=0.0, title="Gradient clipping (norm, 0 = off)")
-    seed: int = Field(0, ge=0, title="Seed")
+        "none", title="Class balance",
+        description="When one class has far fewer images than another: count the errors on the rare class more "
+                    "(weighted loss) or show the classes equally often (balanced sampler), so that it is not ignored.",
+        json_schema_extra={"labels": {"none": "none", "weighted_loss": "weighted loss",
+                                      "balanced_sampler": "balanced sampler"}})
+    grad_clip: float = Field(0.0, ge=0.0, title="Gradient clipping (norm, 0 = off)",
+                             description="Limit how big a single correction can be, against sudden jumps of the loss. "
+                                         "0 = off.")
+    seed: int = Field(0, ge=0, title="Seed",
+                      description="The starting point of every random choice (the new head's weights, the order of "
+                                  "the images, the augmentation): the same seed gives the same run.")
     deterministic: bool = Field(False, title="Deterministic", description="Bit-for-bit repeatable on the same machine (slower on GPU).")
-    device: str = Field("auto", title="Device", description="auto, cpu, cuda, cuda:N or mps.")
-    amp: bool = Field(True, title="Mixed precision (GPU)", description="bf16/fp16 autocast on CUDA; ignored on CPU.")
-    monitor: str = Field("auto", title="Best-model metric", description="Validation metric that picks the best epoch: auto, val_loss, val_accuracy, val_balanced_accuracy, val_auc ...")
-    early_stopping: int = Field(0, ge=0, title="Early stopping patience", description="Stop after this many epochs without improvement (0 = off).")
+    device: str = Field("auto", title="Device",
+                        description="Where training runs: auto (a graphics card when there is one, else the "
+                                    "processor), cpu, cuda (an NVIDIA graphics card), cuda:N, or mps (Apple).")
+    amp: bool = Field(True, title="Mixed precision (GPU)",
+                      description="On a graphics card, compute in half precision where it is safe: faster, less "
+                                  "memory, the same accuracy (bf16/fp16 autocast). Ignored on the processor.")
+    monitor: str = Field("auto", title="Best-model metric",
+                         description="Which model is kept: auto lets the technique choose; last keeps the final "
+                                     "epoch; val_auc, val_accuracy, val_balanced_accuracy, val_loss ... keep the epoch "
+                                     "with the best validation result.")
+    early_stopping: int = Field(0, ge=0, title="Early stopping patience",
+                                description="Stop when the validation result has not improved for this many epochs "
+                                            "(0 = off: every epoch runs).", json_schema_extra={"labels": {0: "off"}})
     num_workers: int = Field(-1, ge=-1, le=64, title="Loader workers",
-                             description="Processes that prepare batches beside the training (-1 = auto: none on "
-                             "the CPU, several on a GPU so that it never waits for data).")
+                             description="Processes that prepare batches beside the training (auto: none on "
+                             "the CPU, several on a GPU so that it never waits for data).",
+                             json_schema_extra={"labels": {-1: "auto"}})
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?", (v or "").strip().lower()):
+            raise ValueError(f"unknown device {v!r}: choose auto, cpu, cuda, cuda:N or mps")
+        return v.strip().lower()
 
     @field_validator("num_workers", mode="before")
     @classmethod
     def _workers_auto(cls, v):
         return -1 if isinstance(v, str) and v.strip().lower() == "auto" else v
-    threads: int = Field(0, ge=0, le=512, title="CPU threads (0 = all)")
+    threads: int = Field(0, ge=0, le=512, title="CPU threads",
+                         description="How many processor cores training may use (all: as many as other programs "
+                                     "leave free, checked every epoch).",
+                         json_schema_extra={"labels": {0: "all"}})
+    augment_on: Literal["auto", "device", "loader"] = Field(
+        "auto", title="Augmentation runs",
+        description="auto: on the GPU when training on one (whole batches straight from the image cache, random "
+                    "per image), else in the loader; device: always on whole batches; loader: image by image.")
 
 
 class DecisionConfig(_Strict):
@@ -207,7 +309,7 @@ def format_validation_error(err: ValidationError, where: str, prefix: str = "") 
     lines = []
     for e in err.errors():
         loc = ".".join(str(x) for x in (prefix.split(".") if prefix else []) + list(e.get("loc", ())))
-        msg = e.get("msg", "invalid")
+        msg = e.get("msg", "invalid").removeprefix("Value error, ")
         got = e.get("input", None)
         if e.get("type") == "extra_forbidden":
             msg = "unknown setting (check the spelling)"

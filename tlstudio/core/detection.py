@@ -120,8 +120,9 @@ def detection_transforms(aug, train: bool):
 
     ``aug`` is the project's AugmentationConfig.  Presets (training only): light: small
     shifts and zooms (up to ``scale_min``); standard: also rotation and colour jitter;
-    medical: small rotations and shifts, zooming in only, brightness/contrast only.  Flips
-    as switched on.  Boxes pushed mostly out of the image are dropped, the rest clipped.
+    medical: small rotations and shifts, zooming in only, brightness/contrast only.  Horizontal
+    flips only where mirror images show the same thing (``mirror_safe``), vertical ones as
+    ticked.  Boxes pushed mostly out of the image are dropped, the rest clipped.
     Output: float images in 0..1 (the detector normalises them itself)."""
     from torchvision.transforms import v2
 
@@ -136,7 +137,7 @@ def detection_transforms(aug, train: bool):
             ops.append(v2.RandomAffine(degrees=aug.rotation, translate=(0.05, 0.05), scale=(1.0, math.sqrt(zoom))))
         else:
             raise ValueError(f"unknown augmentation preset '{aug.preset}' (known: none, light, standard, medical)")
-        if aug.horizontal_flip:
+        if aug.flips_in_training:  # only where mirror images show the same thing
             ops.append(v2.RandomHorizontalFlip())
         if aug.vertical_flip:
             ops.append(v2.RandomVerticalFlip())
@@ -576,7 +577,8 @@ def detection_report_md(project, final: dict, data: DetectionData | None) -> str
     t = final.get("test", {})
     lines = [f"# {project.name}: {final.get('technique')} on {final.get('model')}", "",
              f"Run `{final.get('run_id')}` on {final.get('device')}, {final.get('train_seconds', 0):.0f} s of training; "
-             f"best epoch {final.get('best_epoch')} by {final.get('monitor')} = {_fmt(final.get('best_value'))}.", ""]
+             f"best epoch {final.get('best_epoch')} by {final.get('monitor')} = {_fmt(final.get('best_value'))}.", "",
+             project.augmentation.flips_summary(), ""]
     if data is not None and hasattr(data, "box_counts"):
         c = data.box_counts()
         lines += ["## Data", "", f"Source: `{data.table.source}` ({data.table.reader_id}), images resized to {data.size} px.",

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)  # tomllib (pyproject: requires-python >= 3.11)
 SAMPLE_MODEL = "mobilenet_v2"
 
 
@@ -135,9 +135,9 @@ def check_devices() -> Check:
 
 def _lib_to_package(soname: str) -> str:
     """libxcb-icccm.so.4 -> libxcb-icccm4, libxkbcommon-x11.so.0 -> libxkbcommon-x11-0 (Debian/Ubuntu names)."""
-    base, _, ver = soname.partition(".so.")
-    ver = ver.split(".")[0]
-    return base + ("-" if base[-1:].isdigit() else "") + ver if ver else base
+    from tlstudio.qtcheck import package_of
+
+    return package_of(soname)
 
 
 def check_qt(timeout: float = 60.0) -> Check:

@@ -95,6 +95,9 @@ def probability_parity(model, runner: Runner, inputs: tuple) -> float:
 
 # --- a whole run -----------------------------------------------------------------------------
 def _prepare_out(out: Path) -> None:
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ExportError(f"{out}: cannot make the package folder there: {above} is a file, not a folder.")
     if out.exists():
         if not out.is_dir():
             raise ExportError(f"{out} is a file: give a folder for the model package.")
@@ -213,8 +216,7 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
         parity.update(split=info.get("split", ""), source=info.get("source", ""), runtime=exporter.runtime)
 
         project = run.project()
-        ckpt_file = run.best_checkpoint if checkpoint == "best" and run.best_checkpoint.exists() else run.last_checkpoint
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        ckpt = ctx.checkpoint
         from tlstudio import __version__
 
         labels = list(spec.get("labels") or [])

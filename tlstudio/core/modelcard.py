@@ -139,12 +139,12 @@ def build_model_card(run, package: dict, file_hashes: dict[str, str], intended_u
 
 def _weights_of(d: Path) -> str:
     try:
-        import torch
+        from .engine.checkpoint import read_checkpoint
 
         p = d / "checkpoints" / "best.pt"
         if not p.exists():
             p = d / "checkpoints" / "last.pt"
-        info = torch.load(p, map_location="cpu", weights_only=True).get("model_info") or {}
+        info = read_checkpoint(p).get("model_info") or {}
         return info.get("weights_path") or info.get("weights") or ""
     except Exception:  # noqa: BLE001 - the card is still written without it
         return ""

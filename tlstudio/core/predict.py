@@ -60,7 +60,8 @@ class Predictor:
         return self.predict([str(p) for p in expand_paths(paths)])
 
     def write_csv(self, results: list[dict], path: str | Path, top_k: int = 3) -> Path:
-        return write_predictions_csv(results, self.class_names, path, top_k)
+        """The predictions, each row naming the run whose model made it."""
+        return write_predictions_csv(results, self.class_names, path, top_k, source=self.run.id)
 
     @property
     def decision(self):
@@ -79,17 +80,18 @@ def top_text(top: list, k: int) -> str:
     return "; ".join(f"{c} {p:.3f}" for c, p in top[:k])
 
 
-def write_predictions_csv(results: list[dict], names: list[str], path: str | Path, top_k: int = 3) -> Path:
-    """input, predicted, [set], [top_k], p_<class>..., error: one row per input (a run's or a
-    package's).  ``predicted`` is the run's decision (its operating point, for two classes);
+def write_predictions_csv(results: list[dict], names: list[str], path: str | Path, top_k: int = 3,
+                          source: str = "") -> Path:
+    """input, predicted, [set], [top_k], p_<class>..., error, [run]: one row per input (a run's or
+    a package's).  ``predicted`` is the run's decision (its operating point, for two classes);
     ``set`` the conformal prediction set where the run has one; ``top_k`` the most probable
-    classes (more than two classes)."""
+    classes (more than two classes); ``run`` the run whose model made it (``source``)."""
     has_set = any("set" in r for r in results)
     has_top = any("top" in r for r in results) and top_k > 0
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["input", "predicted"] + (["set"] if has_set else []) + (["top_k"] if has_top else [])
-               + [f"p_{c}" for c in names] + ["error"])
+               + [f"p_{c}" for c in names] + ["error"] + (["run"] if source else []))
     for r in results:
         probs = r.get("probabilities", {})
         pred = r.get("predicted", "")
@@ -97,5 +99,6 @@ def write_predictions_csv(results: list[dict], names: list[str], path: str | Pat
         w.writerow([r["ref"], pred if isinstance(pred, str) else repr(pred)]
                    + ([set_text(r["set"]) if ok and "set" in r else ""] if has_set else [])
                    + ([top_text(r.get("top") or [], top_k)] if has_top else [])
-                   + [f"{probs[c]:.6f}" if c in probs else "" for c in names] + [r.get("error", "")])
+                   + [f"{probs[c]:.6f}" if c in probs else "" for c in names] + [r.get("error", "")]
+                   + ([source] if source else []))
     return atomic_write_text(path, buf.getvalue())

@@ -179,9 +179,12 @@ def html_report(run_dir: str | Path, out: str | Path | None = None, n_boot: int 
     epochs = run.epochs()
     exports = read_json(d / "exports.json").get("exports", [])
     project_toml = run.project_file.read_text(encoding="utf-8") if run.project_file.exists() else ""
+    flips = ""
     try:
         project = run.project()
         name, tech, model = project.name, project.technique.id, project.model.architecture
+        if project.task in ("image-classification", "detection"):
+            flips = project.augmentation.flips_summary()
     except Exception:  # noqa: BLE001 - a damaged project file still gets a report
         name, tech, model = d.name, final.get("technique", "?"), final.get("model", "?")
 
@@ -198,7 +201,7 @@ def html_report(run_dir: str | Path, out: str | Path | None = None, n_boot: int 
                ["Best epoch", _e(f"{final.get('best_epoch', status.get('best_epoch', '–'))} by "
                                  f"{final.get('monitor', status.get('monitor', '–'))} = "
                                  f"{_num(final.get('best_value', status.get('best_value')))}")],
-               ["Data", _e(data.get("source", "–"))]]
+               ["Data", _e(data.get("source", "–"))]] + ([["Mirror images", _e(flips)]] if flips else [])
     P.append("<h2>Summary</h2>" + _table(["", ""], summary, raw=True))
 
     if test:

@@ -55,6 +55,7 @@ class Run:
     @classmethod
     def create(cls, root: str | Path, project: Project) -> "Run":
         root = Path(root)
+        check_runs_folder(root)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         for _ in range(100):
             rid = f"{stamp}-{_slug(project.technique.id)}-{secrets.token_hex(2)}"
@@ -94,13 +95,26 @@ class Run:
 
     def project(self) -> Project:
         """The run's project. A run from before the test-time flip existed (its file does not
-        name the setting) was trained and evaluated on single images, and predicts so."""
+        name the setting) was trained and evaluated on single images, and predicts so. A run
+        from before the mirror question (its file does not name ``mirror_safe``; every later
+        run's file does, see :meth:`save_project`) flipped wherever its flips were ticked."""
         project = load_project(self.project_file)
-        if "test_time_flip" not in project.augmentation.model_fields_set:
-            project.augmentation.test_time_flip = False
+        aug = project.augmentation
+        if "test_time_flip" not in aug.model_fields_set:
+            aug.test_time_flip = False
+        if "mirror_safe" not in aug.model_fields_set:
+            aug.mirror_safe = aug.horizontal_flip
         return project
 
     def save_project(self, project: Project) -> None:
+        """The run's copy of the project; the mirror question not answered is written as
+        ``mirror_safe = false`` (what the run did: no flips), so that the file says it."""
+        if project.augmentation.mirror_safe is None:
+            copy = project.model_copy(deep=True)
+            copy.augmentation.mirror_safe = False
+            copy.save(self.project_file)
+            project._path = copy.path
+            return
         project.save(self.project_file)
 
     def write_env(self, **extra: Any) -> None:
@@ -150,7 +164,12 @@ class Run:
         return s
 
     def resumable(self) -> bool:
-        return self.status() in (STOPPED, INTERRUPTED, FAILED) and self.last_checkpoint.exists()
+        """Stopped, interrupted or failed with a checkpoint to continue from (``last.pt``, or
+        the previous one a kill during its write left).  A run stopped before its first
+        checkpoint restarts from epoch 1 with ``tlstudio train --resume`` (its project file is
+        written first)."""
+        return self.status() in (STOPPED, INTERRUPTED, FAILED) and (
+            self.last_checkpoint.exists() or (self.last_checkpoint.parent / "prev.pt").exists())
 
     # --- events -------------------------------------------------------------------------
     def append_event(self, event: dict) -> None:
@@ -275,6 +294,18 @@ def summarize(run: Run) -> RunSummary:
     )
 
 
+def check_runs_folder(root: str | Path) -> Path:
+    """``root`` as a runs folder, or a plain error when it cannot be one (a file, or under a file)."""
+    root = Path(root)
+    for p in (root, *root.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == root else f"lies under {p}, which is a file"
+                raise StudioError(f"runs folder {root} {what}: give a folder (--runs-dir, or Settings).")
+            break
+    return root
+
+
 def list_runs(root: str | Path) -> list[Run]:
     root = Path(root)
     if not root.is_dir():
@@ -291,5 +322,8 @@ def open_run(ref: str | Path, root: str | Path | None = None) -> Run:
     if not p.is_dir() and root is not None:
         p = Path(root) / str(ref)
     if not (p / "status.json").exists():
+        if (p / "package.json").exists():
+            raise StudioError(f"{ref}: an exported model package, not a run folder (its package.json is damaged "
+                              "or from another program, see `tlstudio predict`)")
         raise StudioError(f"{ref}: not a run folder (no status.json)")
     return Run(p)

@@ -149,6 +149,9 @@ def export_run_onnx(run_ref, out_dir: str | Path, runs_dir=None, plugins=None, m
     summary = task.export_onnx(pred.ctx, out_dir, texts or None, tolerance)
     summary["run_dir"] = str(pred.run.dir)
     atomic_write_json(Path(out_dir) / "export.json", summary)
+    from .export import write_checksums
+
+    write_checksums(Path(out_dir))  # every file listed: predict refuses a changed or added one
     _readable(Path(out_dir))
     return summary
 
@@ -168,7 +171,10 @@ def predict_exported(folder: str | Path, texts: list[str]) -> list[dict]:
     program does with it, no run and no PyTorch model needed."""
     from .models.huggingface import load_tokenizer
 
+    from .package import verify_checksums
+
     folder = Path(folder)
+    verify_checksums(folder)
     pre = json.loads((folder / "preprocessing.json").read_text(encoding="utf-8"))
     names = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
     logits = onnx_logits(folder / "model.onnx", load_tokenizer(folder), list(texts), int(pre["max_length"]))

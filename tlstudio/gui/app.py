@@ -18,6 +18,7 @@ T0 = time.perf_counter()
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tlstudio-gui", description="Transfer Learning Studio: the window.")
     p.add_argument("project", nargs="?", help="a project.toml to open")
+    p.add_argument("--sample", help="open a sample project as an unsaved copy: breast-ultrasound or digits")
     p.add_argument("--safe-mode", action="store_true", help="start with every third-party plugin switched off")
     return p.parse_args(argv)
 
@@ -77,5 +78,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         window.firstShown.connect(shown)
     window.show()
-    QTimer.singleShot(0, lambda: window.start(args.project))
+    QTimer.singleShot(0, lambda: window.start(args.project, args.sample))
     return app.exec()

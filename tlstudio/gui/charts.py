@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
 # Okabe-Ito: distinguishable with colour-blindness, readable on white
@@ -103,6 +103,8 @@ class ChartModel:
                     self.best = (x, float(e[mon]))
             elif mon == "val_loss" and e.get("val_accuracy") is not None:
                 self.get("metric", "val_accuracy").append(x, e["val_accuracy"])
+            elif (shown := self.shown_metric(e)) is not None:  # "last" or "auto": the validation result to watch
+                self.get("metric", shown).append(x, e[shown])
             for n, v in (e.get("series") or {}).items():
                 self.get("technique", str(n)).append(x, v)
             self.version += 1
@@ -112,6 +114,15 @@ class ChartModel:
             self.version += 1
             return True
         return False
+
+    def shown_metric(self, e: dict) -> str | None:
+        """The validation result charted when the best-model metric is not one (monitor "last"):
+        the accuracy (mAP, BLEU for other tasks; else the first val_ number of the event)."""
+        for name in ("val_accuracy", "val_map_50", "val_bleu_4"):
+            if e.get(name) is not None:
+                return name
+        return next((k for k, v in e.items() if k.startswith("val_") and k != "val_loss"
+                     and isinstance(v, (int, float))), None)
 
     def points(self) -> dict[str, int]:
         """Number of points per series, "plot/name" -> n (what the tests and benches read)."""
@@ -145,8 +156,42 @@ def styled_plot(title: str, xlabel: str = "epoch", ylabel: str = "", legend: boo
     return w
 
 
+class EmptyNote(QObject):
+    """A grey note in the middle of a chart while it has nothing to show ("no data yet"), on
+    top of the plot, never over its axis labels."""
+
+    def __init__(self, plot, text: str):
+        super().__init__(plot)
+        self.plot = plot
+        self.label = QLabel(text, plot)
+        self.label.setStyleSheet("color: #999999; background: transparent;")
+        self.label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.label.adjustSize()
+        plot.installEventFilter(self)
+        self._place()
+
+    def eventFilter(self, obj, e) -> bool:  # noqa: N802
+        if e.type() in (QEvent.Type.Resize, QEvent.Type.Show):
+            self._place()
+        return False
+
+    def _place(self) -> None:
+        self.label.move(max(0, (self.plot.width() - self.label.width()) // 2),
+                        max(0, (self.plot.height() - self.label.height()) // 2))
+
+    def show(self) -> None:
+        self.label.show()
+
+    def hide(self) -> None:
+        self.label.hide()
+
+    def isVisible(self) -> bool:  # noqa: N802
+        return self.label.isVisible()
+
+
 class LiveCharts(QWidget):
-    """Four charts: loss, validation metric, learning rate per group, technique series."""
+    """The loss and the validation metric; behind ``show_details``, the learning rate of every
+    parameter group and the technique's own series."""
 
     def __init__(self, max_fps: float = 10.0, parent=None):
         super().__init__(parent)
@@ -169,13 +214,22 @@ class LiveCharts(QWidget):
             self.plots[key] = w
         grid.addWidget(self.plots["loss"], 0, 0)
         grid.addWidget(self.plots["metric"], 0, 1)
+        self.details = True
         self._technique_shown = True
         self._show_technique_plot(False)
-        self._empty = {k: self._empty_label(w) for k, w in self.plots.items()}
+        self.show_details(False)
+        self._empty = {k: EmptyNote(w, "no data yet") for k, w in self.plots.items()}
         self._timer = QTimer(self)
         self._timer.setInterval(int(1000 / max_fps))
         self._timer.timeout.connect(self.redraw)
         self._timer.start()
+
+    def show_details(self, on: bool) -> None:
+        """The second row: learning rates per layer group (and the technique's series)."""
+        self.details = on
+        self.plots["lr"].setVisible(on)
+        self.plots["technique"].setVisible(on and self._technique_shown)
+        self.grid.setRowStretch(1, 1 if on else 0)
 
     def _show_technique_plot(self, on: bool) -> None:
         """The technique chart appears once a technique reports a series of its own; until
@@ -188,16 +242,9 @@ class LiveCharts(QWidget):
         if on:
             self.grid.addWidget(self.plots["lr"], 1, 0)
             self.grid.addWidget(self.plots["technique"], 1, 1)
-            self.plots["technique"].show()
         else:
             self.grid.addWidget(self.plots["lr"], 1, 0, 1, 2)
-            self.plots["technique"].hide()
-
-    def _empty_label(self, w):
-        ti = self.pg.TextItem("no data yet", color="#999999", anchor=(0.5, 0.5))
-        w.addItem(ti, ignoreBounds=True)
-        ti.setPos(0.5, 0.5)
-        return ti
+        self.plots["technique"].setVisible(on and self.details)
 
     # --- feeding ------------------------------------------------------------------------
     def feed(self, event: dict) -> None:
@@ -273,8 +320,11 @@ class LiveCharts(QWidget):
                 self._markers.append((plot, line))
             self._stage_count += 1
             changed = True
-        if self.model.monitor:
-            title = f"Validation metric: {self.model.monitor[4:] if self.model.monitor.startswith('val_') else self.model.monitor}"
+        shown = next((n for p, n in self.model.series if p == "metric"), None) or self.model.monitor
+        if shown:
+            title = f"Validation {shown[4:] if shown.startswith('val_') else shown}"
+            if self.model.monitor == "last":
+                title += " (the last epoch's model is kept)"
             self.plots["metric"].getPlotItem().setTitle(f"<span style='font-size:10pt; font-weight:600'>{title}</span>")
         if changed:
             self.redraws += 1
@@ -283,7 +333,3 @@ class LiveCharts(QWidget):
         return self.model.points()
 
 
-class EmptyNote(QLabel):
-    def __init__(self, text: str, parent=None):
-        super().__init__(text, parent)
-        self.setStyleSheet("color: #777777;")

@@ -144,8 +144,9 @@ class PluginsDialog(QDialog):
             if status == "disabled" and pm.safe_mode and not p.builtin and p.name not in disabled:
                 status = "disabled (safe mode)"
             provides = "; ".join(f"{k.replace('tlstudio_', '')}: {', '.join(v)}" for k, v in p.provides.items() if v)
+            notes = list(getattr(p, "notes", []))  # a slow load ...
             vals = [p.name + ("  (built in)" if p.builtin else ""), p.dist, p.version, status, provides,
-                    p.errors[0] if p.errors else ""]
+                    p.errors[0] if p.errors else (notes[0] if notes else "")]
             for c, text in enumerate(vals, start=1):
                 it = QTableWidgetItem(text)
                 it.setToolTip("\n".join(p.errors) if c == 6 and p.errors else text)

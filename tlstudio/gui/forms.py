@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import types
 import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QLineEdit,
-                               QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QLineEdit, QSizePolicy,
+                               QVBoxLayout, QWidget)
+
+from .spinboxes import FloatBox, IntBox
 
 INVALID_STYLE = "border: 1px solid #c0392b; background: #fdecea;"
 ERROR_LABEL_STYLE = "color: #b03a2e;"
-INT_LIMIT = 2_000_000_000
-FLOAT_LIMIT = 1e15
 
 
 # --- reading a field -------------------------------------------------------------------------
@@ -93,149 +91,6 @@ def humanize(name: str) -> str:
     return name.replace("_", " ").strip().capitalize()
 
 
-# --- number boxes ----------------------------------------------------------------------------
-def _nice_step(span: float) -> float:
-    raw = span / 20.0
-    if raw <= 0 or not math.isfinite(raw):
-        return 1.0
-    e = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 5, 10):
-        if raw <= m * e:
-            return m * e
-    return 10 * e
-
-
-class _Bounded:
-    """Arrow keys, buttons and the wheel stay inside the field's bounds; typing does not."""
-
-    lo: float | None
-    hi: float | None
-
-    def _clamp(self, v: float) -> float:
-        if self.lo is not None and v < self.lo:
-            v = self.lo
-        if self.hi is not None and v > self.hi:
-            v = self.hi
-        return v
-
-    def stepEnabled(self):  # noqa: N802 - Qt override
-        from PySide6.QtWidgets import QAbstractSpinBox
-
-        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
-        try:
-            v = self.current()
-        except ValueError:
-            return flags
-        if self.hi is None or v < self.hi:
-            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
-        if self.lo is None or v > self.lo:
-            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
-        return flags
-
-
-class IntBox(_Bounded, QSpinBox):
-    def __init__(self, b: dict, parent=None):
-        super().__init__(parent)
-        self.lo = b["ge"] if "ge" in b else (math.floor(b["gt"]) + 1 if "gt" in b else None)
-        self.hi = b["le"] if "le" in b else (math.ceil(b["lt"]) - 1 if "lt" in b else None)
-        self.setRange(-INT_LIMIT, INT_LIMIT)
-        self.setAccelerated(True)
-        self.setMinimumWidth(110)
-
-    def current(self) -> int:
-        t = self.cleanText().strip()
-        return int(t)
-
-    def stepBy(self, steps: int) -> None:  # noqa: N802
-        try:
-            v = self.current()
-        except ValueError:
-            v = int(self.lo or 0)
-        self.setValue(int(self._clamp(v + steps)))
-        self.selectAll()
-
-
-class FloatBox(_Bounded, QDoubleSpinBox):
-    """A float spin box that shows 0.001 as 0.001 and 1e-05 as 1e-05, accepts scientific
-    notation, and steps by decades' leading digit (0.002 -> 0.003, 0.001 -> 0.0009)."""
-
-    def __init__(self, b: dict, step: float | None = None, decade: bool = False, parent=None):
-        super().__init__(parent)
-        self.lo = b.get("ge", b.get("gt"))
-        self.hi = b.get("le", b.get("lt"))
-        self._excl = ("gt" in b, "lt" in b)
-        self.decade = decade
-        self.fixed_step = step
-        self.setDecimals(12)
-        self.setRange(-FLOAT_LIMIT, FLOAT_LIMIT)
-        self.setMinimumWidth(110)
-
-    def textFromValue(self, v: float) -> str:  # noqa: N802
-        return f"{v:.6g}"
-
-    def valueFromText(self, text: str) -> float:  # noqa: N802
-        try:
-            return float(text.strip().replace(",", "."))
-        except ValueError:
-            return self.value()
-
-    def validate(self, text: str, pos: int):
-        t = text.strip().replace(",", ".")
-        try:
-            float(t)
-            return QValidator.State.Acceptable, text, pos
-        except ValueError:
-            pass
-        if t in ("", "-", "+", ".", "-.", "+.") or (t[-1:] in "eE-+" and _float_prefix(t)):
-            return QValidator.State.Intermediate, text, pos
-        return QValidator.State.Invalid, text, pos
-
-    def fixup(self, text: str) -> str:
-        return text
-
-    def current(self) -> float:
-        return float(self.cleanText().strip().replace(",", "."))
-
-    def _step(self, v: float, direction: int) -> float:
-        if self.fixed_step:
-            return self.fixed_step
-        if self.decade and v != 0:
-            a = abs(v)
-            e = math.floor(math.log10(a) + 1e-9)
-            s = 10.0 ** e
-            if (direction < 0) == (v > 0) and math.isclose(a, s, rel_tol=1e-9):
-                s /= 10.0
-            return s
-        span = (self.hi - self.lo) if (self.hi is not None and self.lo is not None) else 10.0
-        return _nice_step(span) if span <= 200 else 1.0
-
-    def stepBy(self, steps: int) -> None:  # noqa: N802
-        try:
-            v = self.current()
-        except ValueError:
-            v = float(self.lo or 0.0)
-        d = 1 if steps > 0 else -1
-        for _ in range(abs(steps)):
-            nv = float(f"{v + d * self._step(v, d):.10g}")
-            if self.lo is not None and (nv < self.lo or (self._excl[0] and nv <= self.lo)):
-                nv = v if self._excl[0] else self.lo
-            if self.hi is not None and (nv > self.hi or (self._excl[1] and nv >= self.hi)):
-                nv = v if self._excl[1] else self.hi
-            if nv == v:
-                break
-            v = nv
-        self.setValue(v)
-        self.selectAll()
-
-
-def _float_prefix(t: str) -> bool:
-    try:
-        float(t.rstrip("eE-+"))
-        return True
-    except ValueError:
-        return False
-
-
 # --- one field --------------------------------------------------------------------------------
 class FieldEditor:
     """A control for one field: ``get()`` (raises ValueError on unparseable text),
@@ -249,11 +104,11 @@ class FieldEditor:
         if k == "bool":
             return w.isChecked()
         if k == "int":
-            t = w.cleanText().strip()
             try:
-                return int(t)
+                return w.current()
             except ValueError:
-                raise ValueError("must be a whole number") from None
+                words = " or ".join(f"'{x}'" for x in w.specials.values())
+                raise ValueError("must be a whole number" + (f" (or {words})" if words else "")) from None
         if k == "float":
             try:
                 return w.current()
@@ -349,6 +204,8 @@ class PydanticForm(QWidget):
         self._form_error.hide()
         self._valid = True
         self._hidden_values: dict[str, Any] = {}
+        self._cells: dict[str, QWidget] = {}
+        self._conditions: dict[str, dict[str, list]] = {}  # field -> {other field: values that show it}
         names = [n for n in model_cls.model_fields if n not in self.exclude]
         if only is not None:
             keep = list(only)
@@ -390,6 +247,14 @@ class PydanticForm(QWidget):
             w.setPlaceholderText("(none)")
             w.textChanged.connect(self._on_edit)
             ed = FieldEditor(name, info, w, "optional")
+        elif ann is bool and optional:  # yes / no / not answered yet
+            w = QComboBox()
+            choices = [None, True, False]
+            labels = extra.get("labels") if isinstance(extra.get("labels"), dict) else {}
+            for c, default in zip(choices, ("(not answered yet)", "Yes", "No")):
+                w.addItem(str(labels.get(str(c).lower(), default)))
+            w.currentIndexChanged.connect(self._on_edit)
+            ed = FieldEditor(name, info, w, "choice", choices)
         elif ann is bool:
             w = QCheckBox()
             w.toggled.connect(self._on_edit)
@@ -402,7 +267,8 @@ class PydanticForm(QWidget):
             w.currentIndexChanged.connect(self._on_edit)
             ed = FieldEditor(name, info, w, "choice", choices)
         elif ann is int:
-            w = IntBox(b)
+            labels = extra.get("labels") if isinstance(extra.get("labels"), dict) else None
+            w = IntBox(b, specials=labels)
             w.textChanged.connect(self._on_edit)
             ed = FieldEditor(name, info, w, "int")
         elif ann is float:
@@ -447,6 +313,10 @@ class PydanticForm(QWidget):
         self.layout_.addRow(label, cell)
         self.editors[name] = ed
         self._error_labels[name] = err
+        self._cells[name] = cell
+        when = extra.get("shown_when")
+        if isinstance(when, dict):
+            self._conditions[name] = {k: list(v) for k, v in when.items()}
 
     # --- values -----------------------------------------------------------------------
     def set_values(self, values: dict | BaseModel | None) -> None:
@@ -465,6 +335,7 @@ class PydanticForm(QWidget):
             else:
                 self.editors[name].set(v)
         self._validate(emit=False)
+        self._apply_conditions()
 
     def raw_values(self) -> dict:
         """Values as entered ({field: value}); unparseable entries are left out."""
@@ -493,7 +364,25 @@ class PydanticForm(QWidget):
     # --- validation ---------------------------------------------------------------------
     def _on_edit(self, *_a) -> None:
         self._validate(emit=True)
+        self._apply_conditions()
         self.changed.emit()
+
+    def _apply_conditions(self) -> None:
+        """Hide the fields that do not apply (``json_schema_extra={"shown_when": {"optimizer": ["sgd"]}}``:
+        momentum only for SGD); a hidden field keeps its value."""
+        if not self._conditions:
+            return
+        vals = self.raw_values()
+        for name, when in self._conditions.items():
+            on = all(vals.get(k) in allowed for k, allowed in when.items())
+            self.layout_.setRowVisible(self._cells[name], on)
+
+    def shown(self, name: str) -> bool:
+        """Whether a field applies to the current values (is not hidden by its condition)."""
+        if name not in self._conditions:
+            return name in self.editors
+        vals = self.raw_values()
+        return all(vals.get(k) in allowed for k, allowed in self._conditions[name].items())
 
     def errors(self) -> dict[str, str]:
         """field -> message (nested: "split.val_fraction")."""

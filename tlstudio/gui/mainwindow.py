@@ -17,6 +17,14 @@ from .widgets import error_dialog
 APP_TITLE = "Transfer Learning Studio"
 
 
+def default_size(screen) -> tuple[int, int]:
+    """1360 x 880, or less on a smaller screen (a 1366 x 768 laptop keeps its panel and title bar)."""
+    w, h = 1360, 880
+    if screen.width() >= 1024 and screen.height() >= 600:  # a real screen (offscreen tests have 800 x 800)
+        w, h = min(w, screen.width() - 16), min(h, screen.height() - 48)
+    return w, h
+
+
 class MainWindow(QMainWindow):
     firstShown = Signal()
 
@@ -30,8 +38,8 @@ class MainWindow(QMainWindow):
         self._holders: dict[str, QWidget] = {}
         self._shown_once = False
         self.confirm = True  # ask before closing with unsaved changes or a running run
-        self.resize(1360, 880)
-        self.setMinimumSize(980, 640)
+        self.resize(*default_size(self.screen().availableGeometry()))
+        self.setMinimumSize(980, 600)
 
         self.tabs = QTabWidget()
         self.tabs.setObjectName("pages")
@@ -98,6 +106,16 @@ class MainWindow(QMainWindow):
         f = mb.addMenu("&File")
         self._action(f, "&New project", self.new_project, QKeySequence.StandardKey.New)
         self._action(f, "&Open project…", self.open_dialog, QKeySequence.StandardKey.Open)
+        self.sample_menu = f.addMenu("Open &sample")
+        self.sample_menu.setObjectName("sampleMenu")
+        from .samples import available
+
+        for sample, path in available():
+            a = self._action(self.sample_menu, sample.title, lambda _c=False, k=sample.key: self.open_sample(k),
+                             name=f"sample_{sample.key}")
+            a.setToolTip(f"{sample.description} ({path})")
+        self.sample_menu.setToolTipsVisible(True)
+        self.sample_menu.setEnabled(bool(self.sample_menu.actions()))
         self.recent_menu = f.addMenu("Open &recent")
         self._action(f, "&Save project", self.save, QKeySequence.StandardKey.Save)
         self._action(f, "Save project &as…", self.save_as, "Ctrl+Shift+S")
@@ -112,6 +130,9 @@ class MainWindow(QMainWindow):
         self._action(r, "&Copy as command", lambda: self.page("train").copy_command(), "Ctrl+Shift+C")
         self._action(r, "Find &learning rate…", lambda: self.show_page("technique").find_lr())
         self._action(r, "Compare with training from &scratch…", lambda: self.page("train").compare_with_scratch())
+        self._action(r, "Compare with the &plain recipe…",
+                     lambda: self.page("train").compare_with_scratch().set_against("baseline"), None, "actCompareBaseline")
+        self._action(r, "Find the best &recipe…", self.find_recipe, None, "actFindRecipe")
         v = mb.addMenu("&View")
         for i, (key, title, _m, _c) in enumerate(PAGES):
             self._action(v, title, lambda _c=False, k=key: self.show_page(k), f"Ctrl+{i + 1}")
@@ -119,9 +140,16 @@ class MainWindow(QMainWindow):
         self._action(t, "&Plugins…", self.plugins_dialog, None, "actPlugins")
         self._action(t, "&Settings…", self.settings_dialog, "Ctrl+,", "actSettings")
         h = mb.addMenu("&Help")
+        self._action(h, "&Guide", self.guide, QKeySequence.StandardKey.HelpContents, "actGuide")
         self._action(h, "&About", self._about)
         self._fill_recent()
         self._update_actions()
+
+    def find_recipe(self):
+        """Run › Find the best recipe… (tlstudio.gui.recipe)."""
+        from .recipe import open_recipe_dialog
+
+        return open_recipe_dialog(self)
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -164,11 +192,28 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     # --- project files ---------------------------------------------------------------------------
-    def start(self, project: str | None = None) -> None:
-        """After the window shows: open the project (if any) and load the plugins."""
+    def start(self, project: str | None = None, sample: str | None = None) -> None:
+        """After the window shows: open the project or the sample (if any) and load the plugins."""
         if project:
             self.open_project(project)
+        elif sample:
+            self.open_sample(sample)
         self.studio.load_plugins()
+
+    def open_sample(self, key: str) -> bool:
+        """A sample project as an unsaved copy (File › Open sample)."""
+        from . import samples
+
+        if not self._maybe_save():
+            return False
+        try:
+            sample, path = samples.find(key)
+            self.studio.set_project(samples.load_copy(path), None)
+        except Exception as e:  # noqa: BLE001 - a missing or damaged sample is reported, the window stays
+            error_dialog(self, "The sample could not be opened", ErrorInfo.from_exception(e))
+            return False
+        self.statusBar().showMessage(f"Opened the sample {sample.title}: Save project as… keeps your own copy.", 8000)
+        return True
 
     def open_project(self, path: str) -> bool:
         if not self._maybe_save():
@@ -244,6 +289,17 @@ class MainWindow(QMainWindow):
         dlg.open()
         return dlg
 
+    def guide(self):
+        """Help › Guide: what each page is for and how to read the results (offline)."""
+        from .guide import GuideDialog
+
+        dlg = getattr(self, "guide_dialog", None)
+        if dlg is None:
+            self.guide_dialog = dlg = GuideDialog(self)
+        dlg.show()
+        dlg.raise_()
+        return dlg
+
     def _about(self) -> None:
         from .dialogs import AboutDialog
 
@@ -267,9 +323,9 @@ class MainWindow(QMainWindow):
         follow = getattr(train, "follower", None)
         if follow is not None:
             follow.stop()
-        scratch = getattr(train, "scratch_dialog", None)
-        if scratch is not None:  # the comparison with scratch stops after its current batch
-            scratch.wait(60000)
+        for dlg in (getattr(train, "scratch_dialog", None), getattr(self, "recipe_dialog", None)):
+            if dlg is not None:  # a comparison or a recipe search stops after its current batch
+                dlg.wait(60000)
         self.studio.tasks.shutdown()
         e.accept()
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from PySide6.QtCore import QObject, Signal
 
-from tlstudio.core.config import Project, TrainingConfig, load_project
+from tlstudio.core.config import ModelConfig, Project, TrainingConfig, load_project
 from tlstudio.core.settings import Settings, load_settings, save_settings
 
 from .forms import friendly_error, humanize
@@ -46,11 +46,14 @@ class Studio(QObject):
         self.plugin_error: ErrorInfo | None = None
         self.device_text = "Device: detecting…"
         self.model_status: dict[str, Any] | None = None
+        self.text_models: list | None = None  # Hugging Face folders found here (HFModelChoice), for text techniques
         self.data_table = None
+        self.data_error: str | None = None  # why the Data page could not read the data
         self.current_run: str | None = None
         self.tasks = TaskRunner(self)
         self._form_problems: dict[str, list[str]] = {}
         self._tech_settings: dict[str, dict] = {}
+        self._models_by_task: dict[str, str] = {}  # the model each task had, restored when a technique returns to it
         self.training_active = False
         self.before_run: list = []  # callables that commit pending edits before a run starts
 
@@ -111,15 +114,40 @@ class Studio(QObject):
 
     def refresh_models(self) -> None:
         def work():
-            return {s.name: s for s in self.library().list_status()}
+            from tlstudio.core.models.huggingface import hf_model_choices
+
+            try:
+                text = hf_model_choices()
+            except Exception:  # noqa: BLE001 - a broken cache folder: no text models offered
+                text = []
+            return {s.name: s for s in self.library().list_status()}, text
 
         self.tasks.submit(work, pool="plugins", name="models", on_done=self._models_ready,
                           on_error=lambda info: self.message.emit(f"Model catalog: {info.message}"))
 
-    def _models_ready(self, status: dict) -> None:
-        self.model_status = status
+    def _models_ready(self, result) -> None:
+        self.model_status, self.text_models = result
+        self._take_text_model()
         self.modelsChanged.emit()
         self.problemsChanged.emit()
+
+    def text_model(self, name: str):
+        """The text model (HFModelChoice) that ``name`` means: a found folder's name or path."""
+        for c in self.text_models or []:
+            if name in (c.name, str(c.path), c.path.name, f"{c.path.parent.name}/{c.path.name}"):
+                return c
+        return None
+
+    def _take_text_model(self) -> None:
+        """A text technique with an image model named: the one text model found is taken."""
+        p = self.project
+        if p.task != "text-classification" or self.text_models is None or self.text_model(p.model.architecture):
+            return
+        if Path(p.resolve(p.model.architecture)).is_dir() and p.model.architecture not in ("", "auto"):
+            return  # a folder the user chose
+        if len(self.text_models) == 1:
+            p.model.architecture = self.text_models[0].name
+            self.message.emit(f"Text model: {self.text_models[0].name} (the one found on this computer).")
 
     def techniques(self) -> dict:
         if self.plugins is None:
@@ -164,13 +192,19 @@ class Studio(QObject):
             pass
         self._set_project(project, None)
 
+    def set_project(self, project: Project, path: Path | None) -> None:
+        """Show this project (a sample's copy, ...): the pages read everything again."""
+        self._set_project(project, path)
+
     def _set_project(self, project: Project, path: Path | None) -> None:
         self.project = project
         self.path = Path(path) if path else None
         self.dirty = False
         self._form_problems.clear()
         self._tech_settings = {project.technique.id: dict(project.technique.settings)}
+        self._models_by_task = {}
         self.data_table = None
+        self.data_error = None
         self.projectReplaced.emit()
         self.problemsChanged.emit()
 
@@ -241,7 +275,13 @@ class Studio(QObject):
         self.project.technique.id = tid
         self.project.technique.settings = dict(settings)
         if task and task != self.project.task:
+            self._models_by_task[self.project.task] = self.project.model.architecture
             self.project.task = task
+            if task in self._models_by_task:  # back to a task: the model it had
+                self.project.model.architecture = self._models_by_task[task]
+            elif task != "text-classification" and self.text_model(self.project.model.architecture):
+                self.project.model.architecture = ModelConfig().architecture  # an image model, not a text one
+            self._take_text_model()
         self._edited("technique")
 
     def set_technique_settings(self, settings: dict) -> None:
@@ -253,6 +293,49 @@ class Studio(QObject):
         self.dirty = True
         self.projectEdited.emit(section)
         self.problemsChanged.emit()
+
+    # --- the data the Data page read ------------------------------------------------------------
+    def set_data(self, table=None, error: str | None = None) -> None:
+        """The Data page's reading: started (nothing), finished (``table``) or failed (``error``)."""
+        self.data_table, self.data_error = table, error
+        self.dataRead.emit(table)
+        self.problemsChanged.emit()
+
+    def data_task(self) -> str | None:
+        """The task the data were read for, when they hold something usable (else None)."""
+        from tlstudio.core.analysis.guide import TASK_OF_TABLE
+
+        from .taskdata import table_kind
+
+        t = self.data_table
+        return TASK_OF_TABLE.get(table_kind(t)) if t is not None and getattr(t, "items", None) else None
+
+    def _data_problem(self) -> str | None:
+        """Why the data read cannot train (no usable image, one class ...), in the engine's words."""
+        from tlstudio.core.errors import DataError
+
+        from .taskdata import table_kind
+
+        if self.data_error:
+            return f"Data: {self.data_error}"
+        t = self.data_table
+        if t is None:
+            return None
+        try:
+            kind = table_kind(t)
+            if kind == "text":
+                from tlstudio.core.data.text import check_trainable_texts
+
+                check_trainable_texts(t)
+            elif kind == "image":
+                from tlstudio.core.data import check_trainable
+
+                check_trainable(t)
+            elif not t.items:
+                raise DataError(f"no usable images found in {t.source}")
+        except DataError as e:
+            return f"Data: {e} (see the Data page)."
+        return None
 
     # --- problems -------------------------------------------------------------------------------
     def set_form_problems(self, key: str, problems: list[str]) -> None:
@@ -273,14 +356,18 @@ class Studio(QObject):
             out.append("Data: choose a folder or file of images on the Data page.")
         elif not p.resolve(p.data.source).exists():
             out.append(f"Data: {p.resolve(p.data.source)} does not exist.")
+        elif (problem := self._data_problem()) is not None:
+            out.append(problem)
         if self.plugins is None:
             out.append("Plugins are still loading…" if self.plugin_error is None
                        else f"Plugins could not be loaded: {self.plugin_error.message}")
         else:
             tech = self.technique()
             if tech is None:
-                out.append(f"Technique: '{p.technique.id}' is not available (see Plugins…); choose another on the "
-                           "Technique page.")
+                why = self.plugins.unavailable_reason(p.technique.id)
+                out.append(f"Technique: '{p.technique.id}' cannot be used: {why}. Choose another on the Technique page."
+                           if why else f"Technique: '{p.technique.id}' is not available (see Plugins…); choose "
+                           "another on the Technique page.")
             else:
                 if tech.task != p.task:
                     out.append(f"Technique: {tech.title or tech.id} is for {tech.task}, the project is {p.task}.")
@@ -292,7 +379,13 @@ class Studio(QObject):
                                 for err in e.errors()]
                     except Exception as e:  # noqa: BLE001 - a plugin's Config that raises
                         out.append(f"Technique settings: {type(e).__name__}: {e}")
-        if self.model_status is not None:
+        if p.task == "text-classification":
+            if self.text_models is not None and not self.text_model(p.model.architecture) \
+                    and not p.resolve(p.model.architecture).is_dir():
+                found = ", ".join(c.name for c in self.text_models) or "none is on this computer"
+                out.append(f"Model: '{p.model.architecture}' is not a text model; choose one on the Model page "
+                           f"({found}).")
+        elif self.model_status is not None:
             st = self.model_status.get(p.model.architecture)
             if st is None:
                 out.append(f"Model: '{p.model.architecture}' is not in the catalog; choose one on the Model page.")

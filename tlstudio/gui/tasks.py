@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,12 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException, details: str | None = None) -> "ErrorInfo":
-        from tlstudio.core.errors import StudioError, advice_for
+        """The plain message (never a library's advice to load a file unsafely), the advice,
+        and the traceback for Details."""
+        from tlstudio.core.failures import describe
 
-        msg = str(exc) if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"
-        return cls(msg, details if details is not None else "".join(traceback.format_exception(exc)), advice_for(exc))
+        f = describe(exc, details)
+        return cls(f.message, f.details, f.advice)
 
 
 class Task(QObject):

@@ -51,15 +51,25 @@ def thumbnail(arr: np.ndarray, size: int = 96) -> np.ndarray:
 
 class ImageView(QLabel):
     """An image that scales to its box, keeping its aspect ratio; pixelated when enlarged
-    much (small medical images stay honest)."""
+    much (small medical images stay honest).  Empty, it is a light panel that says what will
+    appear there (not a black box)."""
 
-    def __init__(self, parent=None, min_size: int = 160):
+    EMPTY_STYLE = "background: #f6f7f8; color: #777777; border: 1px dashed #c8cdd2;"
+    IMAGE_STYLE = "background: #202020; color: #dddddd;"
+
+    def __init__(self, parent=None, min_size: int = 160, placeholder: str = "The selected image appears here."):
         super().__init__(parent)
         self._arr: np.ndarray | None = None
+        self.placeholder = placeholder
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setWordWrap(True)
         self.setMinimumSize(min_size, min_size)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setStyleSheet("background: #202020; color: #dddddd;")
+        self._render()
+
+    def set_placeholder(self, text: str) -> None:
+        self.placeholder = text
+        self._render()
 
     def set_array(self, arr: np.ndarray | None) -> None:
         self._arr = None if arr is None else np.asarray(arr)
@@ -72,7 +82,10 @@ class ImageView(QLabel):
     def _render(self) -> None:
         if self._arr is None:
             self.setPixmap(QPixmap())
+            self.setStyleSheet(self.EMPTY_STYLE)
+            self.setText(self.placeholder)
             return
+        self.setStyleSheet(self.IMAGE_STYLE)
         side = max(16, min(self.width(), self.height()) - 4)
         pm = QPixmap.fromImage(qimage_from_array(self._arr))
         smooth = side <= 2 * max(self._arr.shape[:2])
@@ -265,6 +278,11 @@ def fmt_num(v, digits: int = 3) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """"1 image", "2 images", "1,234 classes": the count and the word that goes with it."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
 
 
 def fmt_seconds(s: float | None) -> str:

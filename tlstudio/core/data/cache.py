@@ -2,77 +2,38 @@
 from __future__ import annotations
 
 import mmap
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import DataError
-from .image import resize_image
-from .table import ImageTable, Progress, ShouldStop, parallel_map
-
-
-def _tempname(final: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    return Path(tmp)
+from .store import DecodeStore, PixelView
+from .table import ImageTable, Progress, ShouldStop
 
 
 def build_image_cache(table: ImageTable, size: int, cache_root: Path, progress: Progress = None,
-                      should_stop: ShouldStop = None) -> tuple[np.ndarray, np.ndarray]:
-    """All images of ``table`` decoded and resized to ``size`` x ``size``, as a read-only
-    memory-mapped uint8 array (N, size, size, 3), plus a bool mask of the items that decoded
-    (failures are zeros).  Stored under ``cache_root/images``; a later call with the same
-    table and size (same fingerprint) reads the stored array and decodes nothing.
+                      should_stop: ShouldStop = None) -> tuple[PixelView, np.ndarray]:
+    """All images of ``table`` decoded and resized to ``size`` x ``size``: a read-only,
+    memory-mapped uint8 array-like (N, size, size, 3) in the table's order, plus a bool mask
+    of the items that decoded (failures read as zeros).
+
+    The pixels live in the decode store under ``cache_root/decoded`` (see
+    :mod:`tlstudio.core.data.store`): a table read with a cache request at this size has them
+    already (decoded once, while it was validated); otherwise only the files the store does
+    not hold at this size are decoded, in parallel, and a stopped or killed build continues
+    where it stopped.
     """
-    folder = Path(cache_root) / "images"
-    final = folder / f"{table.fingerprint()}-{size}.npy"
-    mask_file = final.with_suffix(".valid.npy")
-    shape = (len(table), size, size, 3)
-    if final.exists() and mask_file.exists():
-        try:
-            images, valid = np.load(final, mmap_mode="r"), np.load(mask_file)
-            if images.shape == shape and images.dtype == np.uint8 and valid.shape == shape[:1]:
-                return images, valid.astype(bool)
-        except (OSError, ValueError):
-            pass  # damaged: build it again
+    root = Path(cache_root)
+    store, keys = table.store, table.store_keys
+    if store is None or store.folder.parent != root / "decoded":
+        store, keys = DecodeStore.open(root, table.reader, table.source), None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = _tempname(final)
+        _, rows = store.fill(table.reader, table.items, size, progress=progress, should_stop=should_stop, keys=keys)
     except OSError as e:
-        raise DataError(f"cannot write the image cache in {folder}: {e.strerror or e}") from None
-
-    def load(i: int) -> np.ndarray | None:
-        try:
-            return resize_image(table.load_image(i), size)
-        except Exception:  # reported by the mask; the item was usable when the data were read
-            return None
-
-    mask_tmp = None
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        valid = np.zeros(len(table), dtype=bool)
-        for i, img in enumerate(parallel_map(load, range(len(table)), progress, should_stop)):
-            if img is not None:
-                out[i], valid[i] = img, True
-        out.flush()
-        del out
-        mask_tmp = _tempname(mask_file)
-        with open(mask_tmp, "wb") as f:  # a file object: np.save would add ".npy" to a name
-            np.save(f, valid)
-        os.replace(mask_tmp, mask_file)
-        os.replace(tmp, final)  # the images last: their presence means the cache is complete
-    except BaseException as e:
-        for t in (tmp, mask_tmp):
-            if t is not None:
-                t.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise DataError(f"cannot write the image cache in {folder}: {e.strerror or e} "
-                            f"(it needs about {np.prod(shape) / 1e9:.1f} GB)") from None
-        raise
-    return np.load(final, mmap_mode="r"), valid
+        raise DataError(f"cannot write the image cache in {store.folder}: {e.strerror or e} "
+                        f"(it needs about {len(table) * size * size * 3 / 1e9:.1f} GB)") from None
+    return store.view(size, rows), store.has_pixels(size, rows)
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -12,16 +12,25 @@ import io
 import os
 import re
 import threading
+import traceback
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, RunStopped
+from ..failures import is_third_party, plugin_failed
 from ..hookspecs import hookimpl
 from .groups import GROUP_COLUMNS as GROUP_NAMES
-from .image import DICOM_EXTENSIONS, IMAGE_EXTENSIONS, _gray_to_rgb, _scale_to_uint8, is_dicom, read_file
+from .image import (DICOM_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, _gray_to_rgb, _scale_to_uint8, is_dicom,
+                    read_file, read_pil)
+from .npzcheck import check_array_size as _check_array_size
+from .npzcheck import npz_problem as _npz_problem
+from .npzcheck import numbers_out_of_range as _numbers_out_of_range
 from .report import Item, Skipped
+from .sanity import label_problem
+from .sanity import short as _short
+from .store import CacheRequest
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
 
 _WINDOW_HELP = {
@@ -50,6 +59,15 @@ def _names(value) -> list[str] | None:
         return None
     names = value.split(",") if isinstance(value, str) else value
     return [str(n).strip() for n in names if str(n).strip()] or None
+
+
+def _checked_names(value, option: str) -> list[str] | None:
+    names = _names(value)
+    for n in names or []:
+        problem = label_problem(n)
+        if problem:
+            raise DataError(f"option {option}: {problem}; give class names on one line, without control characters")
+    return names
 
 
 def _file_item(path: Path, label: str | None, window, split: str | None = None, where: str | None = None,
@@ -90,6 +108,13 @@ class _FileReader(DatasetReader):
     def load_image(self, item: Item) -> np.ndarray:
         return self.decode(item)[0]
 
+    def decode_pil(self, item: Item):
+        """A Pillow file as ('L' or 'RGB' image, mode) for the image cache; None for DICOM and
+        for a subclass that decodes in its own way."""
+        if item.meta.get("dicom", False) or getattr(self.decode, "__func__", None) is not _FileReader.decode:
+            return None
+        return read_pil(item.ref)
+
 
 # --- folder of class folders -----------------------------------------------------------------
 class FolderReader(_FileReader):
@@ -108,9 +133,13 @@ class FolderReader(_FileReader):
         if not path.is_dir():
             raise DataError(f"{path}: not a folder (the {self.id} reader expects a folder of class folders)")
         window = _window(options)
-        items, warnings = [], []
+        items, warnings, skipped = [], [], []
         entries = sorted((p for p in path.iterdir() if not is_hidden(p.name)), key=lambda p: natural_key(p.name))
         for d in (p for p in entries if p.is_dir()):
+            problem = label_problem(d.name)
+            if problem:
+                skipped.append(Skipped(str(d), f"class folder: {problem}; its images were left out (rename the folder)"))
+                continue
             found = [it for f in iter_files(d) if (it := _file_item(f, d.name, window))]
             if not found:
                 warnings.append(f"class folder '{d.name}' has no images: skipped")
@@ -120,11 +149,12 @@ class FolderReader(_FileReader):
             warnings.append(f"{len(loose):,} images lie directly in {path}, outside the class folders: ignored")
         elif loose:
             items = loose
-            warnings.append(f"no class folders in {path}: its {len(loose):,} images are unlabelled")
+            warnings.append(f"no class folders in {path}: its {len(loose):,} images are unlabelled" if len(loose) != 1
+                            else f"no class folders in {path}: its one image is unlabelled")
         if not items:
             warnings.append(f"no images found in {path} (expected one folder per class, each holding images)")
         add_dicom_fields(items)
-        return Scan(items, warnings=warnings)
+        return Scan(items, skipped, warnings=warnings)
 
 
 class DicomReader(FolderReader):
@@ -136,14 +166,19 @@ class DicomReader(FolderReader):
     catch_all = False
 
     def can_read(self, path: Path, sniff_files: int = 50) -> bool:
+        """A folder whose files are mostly DICOM (one stray .dcm among images is the plain
+        folder reader's, which reads DICOM files too)."""
         if not Path(path).is_dir():
             return False
+        dicom = other = 0
         for n, f in enumerate(iter_files(Path(path))):
             if is_dicom(f):
-                return True
+                dicom += 1
+            elif f.suffix.lower() in IMAGE_EXTENSIONS:
+                other += 1
             if n >= sniff_files:
                 break
-        return False
+        return dicom > other
 
 
 # --- CSV -------------------------------------------------------------------------------------
@@ -160,8 +195,15 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """(header, [(line number, cells)]) with the delimiter sniffed; DataError when unreadable."""
+MAX_BROKEN_ROWS = 100
+
+
+def _read_csv(path: Path, broken: list | None = None) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(line number, cells)]) with the delimiter sniffed; DataError when unreadable.
+
+    A row whose quote is never closed would swallow the rest of the file into one cell: it is
+    cut off at its own line instead, and reported as (line, reason) in ``broken`` when given
+    (else as a DataError naming the line)."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -176,14 +218,45 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
-    try:
-        reader = csv.reader(io.StringIO(text, newline=""), dialect)
-        header = [h.strip() for h in next(reader, [])]
-        rows = [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
-    except csv.Error as e:
-        raise DataError(f"{path}: cannot read as CSV: {e}") from None
+    lines = io.StringIO(text, newline="").readlines()  # the lines as the csv module sees them
+    records: list[tuple[int, list[str]]] = []
+    start = 0  # index of the physical line the reader starts at
+    bad: list[tuple[int, str]] = []
+    while True:
+        reader = csv.reader(io.StringIO("".join(lines[start:]), newline=""), dialect)
+        end = 0
+        restart = None
+        try:
+            for row in reader:
+                first = start + end + 1  # 1-based line where this record begins
+                end = reader.line_num
+                if end > first - start:  # the record ran over a line break: an unbalanced quote
+                    restart = first
+                    break
+                records.append((first, row))
+        except csv.Error as e:
+            raise DataError(f"{path}:{start + end + 1}: cannot read as CSV: {_short(e)}") from None
+        if restart is None:
+            break
+        bad.append((restart, "a quote (\") opens in this row and runs over its line break (never closed?): "
+                             "the row was left out"))
+        if broken is None:
+            raise DataError(f"{path}:{restart}: a quote (\") opens in this row and is never closed, so the rest of the "
+                            "file would read as one cell; close or remove the quote")
+        if len(bad) > MAX_BROKEN_ROWS:
+            raise DataError(f"{path}: more than {MAX_BROKEN_ROWS} rows have unbalanced quotes (first on line "
+                            f"{bad[0][0]}): is this a CSV table?")
+        start = restart  # go on from the line after the broken one
+        records = [r for r in records if r[0] < restart]
+    if broken is not None:
+        broken.extend(bad)
+    records = [(n, r) for n, r in records if n not in {b for b, _ in bad}]
+    if not records or not any(c.strip() for c in records[0][1]):
+        raise DataError(f"{path}: empty CSV file (expected a header row such as path,label)")
+    header = [h.strip() for h in records[0][1]]
     if not any(header):
         raise DataError(f"{path}: empty CSV file (expected a header row such as path,label)")
+    rows = [(n, row) for n, row in records[1:] if any(c.strip() for c in row)]
     return header, rows
 
 
@@ -224,16 +297,18 @@ class CsvReader(_FileReader):
         return Path(path).is_file() and Path(path).suffix.lower() in (".csv", ".tsv")
 
     def scan(self, path: Path, options: dict) -> Scan:
-        header, rows = _read_csv(path)
+        broken: list[tuple[int, str]] = []
+        header, rows = _read_csv(path, broken)
         pcol = _column(path, header, options.get("path_column"), _PATH_NAMES, "image path", "path_column")
         lcol = _column(path, header, options.get("label_column"), _LABEL_NAMES, "label", "label_column")
         scol = _column(path, header, options.get("split_column"), _SPLIT_NAMES, "split", "split_column")
         gcol = _column(path, header, options.get("group_column"), GROUP_NAMES, "group", "group_column")
         fcols = [i for i in range(len(header)) if i not in (pcol, lcol, scol, gcol) and header[i]]
         root = path.parent / Path(options.get("root") or ".").expanduser()
-        classes = _names(options.get("classes"))
+        classes = _checked_names(options.get("classes"), "classes")
         window = _window(options)
-        items, skipped, first_line = [], [], {}
+        items, first_line = [], {}
+        skipped = [Skipped(f"{path.name}:{n}", f"{path.name}:{n}: {why}") for n, why in broken]
 
         def cell(row: list[str], i: int | None) -> str:
             return row[i].strip() if i is not None and i < len(row) else ""
@@ -244,19 +319,24 @@ class CsvReader(_FileReader):
             if not raw:
                 skipped.append(Skipped(where, f"{where}: no file name in column '{header[pcol]}'"))
                 continue
+            if "\n" in raw or "\r" in raw:
+                skipped.append(Skipped(where, f"{where}: the file name holds a line break"))
+                continue
             file = root / (raw.replace("\\", "/") if os.sep == "/" else raw)
             ref = os.path.abspath(file)
             split = SPLIT_NAMES.get(split_raw.lower())
             if ref in first_line:
                 problem = f"listed again (first on line {first_line[ref]})"
             elif not os.path.isfile(ref):
-                problem = f"file not found: {raw}"
+                problem = f"file not found: {_short(raw, 120)}"
             elif not label:
                 problem = "empty label"
+            elif label_problem(label):
+                problem = label_problem(label)
             elif classes and label not in classes:
-                problem = f"unknown label '{label}' (known: {', '.join(classes)})"
+                problem = f"unknown label '{_short(label, 60)}' (known: {_short(', '.join(classes), 200)})"
             elif split_raw and not split:
-                problem = f"unknown split '{split_raw}' (expected train, val or test)"
+                problem = f"unknown split '{_short(split_raw, 40)}' (expected train, val or test)"
             else:
                 first_line[ref] = line
                 item = _file_item(file, label, window, split, where, sniff=False)
@@ -323,9 +403,15 @@ class NpzReader(DatasetReader):
                 return c[3], c[4]
             try:
                 with np.load(file, allow_pickle=False) as z:
+                    for k in keys:
+                        _check_array_size(z, k, file)
                     arrays = {k: z[k] for k in keys}
-            except (OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-                raise DataError(f"{file}: cannot read as NPZ: {e}") from None
+            except DataError:
+                raise
+            except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as e:
+                raise DataError(f"{file}: {_npz_problem(e)}") from None
+            except MemoryError:
+                raise DataError(f"{file}: not enough memory to read its arrays") from None
             ranges = {}
             for k in image_keys:
                 arrays[k] = _channels_last(arrays[k], file, k)
@@ -336,27 +422,39 @@ class NpzReader(DatasetReader):
     def scan(self, path: Path, options: dict) -> Scan:
         file = os.path.abspath(path)
         try:
+            with open(file, "rb") as f:
+                head = f.read(4)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+        if not head:
+            raise DataError(f"{path}: empty file (0 bytes)")
+        if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise DataError(f"{path}: not an NPZ file (an NPZ is a zip archive of NumPy arrays, as numpy.savez writes)")
+        try:
             with np.load(file, allow_pickle=False) as z:
                 keys = set(z.files)
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise DataError(f"{path}: cannot read as NPZ: {e}") from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise DataError(f"{path}: {_npz_problem(e)}") from None
         pairs = _npz_pairs(keys)
         if not pairs:
             raise DataError(f"{path}: no image array found (expected train_images/train_labels, x_train/y_train or "
                             f"images/labels); keys found: {', '.join(sorted(keys)) or 'none'}")
         arrays, _ = self._load(file, [ik for _, ik, _ in pairs], [lk for _, _, lk in pairs if lk])
-        names = _names(options.get("class_names"))
+        names = _checked_names(options.get("class_names"), "class_names")
         items, skipped, split_given = [], [], all(s for s, _, _ in pairs)
+        all_labels = {lk: _npz_labels(arrays[lk], len(arrays[ik]), path, lk) for _, ik, lk in pairs if lk}
+        numbers = [v for labels in all_labels.values() for v in labels if isinstance(v, int)]
+        out_of_range = _numbers_out_of_range(numbers, names)
         for split, ik, lk in pairs:
-            labels = _npz_labels(arrays[lk], len(arrays[ik]), path, lk) if lk else [None] * len(arrays[ik])
+            labels = all_labels[lk] if lk else [None] * len(arrays[ik])
             prefix = split if split_given else ik
             for i, lab in enumerate(labels):
                 item = Item(f"{prefix}/{i}", None, split, {"file": file, "key": ik, "index": i})
+                problem = out_of_range.get(lab, "") if isinstance(lab, int) else (label_problem(lab) if lab else "")
+                if problem:
+                    skipped.append(Skipped(item.ref, f"{lk}[{i}]: {problem}"))
+                    continue
                 if lab is not None and names and isinstance(lab, int):
-                    if not 0 <= lab < len(names):
-                        skipped.append(Skipped(item.ref, f"label {lab} has no name in class_names "
-                                                         f"({len(names)} names: 0 to {len(names) - 1})"))
-                        continue
                     lab = names[lab]
                 item.label = None if lab is None else str(lab)
                 items.append(item)
@@ -370,6 +468,11 @@ class NpzReader(DatasetReader):
 
     def decode(self, item: Item) -> tuple[np.ndarray, str]:
         a, rng = self._pixels(item)
+        if a.dtype.kind == "f":
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            if bad:
+                raise ImageDecodeError(item.ref, f"{bad:,} of its {a.size:,} pixel values are NaN or infinite: "
+                                                 "not an image")
         mode = "L" if a.ndim == 2 or a.shape[2] == 1 else "RGB"
         if rng is not None:
             mode += f" ({a.dtype})"
@@ -395,12 +498,17 @@ def _channels_last(a: np.ndarray, file: str, key: str) -> np.ndarray:
 
 def _value_range(a: np.ndarray) -> tuple[float, float] | None:
     """How to map the array to 0..255: None for uint8; 0..1 for bool and floats in [0, 1];
-    else the whole array's min..max (relative brightness between images is kept)."""
+    else the whole array's min..max of its finite values (relative brightness between images
+    is kept; an image holding NaN or infinity is refused when decoded)."""
     if a.dtype == np.uint8:
         return None
     if a.dtype == bool:
         return 0.0, 1.0
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
+    if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+        finite = a[np.isfinite(a)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    else:
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
     return (0.0, 1.0) if a.dtype.kind == "f" and lo >= 0 and hi <= 1 else (lo, hi)
 
 
@@ -431,11 +539,12 @@ def tlstudio_dataset_readers():
 
 def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None, readers: list | None = None,
               progress: Progress = None, should_stop: ShouldStop = None,
-              task: str | None = None) -> ImageTable:
+              task: str | None = None, cache: CacheRequest | None = None) -> ImageTable:
     """Read and validate a data source with the reader ``fmt`` (an id) or the first that
     recognises it ("auto": the plain folder reader last).  With ``task``, only readers of
     that task are considered; without ``readers``, the built-in image readers (and the text
-    readers for a text task) are."""
+    readers for a text task) are.  ``cache`` (a reader that accepts it): decode each file
+    once through the decode store, and fill the image cache at ``cache.size`` meanwhile."""
     source = Path(source).expanduser().absolute()
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
@@ -448,26 +557,52 @@ def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None
     readers = [r for r in readers if task is None or getattr(r, "task", "image-classification") == task]
     ids = ", ".join(sorted(r.id for r in readers))
     if fmt in ("auto", "", None):
-        def recognises(r) -> bool:
-            try:
-                return bool(r.can_read(source))
-            except Exception:  # a plugin's broken sniff must not stop the others
-                return False
-        reader = next((r for r in sorted(readers, key=lambda r: bool(getattr(r, "catch_all", False)))
-                       if recognises(r)), None)
-        if reader is None:
+        candidates = [r for r in sorted(readers, key=lambda r: bool(getattr(r, "catch_all", False)))
+                      if _recognises(r, source)]
+        if not candidates:
             expected = ("a folder of class folders, a .csv, an .npz or DICOM files" if task == "image-classification"
                         else "; ".join(f"{r.title}" for r in readers))
             raise DataError(f"{source}: no reader recognises this data (readers: {ids}); expected {expected}")
     else:
-        reader = next((r for r in readers if r.id == fmt), None)
-        if reader is None:
+        candidates = [r for r in readers if r.id == fmt][:1]
+        if not candidates:
             raise DataError(f"unknown data format '{fmt}' (known: auto, {ids})")
-    try:  # a third-party read() may not take progress and should_stop
-        params = inspect.signature(reader.read).parameters
-        extra = {"progress": progress, "should_stop": should_stop} if "should_stop" in params else {}
-        return reader.read(source, options, **extra)
-    except (DataError, RunStopped, MemoryError):
-        raise
-    except Exception as e:
-        raise DataError(f"{source}: the {reader.id} reader failed: {type(e).__name__}: {e}") from e
+    first_error: DataError | None = None
+    for reader in candidates:
+        try:
+            return _read_with(reader, source, options, progress, should_stop, cache)
+        except (RunStopped, MemoryError):
+            raise
+        except DataError as e:
+            # a third-party reader that took the data and could not read it: the next one is tried
+            if not (is_third_party(reader) and len(candidates) > 1):
+                raise
+            first_error = first_error or e
+        except Exception as e:
+            from ..failures import plain_message
+
+            err = DataError(f"{source}: the {reader.id} reader failed: {plain_message(e)}")
+            if not is_third_party(reader):
+                raise err from e
+            plugin_failed(reader, f"data reader '{reader.id}' raised {type(e).__name__} reading {source}: "
+                                  f"{plain_message(e)}; the next reader was tried", traceback.format_exc())
+            first_error = first_error or err
+    raise first_error  # every reader that recognised the data failed
+
+
+def _recognises(reader, source: Path) -> bool:
+    try:
+        return bool(reader.can_read(source))
+    except Exception as e:  # a plugin's broken sniff must not stop the others
+        plugin_failed(reader, f"data reader '{getattr(reader, 'id', '?')}': can_read raised {type(e).__name__}",
+                      traceback.format_exc())
+        return False
+
+
+def _read_with(reader, source: Path, options, progress, should_stop, cache) -> ImageTable:
+    # a third-party read() may not take progress and should_stop
+    params = inspect.signature(reader.read).parameters
+    extra = {"progress": progress, "should_stop": should_stop} if "should_stop" in params else {}
+    if cache is not None and "cache" in params:
+        extra["cache"] = cache
+    return reader.read(source, options, **extra)

@@ -1,10 +1,9 @@
 """The reader base class, the table it returns, and the validation every read goes through."""
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from ..errors import DataError, RunStopped
 from ..io import stable_hash
 from .image import ImageDecodeError
 from .report import Item, Skipped, ValidationReport
+from .store import CacheRequest, DecodeStore, check_rgb, pixel_hash
 
 Progress = Callable[[int, int], None] | None
 ShouldStop = Callable[[], bool] | None
@@ -30,32 +30,46 @@ def natural_key(name: str) -> list:
 
 
 def workers() -> int:
-    return max(2, min(8, os.cpu_count() or 2))
+    """Decode threads: one per core that other programs leave free (see :mod:`tlstudio.core.cpu`)."""
+    from ..cpu import decode_workers
+
+    return decode_workers()
 
 
 def parallel_map(fn: Callable, seq: Sequence, progress: Progress = None, should_stop: ShouldStop = None,
                  every: int = 50) -> Iterator:
     """``fn`` over ``seq`` in a thread pool, results in order.  ``progress(done, total)`` and
-    ``should_stop()`` (raises :class:`RunStopped`) are called every ``every`` items."""
+    ``should_stop()`` (raises :class:`RunStopped`) are called every ``every`` items.  A window
+    of ``4 x threads`` items is in flight: the pool never idles at a chunk boundary, and memory
+    does not grow with ``len(seq)``."""
     total = len(seq)
     if progress:
         progress(0, total)
-    with ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="tlstudio-data") as pool:
-        for start in range(0, total, every):
-            if should_stop and should_stop():
-                raise RunStopped()
-            yield from pool.map(fn, seq[start:start + every])
-            if progress:
-                progress(min(start + every, total), total)
+    n = workers()
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tlstudio-data") as pool:
+        it = iter(seq)
+        done = 0
+        while True:
+            while len(pending) < 4 * n:
+                nxt = next(it, _END)
+                if nxt is _END:
+                    break
+                pending.append(pool.submit(fn, nxt))
+            if not pending:
+                break
+            yield pending.popleft().result()
+            done += 1
+            if done % every == 0 or done == total:
+                if progress:
+                    progress(done, total)
+                if should_stop and should_stop() and done < total:
+                    for f in pending:
+                        f.cancel()
+                    raise RunStopped()
 
 
-def check_rgb(arr, ref: str) -> np.ndarray:
-    """What a reader's ``load_image`` must return: H x W x 3 uint8."""
-    if not (isinstance(arr, np.ndarray) and arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8
-            and arr.shape[0] > 0 and arr.shape[1] > 0):
-        got = f"{arr.dtype} array of shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
-        raise ImageDecodeError(ref, f"the reader returned a {got}, not an H x W x 3 uint8 image")
-    return arr
+_END = object()
 
 
 @dataclass
@@ -108,15 +122,17 @@ class DatasetReader:
         return [st.st_size, st.st_mtime_ns]
 
     def read(self, path: Path, options: dict | None = None, progress: Progress = None,
-             should_stop: ShouldStop = None) -> "ImageTable":
-        """Scan ``path`` and decode every item; unusable ones go to ``report.skipped``."""
+             should_stop: ShouldStop = None, cache: CacheRequest | None = None) -> "ImageTable":
+        """Scan ``path`` and decode every item; unusable ones go to ``report.skipped``.  With
+        ``cache`` the decode store remembers each file's result (and, with ``cache.size``, its
+        resized pixels), so that a file is decoded once (see :mod:`tlstudio.core.data.store`)."""
         path, options = Path(path), dict(options or {})
         scan = self.scan(path, options)
         unknown = sorted(set(options) - set(self.options_help)) if self.options_help else []
         if unknown:
             scan.warnings.insert(0, f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
                                     f"for the {self.id} reader (known: {', '.join(self.options_help)}): ignored")
-        return validate(self, path, scan, options, progress, should_stop)
+        return validate(self, path, scan, options, progress, should_stop, cache)
 
 
 class ImageTable:
@@ -128,6 +144,10 @@ class ImageTable:
         self.source, self.items, self.class_names = Path(source), items, class_names
         self.report, self.options = report, dict(options or {})
         self._index = {c: i for i, c in enumerate(class_names)}
+        self._fingerprint: str | None = None
+        # where the decode store holds these items (set by validation with a cache request)
+        self.store: DecodeStore | None = None
+        self.store_keys: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -154,9 +174,12 @@ class ImageTable:
         return np.array([self._index.get(it.label, -1) for it in self.items], dtype=np.int64)
 
     def fingerprint(self) -> str:
-        """Cheap and stable; changes when an item, a label, a file or the options change."""
-        return stable_hash(self.reader_id, self.options,
-                           [(it.ref, it.label, self.reader.stamp(it)) for it in self.items])
+        """Cheap and stable; changes when an item, a label, a file or the options change
+        (computed once per table: a table is what was read at one moment)."""
+        if self._fingerprint is None:
+            self._fingerprint = stable_hash(self.reader_id, self.options,
+                                            [(it.ref, it.label, self.reader.stamp(it)) for it in self.items])
+        return self._fingerprint
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -173,9 +196,7 @@ def _probe(reader: DatasetReader, item: Item) -> tuple | str:
         return "not enough memory to decode this image"
     except Exception as e:  # never let one file stop the whole read
         return f"cannot read: {type(e).__name__}: {e}"
-    digest = hashlib.blake2b(arr.tobytes(), digest_size=16)
-    digest.update(repr(arr.shape).encode())
-    return arr.shape[1], arr.shape[0], mode, digest.hexdigest()
+    return arr.shape[1], arr.shape[0], mode, pixel_hash(arr)
 
 
 def _sizes(probes: list[tuple]) -> dict:
@@ -206,22 +227,42 @@ def class_warnings(counts: dict[str, int]) -> list[str]:
     return out
 
 
+def _store_probes(reader: DatasetReader, source: Path, scan: Scan, cache: CacheRequest, progress: Progress,
+                  should_stop: ShouldStop) -> tuple[list, DecodeStore | None, list[str] | None]:
+    """Probes through the decode store (decoding only what it does not hold; with a size, the
+    pixels are written in the same pass); without a writable store, plain decoding."""
+    try:
+        store = DecodeStore.open(cache.root, reader, source)
+        keys = store.keys(reader, scan.items)
+        probes, _ = store.fill(reader, scan.items, cache.size, progress=progress, should_stop=should_stop, keys=keys)
+        return probes, store, keys
+    except DataError as e:  # an unwritable cache folder: validate without it (the run says why later)
+        scan.warnings.append(f"{e}: every image is decoded again when it is cached")
+    return list(parallel_map(lambda it: _probe(reader, it), scan.items, progress, should_stop)), None, None
+
+
 def validate(reader: DatasetReader, source: Path, scan: Scan, options: dict, progress: Progress = None,
-             should_stop: ShouldStop = None) -> ImageTable:
-    """Decode every scanned item (thread pool), drop the unusable ones, write the report."""
+             should_stop: ShouldStop = None, cache: CacheRequest | None = None) -> ImageTable:
+    """Decode every scanned item (thread pool; through the decode store with ``cache``), drop
+    the unusable ones, write the report."""
     refs = Counter(it.ref for it in scan.items)
     if any(n > 1 for n in refs.values()):
         raise DataError(f"{source}: the {reader.id} reader listed some items twice "
                         f"(e.g. {next(r for r, n in refs.items() if n > 1)})")
-    probes = list(parallel_map(lambda it: _probe(reader, it), scan.items, progress, should_stop))
-    items, ok, skipped = [], [], list(scan.skipped)
-    for item, probe in zip(scan.items, probes):
+    store = keys = None
+    if cache is not None:
+        probes, store, keys = _store_probes(reader, source, scan, cache, progress, should_stop)
+    else:
+        probes = list(parallel_map(lambda it: _probe(reader, it), scan.items, progress, should_stop))
+    items, ok, skipped, kept = [], [], list(scan.skipped), []
+    for k, (item, probe) in enumerate(zip(scan.items, probes)):
         if isinstance(probe, str):
             where = item.meta.get("where")
             skipped.append(Skipped(item.ref, f"{where}: {probe}" if where else probe))
         else:
             items.append(item)
             ok.append(probe)
+            kept.append(k)
 
     found = Counter(it.label for it in items if it.label is not None)
     wanted = scan.class_names or sorted({it.label for it in scan.items if it.label is not None}, key=natural_key)
@@ -249,7 +290,10 @@ def validate(reader: DatasetReader, source: Path, scan: Scan, options: dict, pro
         source=str(source), reader=reader.id, counts=counts, skipped=skipped,
         duplicates=[[items[i].ref for i in g] for g in dup_groups], sizes=_sizes(ok), warnings=warnings,
         unlabelled=sum(it.label is None for it in items))
-    return ImageTable(reader, source, items, class_names, report, options)
+    table = ImageTable(reader, source, items, class_names, report, options)
+    if store is not None:
+        table.store, table.store_keys = store, [keys[k] for k in kept]
+    return table
 
 
 def check_trainable(table: ImageTable) -> None:

@@ -30,7 +30,9 @@ from .groups import GROUP_COLUMNS as _GROUP_COLS
 from .groups import GROUP_HELP as _GROUP_HELP
 from .groups import group_meta as _group_meta
 from .report import SHOWN_SKIPPED, Item, Skipped, ValidationReport
+from .sanity import label_problem, unclosed_quote_line
 from .table import DatasetReader, natural_key
+from .tabbed import detect_layout, looks_two_column, swapped_hint
 
 TASK = "text-classification"
 FEW_TEXTS = 10
@@ -204,6 +206,9 @@ def validate_rows(reader: "TextReader", source: Path, rows: list[Row], options: 
     splits and duplicates are skipped and reported (nothing is lost silently)."""
     skipped = list(skipped or [])
     warnings = list(warnings or [])
+    hint = swapped_hint([_clean(r.text) for r in rows], [_clean(r.label) for r in rows], reader.swap_advice)
+    if hint:
+        warnings.insert(0, f"{source}: {hint}")
     names = _label_names(options.get("label_names"))
     classes = _as_list(options.get("classes"))
     mode = str(options.get("duplicates") or "drop").lower()
@@ -219,6 +224,8 @@ def validate_rows(reader: "TextReader", source: Path, rows: list[Row], options: 
             problem = "empty text"
         elif not raw_label:
             problem = "no label"
+        elif label_problem(label):
+            problem = label_problem(label)
         elif classes and label not in classes:
             problem = f"unknown label '{label}' (known: {', '.join(classes)})"
         elif raw_split and not split:
@@ -301,7 +308,8 @@ def check_trainable_texts(table: TextTable) -> None:
     if not table.items:
         s = table.report.skipped
         extra = f" ({len(s):,} rows skipped, e.g. {s[0].reason})" if s else ""
-        raise DataError(f"no usable texts found in {where}{extra}")
+        swapped = next((w for w in table.report.warnings if "look swapped" in w), None)
+        raise DataError(f"no usable texts found in {where}{extra}" + (f". {swapped}" if swapped else ""))
     counts = table.report.counts
     if len(counts) < 2:
         raise DataError(f"only one class ('{next(iter(counts))}') found in {where}: at least two are needed")
@@ -334,6 +342,8 @@ class TextReader(DatasetReader):
     """Base class of text readers: :meth:`rows` lists the records; :meth:`read` validates them."""
 
     task = TASK
+    #: what to do when the text and label columns read look swapped
+    swap_advice = "Choose the other column as the label with the reader options text_column and label_column."
 
     def rows(self, path: Path, options: dict) -> tuple[list[Row], list[Skipped], list[str]]:
         raise NotImplementedError
@@ -401,6 +411,10 @@ class TextTableReader(TextReader):
             rows = [] if head_only else [(reader.line_num, row) for row in reader if any(c.strip() for c in row)]
         except csv.Error as e:
             raise DataError(f"{path}: cannot read as a table: {e}") from None
+        line = None if head_only else unclosed_quote_line(text, delimiter=delim)
+        if line is not None:
+            raise DataError(f"{path}:{line}: a quote (\") opens in this row and is never closed, so the rest of the "
+                            "file would read as one text; close or remove the quote")
         if not any(header):
             raise DataError(f"{path}: empty file (expected a header row such as text,label)")
         return header, rows
@@ -504,18 +518,23 @@ class JsonlTextReader(TextReader):
 
 class UciTextReader(TextReader):
     id = "text-uci"
-    title = "Sentences with labels (sentence TAB label)"
-    description = ("The UCI format: lines of 'sentence<TAB>label' without a header, in one file or in a folder of "
-                   ".txt/.tsv files (each a site or source; files that are not in this format, such as a readme, "
-                   "are ignored).  test_files keeps whole files aside as the test set (train on some sources, "
-                   "test on another).")
+    title = "Tab-separated text and label (two columns)"
+    description = ("Lines of 'text<TAB>label' (the UCI sentence sets) or 'label<TAB>text' (SMS / spam sets), with or "
+                   "without a header line, in one file or in a folder of .txt/.tsv files (each a site or source; files "
+                   "not in this format, such as a readme, are ignored).  The label column is the one that holds a "
+                   "small set of short values (or set it with label_column).  test_files keeps whole files aside as "
+                   "the test set (train on some sources, test on another).")
     options_help = {
+        "label_column": "which column holds the labels: auto (default: the one that is a small set of values), "
+                        "first or last",
+        "header": "is the first line a header naming the columns: auto (default), yes or no",
         "files": "only these files of the folder (names or stems, e.g. amazon_cells_labelled, yelp)",
         "test_files": "files (names or stems) that form the test set; the others are for training (and validation)",
         "val_files": "files (names or stems) that form the validation set",
         **_COMMON_HELP,
     }
     FILE_SUFFIXES = (".txt", ".tsv")
+    swap_advice = "The label is probably in the other column: set the reader option label_column (first or last)."
 
     @staticmethod
     def _looks_uci(path: Path, probe: int = 50) -> bool:
@@ -523,9 +542,7 @@ class UciTextReader(TextReader):
             text = _read_text_file(path)[:65536]
         except DataError:
             return False
-        lines = [ln for ln in _lines(text) if ln.strip()][:probe]
-        good = [ln for ln in lines if "\t" in ln and ln.rsplit("\t", 1)[0].strip() and 0 < len(ln.rsplit("\t", 1)[1].strip()) <= 40]
-        return bool(lines) and len(good) >= 0.9 * len(lines)
+        return looks_two_column([ln for ln in _lines(text) if ln.strip()][:probe])
 
     def _files(self, path: Path) -> tuple[list[Path], list[Path]]:
         """(data files, ignored files) of a folder, or ([path], []) for a file."""
@@ -538,13 +555,13 @@ class UciTextReader(TextReader):
 
     def can_read(self, path: Path) -> bool:
         p = Path(path)
-        if p.is_file():
-            return p.suffix.lower() in self.FILE_SUFFIXES and self._looks_uci(p)
+        if p.is_file():  # SMSSpamCollection and the like come without a suffix
+            return p.suffix.lower() in (*self.FILE_SUFFIXES, "") and self._looks_uci(p)
         return p.is_dir() and bool(self._files(p)[0])
-
     def option_choices(self, path: Path) -> dict[str, list[str]]:
         names = [f.stem for f in self._files(Path(path))[0]]
-        return {"files": names, "test_files": names, "val_files": names, "duplicates": ["drop", "keep"]}
+        return {"label_column": ["auto", "first", "last"], "header": ["auto", "yes", "no"], "files": names,
+                "test_files": names, "val_files": names, "duplicates": ["drop", "keep"]}
 
     @staticmethod
     def _pick(files: list[Path], wanted, option: str) -> set[Path]:
@@ -569,18 +586,24 @@ class UciTextReader(TextReader):
         val = self._pick(files, options.get("val_files"), "val_files")
         split_given = bool(test or val)
         rows, skipped = [], []
+        warnings = [f"{f.name}: not 'sentence<TAB>label' lines: ignored" for f in ignored]
         for f in files:
             split = "test" if f in test else "val" if f in val else ("train" if split_given else None)
-            for n, line in enumerate(_lines(_read_text_file(f)), 1):
-                if not line.strip():
+            lines = _lines(_read_text_file(f))
+            layout = detect_layout(lines, options.get("label_column"), options.get("header"))
+            if layout.label_first or layout.header:
+                warnings.append(f"{f.name}: read as {layout.columns}{' after a header line' if layout.header else ''} "
+                                f"({layout.why})")
+            first = next((n for n, ln in enumerate(lines, 1) if ln.strip()), 0)
+            for n, line in enumerate(lines, 1):
+                if not line.strip() or (layout.header and n == first):
                     continue
                 where = f"{f.name}:{n}"
                 if "\t" not in line:
                     skipped.append(Skipped(where, "no tab between the sentence and its label"))
                     continue
-                text, label = line.rsplit("\t", 1)
+                text, label = layout.split(line)
                 rows.append(Row(where, text, label, split, {"file": f.stem, "fields": {"source": f.stem}}))
-        warnings = [f"{f.name}: not 'sentence<TAB>label' lines: ignored" for f in ignored]
         return rows, skipped, warnings
 
 

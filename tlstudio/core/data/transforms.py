@@ -11,9 +11,13 @@ standard   the article's ImageNet recipe: RandomResizedCrop, horizontal flip, ro
            colour jitter (brightness, contrast, saturation, hue)
 medical    medical-safe: small affine moves (rotation capped at
            :data:`MEDICAL_MAX_ROTATION` degrees, 5 % shift, zoom in to keep
-           ``scale_min``), only the flips ticked (untick horizontal flips where anatomy
-           has a side), brightness/contrast only (never a colour change)
+           ``scale_min``), only the flips ticked, brightness/contrast only (never a
+           colour change)
 =========  ==========================================================================
+
+Horizontal flips (and the test-time flip) happen in every preset only where the project
+says that mirror images show the same thing (``augmentation.mirror_safe`` is True: a
+cell, a skin lesion); not answered counts as no (a chest film, a digit, a letter).
 
 On grayscale data (X-ray, ultrasound, CT: every image has equal channels) no preset
 changes saturation or hue, so an image never gains a tint it could not have had.
@@ -36,8 +40,9 @@ PRESET_VALUES: dict[str, dict] = {
     "light": {"scale_min": 0.8, "rotation": 0.0, "color_jitter": 0.0, "horizontal_flip": True, "vertical_flip": False},
     # the article: RandomResizedCrop(224), RandomHorizontalFlip, RandomRotation(15), ColorJitter(0.2, 0.2, 0.2, 0.1)
     "standard": {"scale_min": 0.08, "rotation": 15.0, "color_jitter": 0.2, "horizontal_flip": True, "vertical_flip": False},
-    # flips off by default: a left breast, a right lung or a situs is not its mirror image
-    "medical": {"scale_min": 0.85, "rotation": 10.0, "color_jitter": 0.1, "horizontal_flip": False, "vertical_flip": False},
+    # horizontal flips follow the project's answer (mirror_safe): a left breast, a right lung or a situs is not
+    # its mirror image, a cell or a skin lesion is; vertical flips only where ticked
+    "medical": {"scale_min": 0.85, "rotation": 10.0, "color_jitter": 0.1, "horizontal_flip": True, "vertical_flip": False},
 }
 
 
@@ -80,7 +85,7 @@ def make_transforms(aug, mean, std, size: int, train: bool, grayscale: bool = Fa
             ops.append(v2.RandomAffine(degrees=rot, translate=(0.05, 0.05), scale=(1.0, zoom)))
         else:
             raise ValueError(f"unknown augmentation preset '{aug.preset}' (known: none, light, standard, medical)")
-        if aug.horizontal_flip:
+        if aug.flips_in_training:  # only where mirror images show the same thing
             ops.append(v2.RandomHorizontalFlip())
         if aug.vertical_flip:
             ops.append(v2.RandomVerticalFlip())

@@ -203,12 +203,17 @@ class RunContext(ModelContext):
         if shard:
             bs = max(1, bs // self.dist.world)
         n = len(sampler) if sampler is not None else len(ds)
+        drop_last = bool(train and n > bs and n % bs == 1)
+        from ..data.device_loader import device_loader
+
+        fast = device_loader(self, ds, sampler, shuffle, bs, drop_last, g)  # on a GPU: whole batches, augmented there
+        if fast is not None:
+            return fast
         extra = {"persistent_workers": True, "prefetch_factor": 4} if keep else {}
         dl = torch.utils.data.DataLoader(
             ds, batch_size=bs, shuffle=shuffle if sampler is None else False, sampler=sampler, generator=g,
             num_workers=workers, pin_memory=self.device.type == "cuda",
-            drop_last=bool(train and n > bs and n % bs == 1),
-            collate_fn=getattr(self.data, "collate", None), **extra,
+            drop_last=drop_last, collate_fn=getattr(self.data, "collate", None), **extra,
         )
         if keep:
             self._loaders[key] = dl

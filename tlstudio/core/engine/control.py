@@ -82,7 +82,10 @@ def select_device(pref: str = "auto") -> "torch.device":
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(pref)
+    try:
+        dev = torch.device(pref)
+    except (RuntimeError, ValueError):
+        raise StudioError(f"Unknown device '{pref}' (training.device): choose auto, cpu, cuda, cuda:N or mps.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise StudioError(f"Device '{pref}' was asked for, but no CUDA GPU is available here: choose cpu or auto.")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

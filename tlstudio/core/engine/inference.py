@@ -22,10 +22,7 @@ def open_run_model(run, plugins=None, which: str = "best", device: str | torch.d
     from ..plugins import get_plugin_manager
 
     plugins = plugins or get_plugin_manager()
-    path = run.best_checkpoint if which == "best" and run.best_checkpoint.exists() else run.last_checkpoint
-    if not path.exists():
-        raise StudioError(f"{run.dir}: this run has no trained model yet (no checkpoint).")
-    state = checkpoint.read(path)
+    path, state = checkpoint.inference_checkpoint(run, which)
     project = run.project()
     tech, cfg = technique_for(project, plugins)
     task = plugins.task(tech.task).fresh()
@@ -37,6 +34,12 @@ def open_run_model(run, plugins=None, which: str = "best", device: str | torch.d
     task.load_state_dict(state.get("task_state") or {})
     ctx.data = task.load_for_inference(ctx, run.dir, state)
     ctx.model = tech.build(ctx)
-    ctx.model.load_state_dict(state["model"])
+    try:
+        ctx.model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise StudioError(f"{path}: the checkpoint does not fit the run's model "
+                          f"({str(e).strip().splitlines()[0][:200]})") from None
     ctx.model.to(dev).eval()
+    # where the model came from (epoch, monitor, classes ...): exports and model cards say it
+    ctx.checkpoint = {k: v for k, v in state.items() if k not in ("model", "optimizer", "technique")}
     return ctx

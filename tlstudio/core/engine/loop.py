@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from ..config import Project
-from ..errors import RunStopped, StudioError, advice_for
+from ..errors import RunStopped, StudioError
 from ..events import EpochEnded, Event, RunDone, RunFailed, RunResult, RunStarted, RunWasStopped, Throttle
 from ..io import atomic_write_json
 from ..runs import DONE, FAILED, RUNNING, STOPPED, Run, open_run
@@ -92,7 +92,7 @@ class Trainer:
 
     def __init__(self, project: Project, *, on_event: Callable[[Any], None] | None = None,
                  control: RunControl | None = None, runs_dir: str | Path | None = None, plugins=None,
-                 resume_run: Run | None = None, into_run: Run | None = None):
+                 resume_run: Run | None = None, into_run: Run | None = None, evaluate_test: bool = True):
         from ..plugins import get_plugin_manager
 
         self.plugins = plugins or get_plugin_manager()
@@ -107,6 +107,13 @@ class Trainer:
         self.dist = None  # tlstudio.core.engine.distributed.Distributed when torchrun started this process
         self._main = True  # rank 0 (or the only process): the one that writes, logs and evaluates
         self.throttle = Throttle()
+        self._t_start = time.time()
+        # False: the test split is held back (a recipe search chooses on validation only and
+        # evaluates its winner's test split once, at the end); final.json says test_held_back
+        self.evaluate_test = evaluate_test
+        # training time of earlier sessions of this run, added to train_seconds: set by the caller
+        # (a recipe search's segments) or else read from the checkpoint a resumed run starts from
+        self.seconds_before = 0.0
 
     # events go to the caller, the run store and observer plugins
     def _emit(self, event: Event) -> None:
@@ -126,14 +133,25 @@ class Trainer:
                 traceback.print_exc()
 
     def fit(self) -> RunResult:
-        t_start = time.time()
+        t_start = self._t_start = time.time()
+        self.threads = None  # cpu.TorchThreads: as many threads as the free cores, checked every epoch
+        early_logs: list[str] = []  # said once the run has started
         try:
             tech, cfg = technique_for(self.project, self.plugins)
             tr = self.project.training
-            device = self._set_up_torch(tr)
+            device = self._set_up_torch(tr, early_logs)
             if self.run is None and self._main:
                 self.run = Run.create(self.runs_dir, self.project)
+            if self.dist is not None:  # every process follows rank 0: its folder, whether it resumes
+                from .nodes import hand_over_run_dir
+
+                hand_over_run_dir(self.dist, str(self.run.dir) if self._main else None)
+                self._resuming = bool(self.dist.broadcast(self._resuming))
             run = self.run
+            # a run killed from here on can be resumed or restarted: its project is on disk first
+            fresh = self._main and (not self._resuming or not checkpoint.has_checkpoint(run))
+            if fresh and not self._resuming:
+                run.save_project(self.project.with_absolute_paths())
             if run is not None:
                 from .distributed import STOP_FILE
 
@@ -147,12 +165,18 @@ class Trainer:
                                   device=self._device_text(device), epochs=tr.epochs, resumed=self._resuming,
                                   monitor=mon_name, series={**ctx.task.series, **ctx.recipe.series},
                                   processes=self.dist.world if self.dist else 1, task=ctx.task.id))
+            for message in early_logs:
+                ctx.log(message)
+            if self.threads is not None:
+                self.threads.log = ctx.log
             seed_everything(tr.seed)
             self._rank0_first(lambda: prepare(ctx))  # caches filled once, by rank 0
-            if not self._resuming and self._main:
+            if fresh:
                 self._write_run_files(ctx)
             build(ctx)
             state = checkpoint.load_last(ctx, self._main) if self._resuming else None
+            if not self.seconds_before:
+                self.seconds_before = float((state or {}).get("train_seconds") or 0.0)
             start_epoch = state["epoch"] if state else 0
             best = state["best"] if state else {"value": None, "epoch": None, "loss": float("inf")}
             bad_epochs = state["bad_epochs"] if state else 0
@@ -169,6 +193,8 @@ class Trainer:
 
             for epoch in range(start_epoch, tr.epochs):
                 ctx.train.epoch = epoch
+                if self.threads is not None and epoch > start_epoch:
+                    self.threads.epoch()
                 seed_everything(tr.seed + (7_777_777 * self.dist.rank if self.dist else 0), epoch + 1)
                 ctx.recipe.call("on_epoch_start", ctx, epoch)
                 t0 = time.time()
@@ -188,11 +214,12 @@ class Trainer:
                     best = {"value": value, "epoch": epoch + 1, "loss": loss}
                     bad_epochs = 0
                     if self._main:
-                        checkpoint.save_best(ctx, self.project, epoch, value, mon_name)
+                        checkpoint.save_best_of(ctx, self.project, epoch, value, mon_name)
                 else:
                     bad_epochs += 1
                 if self._main:
-                    checkpoint.save_last(ctx, self.project, epoch + 1, best, bad_epochs)
+                    checkpoint.save_last_of(ctx, self.project, epoch + 1, best, bad_epochs,
+                                            self.seconds_before + (time.time() - self._t_start))
                 self._emit(EpochEnded(epoch=epoch + 1, epochs=tr.epochs, metrics={**train_stats, **val_scalars},
                                       lr=ctx.lr_by_group(), series={k: float(v) for k, v in series.items()},
                                       seconds=time.time() - t0, best=improved, monitor=mon_name))
@@ -222,14 +249,17 @@ class Trainer:
                 raise
             if self.dist is not None and isinstance(e, torch.OutOfMemoryError):
                 self._oom_restart(e)  # raises: the launcher restarts the job smaller
-            msg = str(e) if isinstance(e, StudioError) else f"{type(e).__name__}: {e}"
+            from ..failures import describe
+
+            failure = describe(e)
+            msg = failure.message
             run_dir = str(self.run.dir) if self.run else None
             if self.run is not None and self._main:
                 self.run.set_status(FAILED, message=msg)
                 _clear_stop(self.run)
             if not self._main:
                 traceback.print_exc()  # a non-zero rank has no run store: its error goes to the job's output
-            self._emit(RunFailed(message=msg, details=traceback.format_exc(), advice=advice_for(e), run_dir=run_dir))
+            self._emit(RunFailed(message=msg, details=failure.details, advice=failure.advice, run_dir=run_dir))
             self.result = RunResult(status=FAILED, run_dir=run_dir or "", message=msg)
             return self.result
         finally:
@@ -237,12 +267,18 @@ class Trainer:
                 self.ctx.close_loaders()
             if self.dist is not None:
                 self.dist.close()
+            if self.threads is not None:
+                self.threads.restore()
 
     # --- pieces -----------------------------------------------------------------------
-    def _set_up_torch(self, tr) -> torch.device:
+    def _set_up_torch(self, tr, early_logs: list[str]) -> torch.device:
         """Threads, determinism, and the device: this process's own, or its rank's under torchrun."""
         if tr.threads:
             torch.set_num_threads(tr.threads)
+        elif select_device(tr.device).type == "cpu":  # 0: as many as the free cores (cpu.TorchThreads)
+            from ..cpu import TorchThreads
+
+            self.threads = TorchThreads(early_logs.append)
         if tr.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -361,18 +397,21 @@ class Trainer:
         run.write_env(device=self._device_text(ctx.device), seed=ctx.training.seed,
                       data_fingerprint=getattr(ctx.data, "fingerprint", ""),
                       deterministic=ctx.training.deterministic,
-                      **({"processes": self.dist.world, "backend": self.dist.backend} if self.dist else {}))
+                      **({"processes": self.dist.world, "backend": self.dist.backend,
+                          "nodes": max(1, self.dist.world // max(1, self.dist.local_world)),
+                          "batch_per_process": max(1, ctx.training.batch_size // self.dist.world)} if self.dist else {}))
         if hasattr(ctx.data, "describe"):
             atomic_write_json(run.dir / "data.json", ctx.data.describe())
 
     def _finish(self, ctx: RunContext, best: dict, mon_name: str, t_start: float) -> RunResult:
         """The best epoch evaluated on the test split; results, report and final.json written."""
         run = self.run
-        train_seconds = time.time() - t_start
+        train_seconds = self.seconds_before + (time.time() - t_start)
         checkpoint.load_best(ctx)
         ctx.task.before_test(ctx)  # classifiers: calibration, operating point, prediction sets (on validation)
         test: dict = {}
-        if self._has_split(ctx, "test"):
+        held_back = not self.evaluate_test and self._has_split(ctx, "test")
+        if self.evaluate_test and self._has_split(ctx, "test"):
             test = ctx.evaluate("test")
             ctx.task.write_evaluation(ctx, "test", test)
             ctx.recipe.call("write_results", ctx, "test", test)
@@ -381,6 +420,8 @@ class Trainer:
                            best_epoch=best["epoch"], train_seconds=train_seconds,
                            device=self._device_text(ctx.device), processes=self.dist.world if self.dist else 1,
                            test=test)
+        if held_back:
+            result.extra["test_held_back"] = True
         if ctx.source_task is not None:  # started from an earlier run: what it kept of that task
             result.extra.update(ctx.source_task.final_metrics(ctx))
         final = result.to_dict()
@@ -414,10 +455,17 @@ def train(project: Project, *, on_event: Callable[[Any], None] | None = None, co
 
 def resume(run_ref: str | Path, *, on_event: Callable[[Any], None] | None = None, control: RunControl | None = None,
            runs_dir: str | Path | None = None, plugins=None, epochs: int | None = None) -> RunResult:
-    """Continue a stopped or interrupted run in its own folder."""
+    """Continue a stopped or interrupted run in its own folder.  A finished run is not trained
+    again unless ``epochs`` asks for more epochs than it had: it returns its final summary
+    with ``already_finished`` and a message saying so."""
     root = Path(runs_dir) if runs_dir else load_settings().runs_path()
     run = open_run(run_ref, root)
+    if not run.project_file.exists():
+        raise StudioError(f"{run.dir}: the run stopped before it wrote its project file, so it cannot be resumed; "
+                          "start it again from your project.")
     project = run.project()
+    if run.status() == DONE and (not epochs or epochs <= project.training.epochs):
+        return RunResult.from_dict(checkpoint.finished_summary(run, project, on_event))
     if epochs:
         project.training.epochs = epochs
         run.save_project(project)

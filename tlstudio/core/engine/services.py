@@ -131,3 +131,4 @@ class InferenceContext(ModelContext):
 
     weights = "none"
     run_dir = None
+    checkpoint: dict = {}  # the checkpoint's meta: epoch, monitor, classes (set by open_run_model)

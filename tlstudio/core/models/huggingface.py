@@ -52,6 +52,26 @@ def hf_model_choices(models_folder: str | Path | None = None) -> list[HFModelCho
     return [_choice(c) for c in HuggingFaceSource(models_folder).hf_folders()]
 
 
+def default_text_model(models_folder: str | Path | None = None) -> HFModelChoice | None:
+    """The text model to take when none is named: the one found on this computer (None when
+    there is none, or several to choose from)."""
+    choices = hf_model_choices(models_folder)
+    return choices[0] if len(choices) == 1 else None
+
+
+def the_text_model() -> str:
+    """The name of the text model to take when none is named; ModelError when there is none, or
+    several to choose from (named in the message)."""
+    found = hf_model_choices()
+    if len(found) == 1:
+        return found[0].name
+    if found:
+        raise ModelError("Several text models are on this computer; choose one with --model: "
+                         + ", ".join(c.name for c in found))
+    raise ModelError("No text model (Hugging Face folder) is on this computer: give --model with the path of one "
+                     "(config.json, the weights and the tokenizer). Models are never downloaded.")
+
+
 def _check_folder(folder: Path) -> Path:
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder}: not a Hugging Face model folder (config.json is missing).")

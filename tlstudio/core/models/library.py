@@ -170,6 +170,9 @@ class ModelLibrary:
         """Check a weights file and copy it into the models folder under the name the
         library looks for; returns the new path."""
         src = Path(file).expanduser()
+        if src.is_dir():
+            raise ModelError(f"{src}: a folder; import-weights takes one weights file (.pth, .pt or .safetensors). "
+                             "A Hugging Face model folder is used as it is: copy it into your models folder.")
         if not src.is_file():
             raise ModelError(f"{src}: no such file")
         verified_sha256(src)

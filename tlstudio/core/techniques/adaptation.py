@@ -115,8 +115,10 @@ class DomainAdversarial(Callback):
               "discriminator_accuracy": "Domain discriminator accuracy", "grl_lambda": "Reversal weight λ"}
 
     def __init__(self, schedule: LambdaSchedule = "ganin", lambda_max: float = 1.0, hidden: int = 256,
-                 lr_factor: float = 1.0):
+                 lr_factor: float = 1.0, blend_target: float = 0.0):
         self.schedule, self.lambda_max, self.hidden, self.lr_factor = schedule, float(lambda_max), int(hidden), float(lr_factor)
+        # the mixup α of the recipe: target images are blended too, so that blending is no clue to the domain
+        self.blend_target = float(blend_target)
         self.discriminator: DomainDiscriminator | None = None
         self.reversal = GradientReversal(0.0)
         self._target: torch.Tensor | None = None
@@ -140,7 +142,7 @@ class DomainAdversarial(Callback):
 
     def before_batch(self, ctx, batch):
         if isinstance(batch, (list, tuple)) and len(batch) == 3:  # (source images, labels, target images)
-            self._target = batch[2]
+            self._target = blend(batch[2], self.blend_target) if self.blend_target > 0 else batch[2]
             return batch[0], batch[1]
         return batch
 
@@ -177,6 +179,13 @@ class DomainAdversarial(Callback):
     def load_state_dict(self, state: dict) -> None:
         if state.get("discriminator") and self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
+
+
+def blend(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Mixup of images without labels: each image blended with another of the batch, one
+    Beta(α, α) weight per batch (as torchvision's MixUp does for the labelled ones)."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    return x.roll(1, 0).mul_(1.0 - lam).add_(x, alpha=lam)
 
 
 class WithTarget:

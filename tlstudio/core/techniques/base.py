@@ -61,6 +61,11 @@ from pydantic import BaseModel, ConfigDict, Field
 Batches = Iterable | None
 
 
+#: the technique of the recommended plain recipe (``fine-tuning`` with its Config defaults and its
+#: recommended training): the "without it" arm of every comparison (tlstudio.core.compare)
+PLAIN_TECHNIQUE = "fine-tuning"
+
+
 class TechniqueConfig(BaseModel):
     """Base class of a technique's settings.
 
@@ -69,7 +74,7 @@ class TechniqueConfig(BaseModel):
     a combo box, a ``bool`` a check box.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 # --- settings recipes share: declared once, one default each ----------------------------------
@@ -80,9 +85,12 @@ class HeadSettings(TechniqueConfig):
         "linear", title="Head",
         description="linear: one new layer; bn_dropout: BatchNorm + dropout + a hidden layer (more capacity, "
                     "more regularisation).")
-    dropout: float = Field(0.2, ge=0.0, le=0.9, title="Dropout", description="Dropout before the new layer(s).")
+    dropout: float = Field(0.2, ge=0.0, le=0.9, title="Dropout",
+                           description="Dropout before the new layer(s): randomly silences this share of the features "
+                                       "while training, so that the head cannot rely on any single one (0 = off).")
     hidden: int = Field(256, ge=8, le=4096, title="Hidden units",
-                        description="Width of the hidden layer of the bn_dropout head.")
+                        description="Width of the hidden layer of the bn_dropout head.",
+                        json_schema_extra={"shown_when": {"head": ["bn_dropout"]}})
 
 
 class LayerSettings(TechniqueConfig):
@@ -90,7 +98,8 @@ class LayerSettings(TechniqueConfig):
 
     trainable_groups: int = Field(
         -1, ge=-1, le=64, title="Layer groups to train",
-        description="How many layer groups, counted from the top, learn (the new head counts as one). -1 = all.")
+        description="How many layer groups, counted from the top, learn (the new head counts as one); all = the whole "
+                    "network.", json_schema_extra={"labels": {-1: "all"}})
     lr_decay: float = Field(
         1.0, gt=0.0, le=1.0, title="Learning-rate decay per group",
         description="Each group learns at this times the rate of the group above it: the general early layers "
@@ -102,8 +111,9 @@ class RegularisationSettings(TechniqueConfig):
 
     l2sp: float = Field(
         0.01, ge=0.0, le=10.0, title="L2-SP strength (λ)",
-        description="Pull the pretrained layers back toward their ImageNet values: λ·‖θ − θ_pretrained‖² is added "
-                    "to the loss, and replaces weight decay on those layers. 0 = off.")
+        description="Pull the pretrained layers back toward what they learned from everyday photos, so that a small "
+                    "data set cannot drag them far (0 = off; 0.01 recommended). λ·‖θ − θ_pretrained‖² is added to "
+                    "the loss, and replaces weight decay on those layers.")
     mixup: float = Field(
         0.2, ge=0.0, le=2.0, title="Mixup (α)",
         description="Train on blends of two images and of their labels (mixup): a regulariser for small data sets. "
@@ -189,6 +199,13 @@ class Technique(Callback):
     Config: ClassVar[type[TechniqueConfig]] = TechniqueConfig
     #: validation metric that picks the best epoch when the project says "auto" (None: the task's)
     default_monitor: ClassVar[str | None] = None
+    #: the technique's "without it" arm for ``--compare-baseline``: settings that switch its own
+    #: idea off and leave the plain recipe (DANN: ``{"adversarial": False}``); None: the arm is
+    #: the recommended plain recipe itself (``tlstudio.core.analysis.compare.baseline_project``)
+    baseline_settings: ClassVar[dict | None] = None
+    #: the result that shows what the technique is for, compared by ``--compare-baseline``
+    #: (a test metric such as "target_accuracy", or a key of final.json); None: accuracy
+    baseline_metric: ClassVar[str | None] = None
 
     def fresh(self) -> "Technique":
         """A new instance for one run (a run's state never leaks into the next)."""

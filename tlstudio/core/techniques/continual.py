@@ -163,6 +163,9 @@ class ElasticWeightConsolidation(Callback):
 
             raise StudioError("EWC continues from an earlier run: choose 'Start from run' on the Model page "
                               "(or give --from-run RUN on the command line).")
+        if self.strength <= 0:  # plain fine-tuning from the earlier run: nothing to estimate
+            ctx.log("EWC strength 0: plain fine-tuning from the earlier run (no penalty).")
+            return
         # the weights the two tasks share: the backbone, and the head when the classes are the same
         shared = [k for k, p in ctx.model.named_parameters()
                   if p.requires_grad and (k.startswith("backbone.") or task.shared_head)]
@@ -181,7 +184,7 @@ class ElasticWeightConsolidation(Callback):
 
     def after_loss(self, ctx, out: dict) -> None:
         loss = out["loss"]
-        penalty = self.penalty(unwrap(ctx.model)) if self.strength > 0 else loss.new_zeros(())
+        penalty = self.penalty(unwrap(ctx.model)) if self.penalty is not None else loss.new_zeros(())
         out.update(task_loss=loss.detach(), ewc_penalty=penalty.detach(), loss=loss + penalty)
         for k in ("task_loss", "ewc_penalty"):
             self._sums[k] = self._sums.get(k, 0.0) + float(out[k])

@@ -199,8 +199,10 @@ class TargetDomain(Callback):
 
     series = {"target_accuracy": "Target accuracy"}
 
-    def __init__(self, test_share: float = 0.3, measure_shift: bool = False, shift_images: int = 300):
+    def __init__(self, test_share: float = 0.3, measure_shift: bool = False, shift_images: int = 300,
+                 trained_with: str = ""):
         self.test_share, self.measure_shift, self.shift_images = float(test_share), bool(measure_shift), int(shift_images)
+        self.trained_with = trained_with  # the report's words for the arm: "the domains aligned (DANN)"
         self.shift: dict = {}
 
     def on_data(self, ctx) -> None:
@@ -245,7 +247,7 @@ class TargetDomain(Callback):
 
     def report(self, ctx, final: dict) -> str:
         t = final.get("test", {})
-        lines = ["## Target domain", ""]
+        lines = ["## Target domain", ""] + ([f"- Trained with {self.trained_with}."] if self.trained_with else [])
         if t.get("target_accuracy") is not None:
             ci = t["target"].get("accuracy_ci95", [None, None])
             lines.append(f"- Target accuracy: {t['target_accuracy']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f}) on "

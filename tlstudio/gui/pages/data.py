@@ -20,7 +20,7 @@ from tlstudio.core.config import AugmentationConfig, SplitConfig
 from ..forms import PydanticForm
 from ..tasks import ErrorInfo
 from ..taskdata import annotated_examples, option_choices, table_kind, text_preview
-from ..widgets import Banner, ErrorPanel, ThumbStrip, clear_layout, heading, hint, pixmap_from_array, thumbnail
+from ..widgets import Banner, ErrorPanel, ThumbStrip, clear_layout, heading, hint, pixmap_from_array, plural, thumbnail
 from . import Page, scrolled
 
 BUILTIN_FORMATS = ["auto", "folder", "csv", "npz", "dicom"]
@@ -262,8 +262,9 @@ class DataPage(Page):
         self.aug_form.changed.connect(self._aug_changed)
         av.addWidget(self.aug_form)
         head = QHBoxLayout()
-        head.addWidget(heading("Preview: first row as the model sees it, then random augmentations"))
-        head.addStretch(1)
+        preview_title = heading("Preview: the images as the model sees them, then varied at random")
+        preview_title.setWordWrap(True)  # the panel fits beside the report on a 1366-pixel screen
+        head.addWidget(preview_title, 1)
         self.new_draw = QPushButton("New examples")
         self.new_draw.clicked.connect(self._new_draw)
         head.addWidget(self.new_draw)
@@ -277,7 +278,11 @@ class DataPage(Page):
         av.addWidget(self.preview_host)
         rr.addWidget(abox)
         rr.addStretch(1)
-        split.addWidget(scrolled(right))
+        self.preview_host.setMinimumWidth(PREVIEW_IMAGES * 69 + 64)  # the images and their row labels
+        self.right_area = area = scrolled(right)  # never cut off on the right: the report beside it gives way
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setMinimumWidth(right.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width())
+        split.addWidget(area)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         root.addWidget(split, 1)
@@ -288,6 +293,7 @@ class DataPage(Page):
         self._preview_timer.timeout.connect(self.refresh_preview)
 
         self._read_for_task: str | None = None
+        self._waiting_for_plugins = False
         studio.projectReplaced.connect(self.load_project)
         studio.pluginsChanged.connect(self._plugins_changed)
         studio.projectEdited.connect(self._project_edited)
@@ -308,8 +314,8 @@ class DataPage(Page):
         self.aug_form.set_values(p.augmentation)
         self._show_task()
         self._clear_report()
-        if p.data.source and self.studio.plugins is not None:
-            self.read()
+        if p.data.source:
+            self.read()  # images are read at once with the built-in readers, before the plugins have loaded
         self._show_target_info()
 
     # --- the task: which readers, which views ------------------------------------------------------
@@ -339,7 +345,11 @@ class DataPage(Page):
         self.shift_panel.update_enabled()
 
     def _project_edited(self, section: str) -> None:
-        """A technique of another task reads the data with that task's readers."""
+        """A technique of another task reads the data with that task's readers; an augmentation
+        changed elsewhere (the Technique page's mirror question) is shown here too."""
+        if section == "augmentation" and self.aug_form.values() != self.studio.project.augmentation.model_dump(mode="json"):
+            self.aug_form.set_values(self.studio.project.augmentation)
+            self._preview_timer.start()
         if section != "technique":
             return
         self._show_task()
@@ -403,7 +413,8 @@ class DataPage(Page):
         self.fmt.addItems(list(dict.fromkeys(ids)))
         self.fmt.setCurrentText(cur)
         self.fmt.blockSignals(False)
-        if self.table is None and self.studio.project.data.source and self._read_task is None:
+        if self.table is None and self.studio.project.data.source and (self._read_task is None
+                                                                       or self._waiting_for_plugins):
             self.read()
 
     def _choose(self, folder: bool, target: bool = False) -> None:
@@ -504,7 +515,11 @@ class DataPage(Page):
         vals = self.aug_form.values()
         if vals is None:
             return
-        if vals != self.studio.project.augmentation.model_dump(mode="json"):
+        aug = self.studio.project.augmentation
+        if vals["mirror_safe"] != aug.mirror_safe and vals["mirror_safe"] is not None:
+            vals["horizontal_flip"] = vals["mirror_safe"]  # the answer decides the flips (as on the Technique page)
+            self.aug_form.set_values(vals)
+        if vals != aug.model_dump(mode="json"):
             self.studio.replace("augmentation", vals)
         self._preview_timer.start()
 
@@ -517,10 +532,15 @@ class DataPage(Page):
             self._read_task.cancel()
         self.error.clear()
         self._clear_report()
+        self.studio.set_data(None)
         self.progress_row.show()
         self.progress.setRange(0, 0)
         self._read_for_task = p.task
         self._show_task()
+        self._waiting_for_plugins = self.studio.plugins is None and p.task != "image-classification"
+        if self._waiting_for_plugins:  # texts, boxes, captions: their readers are plugins
+            self.summary.setText(f"Preparing to read {p.resolve(p.data.source).name}: the readers are loading…")
+            return
         self.summary.setText("Reading and checking every text…" if p.task == "text-classification"
                              else "Reading and checking every image…")
         readers = self._readers(p.task)
@@ -536,6 +556,7 @@ class DataPage(Page):
     def _progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
+        self.summary.setText(f"Reading and checking {done:,} of {total:,}…")
 
     def _cancel(self) -> None:
         if self._read_task is not None:
@@ -549,6 +570,7 @@ class DataPage(Page):
         if task is not None and task.cancelled:
             self.summary.setText("Reading was cancelled.")
             return
+        self.studio.set_data(None, info.message)
         self.summary.setText("The data could not be read.")
         self.error.show_info(info, "The data could not be read")
 
@@ -558,8 +580,7 @@ class DataPage(Page):
         self._read_task = None
         self.progress_row.hide()
         self.table = table
-        self.studio.data_table = table
-        self.studio.dataRead.emit(table)
+        self.studio.set_data(table)
         self._show_report()
         self.groups_panel.show_table(table)
         kind = table_kind(table)
@@ -593,8 +614,12 @@ class DataPage(Page):
         self.thumb_layout.addStretch(1)
         clear_layout(self.preview_grid)
         self.preview_note.show()
-        if self.chart is not None:
+        if self.chart is not None:  # no bars, no class names, no legend of the data read before
             self.chart.clear()
+            self.chart.getPlotItem().getAxis("bottom").setTicks(None)
+            if self.chart.getPlotItem().legend is not None:
+                self.chart.getPlotItem().legend.clear()
+            self.bar_items = []
 
     def split_counts(self) -> dict[str, dict[str, int]] | None:
         from tlstudio.core.data import make_split, split_counts
@@ -642,7 +667,7 @@ class DataPage(Page):
                 lines.append(f"{r.empty_images:,} images have no {'box' if kind == 'detection' else 'caption'}"
                              + (" (used as background-only images)." if kind == "detection" else "."))
         else:
-            lines = [f"<b>{r.total:,} usable {noun} in {k} class{'es' if k != 1 else ''}</b> "
+            lines = [f"<b>{plural(r.total, 'usable ' + noun[:-1], 'usable ' + noun)} in {plural(k, 'class', 'classes')}</b> "
                      f"(read from {r.source} as <i>{r.reader}</i>)."]
         if kind == "text" and r.counts:
             lines.append("Texts per class: " + ", ".join(f"{c} {n:,}" for c, n in r.counts.items()) + ".")
@@ -667,13 +692,14 @@ class DataPage(Page):
             if counts:
                 lines.append("Split: " + ", ".join(f"{sp} {sum(c.values()):,}" for sp, c in counts.items()) + ".")
         if r.skipped:
-            what = {"text": "rows", "detection": "annotations or images", "captioning": "captions or images"}.get(kind, "files")
+            what = {"text": ("row", "rows"), "detection": ("annotation or image", "annotations or images"),
+                    "captioning": ("caption or image", "captions or images")}.get(kind, ("file", "files"))
             reasons = skipped_reasons(r.skipped, kind)
-            lines.append(f"<span style='color:#b03a2e'>{len(r.skipped):,} {what} skipped</span>"
+            lines.append(f"<span style='color:#b03a2e'>{plural(len(r.skipped), *what)} skipped</span>"
                          + (f" ({', '.join(f'{why} {n:,}' for why, n in reasons)})" if reasons else "")
                          + " — see the Skipped tab.")
         if r.duplicates:
-            lines.append(f"{len(r.duplicates):,} groups of identical {noun}.")
+            lines.append(f"{plural(len(r.duplicates), 'group')} of identical {noun}.")
         self.summary.setText("<br>".join(lines))
         self.warnings.setText("\n".join(f"⚠ {w}" for w in r.warnings))
         self.skipped.setHorizontalHeaderLabels(["Row" if kind == "text" else "File", "Why it was skipped"])
@@ -722,7 +748,7 @@ class DataPage(Page):
                 legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=1, brush=SPLIT_COLORS.get(split_name, "#0072B2")),
                                split_name)
         ax = self.chart.getPlotItem().getAxis("bottom")
-        ax.setTicks([[(i, n if len(n) <= 12 else n[:11] + "…") for i, n in enumerate(names)]])
+        ax.setTicks([[(i, n if len(n) <= 20 else n[:19] + "…") for i, n in enumerate(names)]])
         self.chart.getPlotItem().setXRange(-0.6, len(names) - 0.4, padding=0)
         self.chart.getPlotItem().setYRange(0, max(1.0, float(bottom.max(initial=0))) * 1.2, padding=0)
 

@@ -187,8 +187,9 @@ class EvaluatePage(DecisionMixin, Page):
         rr.addWidget(self.cell_list, 1)
         detail = QHBoxLayout()
         self.view_image = ImageView(min_size=120)
-        self.view_cam = ImageView(min_size=120)
+        self.view_cam = ImageView(min_size=120, placeholder="… and its heat map here.")
         self.view_cam.setObjectName("camView")
+        self.view_image.set_placeholder("Click a cell of the matrix, then an image: it appears here …")
         self.view_text = QLabel()
         self.view_text.setObjectName("imageProbabilities")
         self.view_text.setWordWrap(True)
@@ -415,7 +416,7 @@ class EvaluatePage(DecisionMixin, Page):
                     color = QColor.fromRgbF(1, 1 - 0.6 * frac, 1 - 0.6 * frac)
                 it.setBackground(color)
                 it.setForeground(QColor("#111111"))
-                it.setToolTip(f"true {res.class_names[i]}, predicted {res.class_names[j]}: {n} images "
+                it.setToolTip(f"true {res.class_names[i]}, predicted {res.class_names[j]}: {n} image{'s' if n != 1 else ''} "
                               f"({100 * frac:.0f} % of the row)")
                 self.matrix.setItem(i, j, it)
         self.matrix.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)

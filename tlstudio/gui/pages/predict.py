@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxL
                                QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..textpredict import TextPredictPanel
-from ..widgets import DropArea, ErrorPanel, ImageView, error_dialog, heading, hint
+from ..widgets import DropArea, ErrorPanel, ImageView, error_dialog, heading, hint, plural
 from . import Page
 from .evaluate import prediction_device, run_predictor
 
@@ -118,6 +118,7 @@ class PredictPage(Page):
         split = QSplitter(Qt.Orientation.Horizontal)
         self.table = QTableWidget(0, 3)
         self.table.setObjectName("predictionTable")
+        self.table.setHorizontalHeaderLabels(["Image", "Predicted", "Confidence"])
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -129,8 +130,8 @@ class PredictPage(Page):
         self.right_title = heading("Selected image and its Grad-CAM heat map")
         rv.addWidget(self.right_title)
         imgs = QHBoxLayout()
-        self.view_image = ImageView(min_size=180)
-        self.view_cam = ImageView(min_size=180)
+        self.view_image = ImageView(min_size=180, placeholder="Select a predicted image: it appears here …")
+        self.view_cam = ImageView(min_size=180, placeholder="… and its heat map here.")
         self.view_cam.setObjectName("predictCam")
         imgs.addWidget(self.view_image)
         imgs.addWidget(self.view_cam)
@@ -186,15 +187,21 @@ class PredictPage(Page):
             self.set_run(run_dir)
 
     def set_run(self, run_dir: str | None) -> None:
+        """Predict with this run's model: the predictions of another model are cleared (never
+        shown under this one's name)."""
         if run_dir and run_dir != self.run_dir:
+            had = len(self.results)
             self.run_dir = str(run_dir)
             self.predictor = None
             self._predictor_for = None
-            self.cams.clear()
+            self.clear()
             i = self.run_combo.findData(self.run_dir)
             if i >= 0:
                 self.run_combo.setCurrentIndex(i)
             self._show_task()
+            if had:
+                self.status.setText(f"Model changed to {Path(run_dir).name}: the {plural(had, 'prediction')} of the "
+                                    "other model were cleared. Add the images again to predict them with this one.")
 
     def _show_task(self) -> None:
         """Texts are typed, images dropped: the panel follows the run's task."""
@@ -233,8 +240,8 @@ class PredictPage(Page):
             self.status.setText("No trained run yet: train one first (or pick one above).")
             return
         self.error.clear()
-        self.status.setText(f"Predicting {len(paths)} item(s)…")
         run_dir = self.run_dir
+        self.status.setText(f"Predicting {plural(len(paths), 'item')} with {Path(run_dir).name}…")
 
         def go():
             self.studio.tasks.submit(predict_files, self.predictor, list(map(str, paths)), pool="model",
@@ -279,8 +286,8 @@ class PredictPage(Page):
         self.results += [r for r in results if r["ref"] not in known]
         self._fill()
         bad = sum(1 for r in self.results if r.get("error"))
-        self.status.setText(f"{len(self.results)} image(s) predicted" + (f", {bad} could not be read" if bad else "")
-                            + ". Select one to see its heat map.")
+        self.status.setText(f"{plural(len(self.results), 'image')} predicted by {Path(run_dir).name}"
+                            + (f", {bad} could not be read" if bad else "") + ". Select one to see its heat map.")
         self.save_btn.setEnabled(bool(self.results))
 
     def _fill(self) -> None:
@@ -318,6 +325,8 @@ class PredictPage(Page):
         self.results = []
         self.cams.clear()
         self.table.setRowCount(0)
+        self.table.setColumnCount(3)
+        self.table.setHorizontalHeaderLabels(["Image", "Predicted", "Confidence"])
         self.view_image.set_array(None)
         self.view_cam.set_array(None)
         self.detail.setText("")
@@ -394,9 +403,9 @@ class PredictPage(Page):
         if self.predictor is None or not self.results:
             return None
         try:
-            out = self.predictor.write_csv(self.results, path)
+            out = self.predictor.write_csv(self.results, path)  # with the run's name in a "run" column
         except OSError as e:
             error_dialog(self, "Could not save", f"{path}: {e}")
             return None
-        self.status.setText(f"Saved {len(self.results)} predictions to {out}")
+        self.status.setText(f"Saved {plural(len(self.results), 'prediction')} of {Path(self.run_dir).name} to {out}")
         return out

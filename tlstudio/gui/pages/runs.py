@@ -13,7 +13,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 from ..widgets import Banner, fmt_num, fmt_seconds, heading
 from . import Page
 
-COLUMNS = ["Started", "Status", "Technique", "Model", "Best (validation)", "Test accuracy", "Test AUC", "Run"]
+COLUMNS = ["Started", "Status", "Technique", "Model", "Best (validation)", "Test accuracy", "Test AUC", "Project", "Data",
+           "Run"]
 STATUS_COLORS = {"done": "#1e8449", "running": "#1f618d", "failed": "#b03a2e", "stopped": "#9a5b00",
                  "interrupted": "#9a5b00"}
 COMPARE_ROWS = [("test_accuracy", "Test accuracy"), ("test_balanced_accuracy", "Balanced accuracy"),
@@ -38,9 +39,13 @@ def scan_runs(root: Path) -> list[dict]:
             s = summarize(r)
         except Exception:  # noqa: BLE001 - a damaged run still lists
             continue
+        try:
+            project = r.project().name
+        except Exception:  # noqa: BLE001 - a damaged run still lists
+            project = "?"
         rows.append({"dir": s.path, "id": s.id, "status": s.status, "technique": s.technique, "model": s.model,
                      "best_metric": s.best_metric, "best_value": s.best_value, "test": s.test,
-                     "resumable": r.resumable(), "started": _started(s.id)})
+                     "resumable": r.resumable(), "started": _started(s.id), "project": project, "data": s.data})
     return rows
 
 
@@ -54,13 +59,36 @@ def compare_data(dirs: list[str]) -> list[dict]:
         try:
             p = r.project()
             meta = {"technique": p.technique.id, "model": p.model.architecture, "image size": p.model.image_size,
-                    "epochs": p.training.epochs, "learning rate": p.training.lr, "batch size": p.training.batch_size}
+                    "epochs": p.training.epochs, "learning rate": p.training.lr, "batch size": p.training.batch_size,
+                    "project": p.name, "data": p.data.source}
         except Exception:  # noqa: BLE001
             meta = {}
         started = next(r.iter_events({"start"}), {}).get("time", 0.0)
+        classes = list((final.get("test") or {}).get("class_names") or [])
         out.append({"dir": d, "id": r.id, "epochs": r.epochs(), "final": final, "meta": meta, "started": started,
-                    "monitor": final.get("monitor") or r.status_info().get("monitor", "")})
+                    "monitor": final.get("monitor") or r.status_info().get("monitor", ""), "classes": classes,
+                    "fingerprint": r.env().get("data_fingerprint")})
     return sorted(out, key=lambda x: x["started"])  # A is the earlier run
+
+
+def comparison_warning(data: list[dict]) -> str:
+    """Why the compared runs' figures cannot be set side by side ("" when they can): other data
+    (another source or other images), or other classes."""
+    if len(data) < 2:
+        return ""
+    names = ["AB"[i] if i < 2 else str(i) for i in range(len(data))]
+    out = []
+    sources = [d["meta"].get("data") for d in data]
+    prints = [d.get("fingerprint") for d in data]
+    if len(set(sources)) > 1 or (all(prints) and len(set(prints)) > 1):
+        where = "; ".join(f"{n}: {Path(s or '?').name}" for n, s in zip(names, sources))
+        out.append(f"These runs used different data ({where}), so their test figures were measured on different "
+                   "images and cannot be compared.")
+    classes = [tuple(d.get("classes") or ()) for d in data]
+    if all(classes) and len(set(classes)) > 1:
+        what = "; ".join(f"{n}: {', '.join(c[:6])}{' …' if len(c) > 6 else ''}" for n, c in zip(names, classes))
+        out.append(f"They tell apart different classes ({what}).")
+    return " ".join(out)
 
 
 class RunsPage(Page):
@@ -124,6 +152,10 @@ class RunsPage(Page):
         cv.setContentsMargins(0, 0, 0, 0)
         self.compare_title = heading("")
         cv.addWidget(self.compare_title)
+        self.compare_warning = Banner("", warn=True)
+        self.compare_warning.setObjectName("compareWarning")
+        self.compare_warning.hide()
+        cv.addWidget(self.compare_warning)
         ch = QHBoxLayout()
         self.compare_plots: dict[str, object] = {}
         self.plot_host = ch
@@ -188,9 +220,11 @@ class RunsPage(Page):
             best = f"{row['best_metric']} = {fmt_num(row['best_value'])}" if row["best_metric"] else ""
             status = row["status"] + (" (resumable)" if row["resumable"] and row["status"] != "done" else "")
             vals = [row["started"], status, row["technique"], row["model"], best, fmt_num(t.get("accuracy")),
-                    fmt_num(t.get("auc")), row["id"]]
+                    fmt_num(t.get("auc")), row.get("project", ""), Path(row.get("data") or "").name, row["id"]]
             for c, v in enumerate(vals):
                 it = QTableWidgetItem(v)
+                if c == 8:
+                    it.setToolTip(row.get("data") or "")
                 if c == 1:
                     it.setForeground(QColor(STATUS_COLORS.get(row["status"], "#333333")))
                 it.setData(Qt.ItemDataRole.UserRole, row["dir"])
@@ -297,15 +331,21 @@ class RunsPage(Page):
         def done(path: str) -> None:
             self.report_path = path
             self._update_buttons()
-            self.note.setText(f"Report written: <a href='{QUrl.fromLocalFile(path).toString()}'>{path}</a>")
-            if self.open_reports:
-                QDesktopServices.openUrl(QUrl.fromLocalFile(path))
+            link = f"<a href='{QUrl.fromLocalFile(path).toString()}'>{path}</a>"
+            self.note.setText(f"Report written: {link}")
+            if self.open_reports and not self.open_url(QUrl.fromLocalFile(path)):
+                self.note.setText(f"Report written, but no web browser could be opened here. The report is the file "
+                                  f"{link}: open it in a browser (it needs no internet).")
 
         def failed(info) -> None:
             self._update_buttons()
             self.note.setText(f"The report could not be written: {info.message}")
 
         self.studio.tasks.submit(write_report, sel[0], name="report", on_done=done, on_error=failed)
+
+    def open_url(self, url) -> bool:
+        """Open a file in the desktop's program for it (False when none could be started)."""
+        return QDesktopServices.openUrl(url)
 
     def compare(self) -> None:
         sel = self.selected_dirs()
@@ -323,9 +363,15 @@ class RunsPage(Page):
 
         self.compared = data
         self.compare_title.setText("Comparing " + " and ".join(d["id"] for d in data))
+        warning = comparison_warning(data)
+        self.compare_warning.set_text(f"⚠ {warning}" if warning else "", warn=True)
         monitors = {d["monitor"] for d in data if d["monitor"]}
         metric = monitors.pop() if len(monitors) == 1 else "val_accuracy"
+        if not metric.startswith("val_") or metric == "val_loss":  # "last", "auto": the accuracy
+            metric = "val_accuracy"
         specs = [("val_loss", "Validation loss"), (metric, f"Validation {metric[4:]}"), ("train_loss", "Training loss")]
+        for key, p in self.compare_plots.items():  # a chart of an earlier comparison's metric goes away
+            p.setVisible(key in dict(specs))
         for key, title in specs:
             p = self.compare_plots.get(key)
             if p is None:
@@ -342,7 +388,7 @@ class RunsPage(Page):
                 p.plot(xs, ys, pen=pg.mkPen(color, width=2), symbol="o", symbolSize=6, symbolBrush=color,
                        name=f"{'AB'[i] if i < 2 else i}: {d['meta'].get('technique', '')}")
         rows = [("run", "Run")] + COMPARE_ROWS + [(k, k.capitalize()) for k in (
-            "technique", "model", "image size", "epochs", "learning rate", "batch size")]
+            "project", "data", "technique", "model", "image size", "epochs", "learning rate", "batch size")]
         self.compare_table.setColumnCount(1 + len(data))
         self.compare_table.setHorizontalHeaderLabels(["", *["AB"[i] if i < 2 else str(i) for i in range(len(data))]])
         self.compare_table.setRowCount(len(rows))
@@ -355,7 +401,10 @@ class RunsPage(Page):
                     self.compare_table.setItem(r, c + 1, it)
                     continue
                 v = d["final"].get(key, d["meta"].get(key))
-                text = fmt_seconds(v) if key == "train_seconds" else fmt_num(v)
-                self.compare_table.setItem(r, c + 1, QTableWidgetItem(text))
+                text = fmt_seconds(v) if key == "train_seconds" else Path(v).name if key == "data" and v else fmt_num(v)
+                it = QTableWidgetItem(text)
+                if key == "data":
+                    it.setToolTip(str(v or ""))
+                self.compare_table.setItem(r, c + 1, it)
         self.compare_table.resizeColumnsToContents()
         self.compare_box.show()

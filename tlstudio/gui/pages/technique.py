@@ -1,25 +1,32 @@
-"""Technique: every technique plugin with its explanation for the expert, the chosen one's
-settings panel (generated from its pydantic Config, or the plugin's own widget), and the
-training settings; a learning-rate finder."""
+"""Technique: the simple path first — the technique recommended for the data (the list shows
+only those that fit the data's task; the others are greyed with the reason), how long to
+train (quick / standard / thorough, with the time expected on this computer) and whether
+mirror images show the same thing (asked once per project).  Everything else — the chosen
+technique's settings panel (generated from its pydantic Config, or the plugin's own widget),
+the training settings and the learning-rate finder — is folded under "Advanced", set to the
+recommended values."""
 from __future__ import annotations
 
 import importlib
 import traceback
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QGroupBox, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSplitter,
+                               QVBoxLayout, QWidget)
 
 from tlstudio.core.config import TrainingConfig
 
 from ..forms import PydanticForm
-from ..tasks import ErrorInfo
+from ..lrdialog import LRFinderDialog
+from ..simplepath import AdviceBar, DurationBox, Fold, MirrorBox
 from ..widgets import Banner, ErrorPanel, clear_layout, heading, hint
 from . import Page, scrolled
 
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
-MONITOR_CHOICES = ["auto", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc", "val_f1_macro"]
+MONITOR_CHOICES = ["auto", "last", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc", "val_f1_macro"]
 NOT_AVAILABLE = "not available yet"
+TASK_NOUNS = {"image-classification": "images in classes", "text-classification": "texts",
+              "detection": "images with boxes", "captioning": "images with captions"}
 
 
 def lrfinder_module():
@@ -48,9 +55,14 @@ class TechniquePage(Page):
         self.form: PydanticForm | None = None
         self.custom = None  # (widget, config) of a plugin's own panel
         self.panel_error: str | None = None
+        self.advice = None  # the recommended technique (tlstudio.core.analysis.guide.TechniqueAdvice)
+        self.plan = None  # quick / standard / thorough for the current technique (a TrainingPlan)
+        self._plan_key = None
+        self._speeds: dict[tuple, float] = {}  # (model, image size) -> images/s measured here
         root = QVBoxLayout(self)
-        root.addWidget(Banner("A technique is the recipe for adapting the network. Each one explains when to use it; "
-                              "its settings appear below. Hover over a setting for what it does."))
+        root.addWidget(Banner("Choose how the network learns from your images. The recommended choices are already "
+                              "made: check them, answer the question about mirror images, and press Train. Every "
+                              "other setting is under Advanced."))
         split = QSplitter(Qt.Orientation.Horizontal)
         left = QWidget()
         lv = QVBoxLayout(left)
@@ -58,6 +70,10 @@ class TechniquePage(Page):
         lv.addWidget(heading("Techniques"))
         self.list = QListWidget()
         self.list.setObjectName("techniqueList")
+        self.list.setWordWrap(True)  # the reason a technique is greyed out wraps within the list
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.list.setStyleSheet("QListWidget::item { padding: 3px 2px; }")
         self.list.currentItemChanged.connect(self._picked)
         lv.addWidget(self.list, 1)
         self.plugin_note = hint("")
@@ -74,11 +90,21 @@ class TechniquePage(Page):
         self.explanation.setWordWrap(True)
         self.explanation.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         rv.addWidget(self.explanation)
-        self.panel_box = QGroupBox("Settings")
-        self.panel_layout = QVBoxLayout(self.panel_box)
-        rv.addWidget(self.panel_box)
+        self.advice_bar = AdviceBar("Use the recommended technique")
+        self.advice_bar.take.connect(self.use_recommended)
+        rv.addWidget(self.advice_bar)
         self.panel_fail = ErrorPanel()
         rv.addWidget(self.panel_fail)
+        self.duration = DurationBox()
+        self.duration.chosen.connect(self.set_epochs)
+        rv.addWidget(self.duration)
+        self.mirror = MirrorBox()
+        self.mirror.answered.connect(self.answer_mirror)
+        rv.addWidget(self.mirror)
+
+        self.advanced = Fold("Advanced settings (already set to the recommended values)")
+        self.advanced.setObjectName("techniqueAdvanced")
+        av = self.advanced.body_layout
         brow = QHBoxLayout()
         self.recommended_btn = QPushButton("Use this technique's recommended training settings")
         self.recommended_btn.clicked.connect(self.apply_recommended)
@@ -91,19 +117,23 @@ class TechniquePage(Page):
             self.lr_btn.setToolTip(f"Learning-rate finder: {NOT_AVAILABLE} in this build.")
         brow.addWidget(self.lr_btn)
         brow.addStretch(1)
-        rv.addLayout(brow)
+        av.addLayout(brow)
+        self.panel_box = QGroupBox("Settings")
+        self.panel_layout = QVBoxLayout(self.panel_box)
+        av.addWidget(self.panel_box)
         tbox = QGroupBox("Training")
         tl = QVBoxLayout(tbox)
         self.training_form = PydanticForm(TrainingConfig, choices={"device": DEVICE_CHOICES, "monitor": MONITOR_CHOICES},
                                           title="Training")
         self.training_form.changed.connect(self._training_changed)
         tl.addWidget(self.training_form)
-        rv.addWidget(tbox)
+        av.addWidget(tbox)
+        rv.addWidget(self.advanced)
         rv.addStretch(1)
         split.addWidget(scrolled(right))
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 3)
-        split.setSizes([260, 800])
+        split.setSizes([280, 800])
         root.addWidget(split, 1)
         self.status = QLabel()
         self.status.setObjectName("techniqueStatus")
@@ -113,21 +143,54 @@ class TechniquePage(Page):
         studio.pluginsChanged.connect(self.fill)
         studio.pluginsFailed.connect(lambda info: self.plugin_note.setText(f"Plugins could not be loaded: {info.message}"))
         studio.projectReplaced.connect(self.load_project)
+        studio.projectEdited.connect(self._project_edited)
         studio.problemsChanged.connect(self._show_status)
+        studio.dataRead.connect(lambda _t: self.fill())
         studio.before_run.append(self.commit)
         self.fill()
         self.load_project()
         self._show_status()
 
+    def activated(self) -> None:
+        self.refresh_plan()
+
     # --- list ------------------------------------------------------------------------------------
     def fill(self) -> None:
+        """The techniques by title: the recommended one first, then those that fit the data's task,
+        then the others greyed out with the reason."""
+        from tlstudio.core.analysis.guide import recommend_technique, smallest_training_class, split_sizes
+
         techs = self.studio.techniques()
+        data_task = self.studio.data_task()
+        table = self.studio.data_table
+        self.advice = None
+        if techs and data_task is not None:
+            try:
+                sp = self.studio.project.data.split
+                n_train = split_sizes(table, sp)["train"] if data_task == "image-classification" else None
+                smallest = smallest_training_class(table, sp) if data_task == "image-classification" else None
+            except Exception:  # noqa: BLE001 - a split the engine will explain: no numbers in the advice
+                n_train = smallest = None
+            self.advice = recommend_technique(techs, data_task, n_train, smallest,
+                                              bool(self.studio.project.data.target_source))
+        rec = self.advice.id if self.advice else None
+        order = sorted(techs.items(), key=lambda kv: (kv[0] != rec, data_task is not None and kv[1].task != data_task))
         self.list.blockSignals(True)
         self.list.clear()
-        for tid, t in techs.items():
-            it = QListWidgetItem(f"{t.title or tid}\n{t.task}")
+        for tid, t in order:
+            fits = data_task is None or t.task == data_task
+            if tid == rec:
+                sub = "★ recommended for your data"
+            elif fits:
+                sub = f"for {TASK_NOUNS.get(t.task, t.task)}"
+            else:
+                sub = f"for {TASK_NOUNS.get(t.task, t.task)}:\nyour data are {TASK_NOUNS.get(data_task, data_task)}"
+            it = QListWidgetItem(f"{t.title or tid}\n{sub}")
             it.setData(Qt.ItemDataRole.UserRole, tid)
-            it.setToolTip(t.explanation or "")
+            it.setToolTip((t.explanation or "") + ("" if fits else f"\n\nNot for these data: it is "
+                                                   f"{sub.replace(chr(10), ' ')}. Choose such data on the Data page first."))
+            if not fits:
+                it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEnabled & ~Qt.ItemFlag.ItemIsSelectable)
             self.list.addItem(it)
         self.list.blockSignals(False)
         pm = self.studio.plugins
@@ -138,11 +201,20 @@ class TechniquePage(Page):
             disabled = [p.name for p in pm.plugins.values() if p.status == "disabled"]
             note = []
             if failed:
-                note.append(f"{len(failed)} plugin(s) failed: {', '.join(failed)} (Tools › Plugins…)")
+                note.append(f"{len(failed)} plugin{'s' if len(failed) != 1 else ''} failed: {', '.join(failed)} "
+                            "(Tools › Plugins…)")
             if disabled:
                 note.append(f"{len(disabled)} disabled" + (" (safe mode)" if pm.safe_mode else ""))
             self.plugin_note.setText("; ".join(note))
         self._select_current()
+
+    def fits(self, tid: str) -> bool:
+        """Whether a technique is offered (not greyed out) for the data read."""
+        for i in range(self.list.count()):
+            it = self.list.item(i)
+            if it.data(Qt.ItemDataRole.UserRole) == tid:
+                return bool(it.flags() & Qt.ItemFlag.ItemIsEnabled)
+        return False
 
     def _select_current(self) -> None:
         tid = self.studio.project.technique.id
@@ -162,17 +234,23 @@ class TechniquePage(Page):
                 return
         raise KeyError(tid)
 
-    def _picked(self, cur, _prev) -> None:
+    def _picked(self, cur, prev) -> None:
         if cur is None:
             return
         tid = cur.data(Qt.ItemDataRole.UserRole)
         if tid != self.studio.project.technique.id:
             self.commit()
+            old = self.studio.technique()
             tech = self.studio.technique(tid)
             self.studio.set_technique(tid, task=tech.task if tech is not None else None)
+            self._apply_training_of(tech, old)
         self._show_technique(tid)
 
-    # --- the chosen technique's panel ------------------------------------------------------------
+    def use_recommended(self) -> None:
+        if self.advice is not None:
+            self.select(self.advice.id)
+
+    # --- the chosen technique ----------------------------------------------------------------------
     def _show_technique(self, tid: str) -> None:
         tech = self.studio.technique(tid)
         clear_layout(self.panel_layout)
@@ -180,6 +258,8 @@ class TechniquePage(Page):
         self.custom = None
         self.panel_fail.clear()
         self.panel_error = None
+        self._show_advice(tid)
+        self._show_questions()
         if tech is None:
             self.title.setText(tid)
             self.explanation.setText("This technique is not available: its plugin is missing, disabled or failed "
@@ -229,6 +309,23 @@ class TechniquePage(Page):
         self.panel_layout.addWidget(self.form)
         self._tech_changed(initial=True)
 
+    def _show_advice(self, tid: str) -> None:
+        a = self.advice
+        if a is None:
+            self.advice_bar.hide()
+            return
+        t = self.studio.technique(a.id)
+        title = (t.title if t is not None else "") or a.id
+        taken = a.id == tid
+        head = "★ Recommended for your data." if taken else f"Recommended for your data: {title}."
+        self.advice_bar.show_advice(f"<b>{head}</b> {a.reason}", a.detail, taken=taken)
+
+    def _show_questions(self) -> None:
+        p = self.studio.project
+        self.mirror.setVisible(p.task != "text-classification")
+        self.mirror.set_answer(p.augmentation.mirror_safe)
+        self.refresh_plan()
+
     def _panel_failed(self, tech, exc: BaseException, details: str) -> None:
         msg = f"The settings panel of {tech.title or tech.id} failed: {type(exc).__name__}: {exc}"
         self.panel_error = msg
@@ -259,6 +356,105 @@ class TechniquePage(Page):
         if vals != self.studio.project.technique.settings:
             self.studio.set_technique_settings(vals)
 
+    # --- the simple path: how long, mirror images ------------------------------------------------------
+    def answer_mirror(self, value: bool) -> None:
+        """Mirror images show the same thing (True) or not: saved in the project, and the training
+        flips follow the answer."""
+        self.studio.edit("augmentation", mirror_safe=bool(value), horizontal_flip=bool(value))
+        self.mirror.set_answer(bool(value))
+
+    def set_epochs(self, epochs: int) -> None:
+        if epochs and epochs != self.studio.project.training.epochs:
+            self.studio.edit("training", epochs=int(epochs))
+            self.training_form.set_values(self.studio.project.training)
+        self._show_plan()
+
+    def _recommended_epochs(self, tech) -> int:
+        try:
+            rec = dict(tech.recommended_training() or {}) if tech is not None else {}
+        except Exception:  # noqa: BLE001 - a plugin's broken recommendation: the default
+            rec = {}
+        return int(rec.get("epochs") or TrainingConfig().epochs)
+
+    def refresh_plan(self) -> None:
+        """Quick / standard / thorough for this technique, data and model; the model's speed is
+        measured on this computer once (remembered) in a worker."""
+        from tlstudio.core.analysis.guide import split_sizes, training_plan
+
+        p = self.studio.project
+        tech = self.studio.technique()
+        table = self.studio.data_table
+        if tech is None or table is None or self.studio.data_task() is None:
+            self.plan = None
+            self._show_plan("The times appear once the data are read." if tech is not None else "")
+            return
+        try:
+            counts = split_sizes(table, p.data.split)
+        except Exception:  # noqa: BLE001 - the engine explains a bad split when it trains
+            counts = {"train": len(table.items), "val": 0, "test": 0}
+        rec_epochs = self._recommended_epochs(tech)
+        frozen = tech.id == "frozen-features" and bool(p.technique.settings.get("cache_features", True))
+        flip = p.augmentation.flips_at_test
+        arch, size = p.model.architecture, int(p.model.image_size)
+        key = (tech.id, arch, size, tuple(sorted(counts.items())), frozen, flip)
+        measure = not self.studio.training_active and p.task == "image-classification"
+        self.plan = training_plan(rec_epochs, counts, None, frozen, flip)
+        self._show_plan()
+        if p.task != "image-classification":
+            self._show_plan("The expected times are measured for image models.")
+            return
+        self._plan_key = key
+        if self._speeds.get(key[1:3]):
+            self.plan = training_plan(rec_epochs, counts, self._speeds[key[1:3]], frozen, flip)
+            self._show_plan("")
+            return
+        device = self.studio.settings.device
+
+        def work():
+            from tlstudio.core.analysis.recommend import speed_of
+
+            return speed_of(arch, size, device, measure=measure, library=self.studio.library())
+
+        def done(speed):
+            if speed:
+                self._speeds[key[1:3]] = speed
+            if self._plan_key != key:
+                return
+            self.plan = training_plan(rec_epochs, counts, speed, frozen, flip)
+            self._show_plan("" if speed else "The speed of this model is measured when nothing trains.")
+
+        if measure:
+            self._show_plan(f"Measuring how fast {arch} trains on this computer (once)…")
+        self.studio.tasks.submit(work, pool="model", name="speed", on_done=done,
+                                 on_error=lambda info: self._show_plan(f"The speed could not be measured: {info.message}"))
+
+    def _show_plan(self, note: str | None = None) -> None:
+        if note is None:
+            note = self.duration.note.text()
+        self.duration.set_plan(self.plan, self.studio.project.training.epochs, note)
+
+    def _apply_training_of(self, tech, old) -> None:
+        """A technique picked in the list: its recommended training settings, and the same length
+        (quick / standard / thorough) as before, or the same epochs when they were set by hand."""
+        if tech is None:
+            return
+        from tlstudio.core.analysis.guide import duration_epochs
+
+        before = self.studio.project.training.epochs
+        kept = next((k for k, e in duration_epochs(self._recommended_epochs(old)).items() if e == before), None) \
+            if old is not None else None
+        self.apply_recommended(quiet=True)
+        epochs = duration_epochs(self._recommended_epochs(tech))[kept] if kept else before
+        self.set_epochs(epochs)
+
+    def _project_edited(self, section: str) -> None:
+        if section in ("model", "data"):
+            self.refresh_plan()
+        elif section == "augmentation":
+            self.mirror.set_answer(self.studio.project.augmentation.mirror_safe)
+        elif section == "training" and self.plan is not None:
+            self._show_plan()
+
     # --- training settings -----------------------------------------------------------------------
     def load_project(self) -> None:
         self.training_form.set_values(self.studio.project.training)
@@ -270,7 +466,7 @@ class TechniquePage(Page):
         if vals is not None and vals != self.studio.project.training.model_dump(mode="json"):
             self.studio.replace("training", vals)
 
-    def apply_recommended(self) -> None:
+    def apply_recommended(self, quiet: bool = False) -> None:
         tech = self.studio.technique()
         if tech is None:
             return
@@ -286,8 +482,10 @@ class TechniquePage(Page):
             self.panel_fail.show_error(f"The recommended settings of {tech.id} are invalid: {e}")
             return
         self.training_form.set_values(self.studio.project.training)
-        self.studio.message.emit(f"Training settings recommended by {tech.title or tech.id} applied: "
-                                 + ", ".join(f"{k} {v}" for k, v in rec.items()))
+        if rec and not quiet:
+            self.studio.message.emit(f"Training settings recommended by {tech.title or tech.id} applied: "
+                                     + ", ".join(f"{k} {v}" for k, v in rec.items()))
+        self._show_plan()
 
     def _show_status(self) -> None:
         probs = self.studio.problems()
@@ -319,95 +517,3 @@ class TechniquePage(Page):
     def _lr_applied(self, lr: float) -> None:
         self.studio.edit("training", lr=float(lr))
         self.training_form.set_values(self.studio.project.training)
-
-
-class LRFinderDialog(QDialog):
-    """Runs the LR range test in a worker, plots loss against learning rate, offers the
-    suggestion."""
-
-    applied = Signal(float)
-
-    def __init__(self, studio, module, parent=None):
-        super().__init__(parent)
-        self.studio = studio
-        self.module = module
-        self.found = None
-        self.setWindowTitle("Find a learning rate")
-        self.resize(640, 460)
-        v = QVBoxLayout(self)
-        v.addWidget(hint("The range test trains briefly while raising the learning rate from very small to large and "
-                         "records the loss. A good rate lies where the loss falls fastest, before it climbs."))
-        from ..charts import styled_plot
-
-        self.plot = styled_plot("Loss against learning rate", xlabel="learning rate", ylabel="loss")
-        self.plot.getPlotItem().setLogMode(x=True)
-        v.addWidget(self.plot, 1)
-        self.progress = QProgressBar()
-        v.addWidget(self.progress)
-        self.text = QLabel("Starting…")
-        self.text.setWordWrap(True)
-        v.addWidget(self.text)
-        self.error = ErrorPanel()
-        v.addWidget(self.error)
-        self.buttons = QDialogButtonBox()
-        self.apply_btn = self.buttons.addButton("Use the suggested rate", QDialogButtonBox.ButtonRole.AcceptRole)
-        self.apply_btn.setEnabled(False)
-        self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
-        self.buttons.accepted.connect(self._apply)
-        self.buttons.rejected.connect(self.reject)
-        v.addWidget(self.buttons)
-        self.control = None
-
-    def start(self, steps: int = 100) -> None:
-        from tlstudio.core.engine import RunControl
-
-        self.control = RunControl()
-        project = self.studio.run_project()
-
-        def work(task):
-            def on_event(e):
-                if e.get("kind") == "progress" and e.get("total"):
-                    task.report(e.get("done", 0), e.get("total", 1))
-
-            return self.module.find_lr(project, plugins=self.studio.plugins, on_event=on_event, control=self.control,
-                                       steps=steps)
-
-        self.task = self.studio.tasks.submit(work, pool="model", pass_task=True, on_done=self._done,
-                                             on_error=self._failed, on_progress=self._progress)
-
-    def _progress(self, done: int, total: int) -> None:
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
-
-    def reject(self) -> None:
-        if self.control is not None:
-            self.control.stop()
-        super().reject()
-
-    def _done(self, result) -> None:
-        self.found = result
-        lrs, losses = list(result.get("lrs", [])), list(result.get("losses", []))
-        self.plot.plot(lrs, losses, pen={"color": "#0072B2", "width": 2})
-        s = result.get("suggested")
-        if s:
-            import math
-
-            import pyqtgraph as pg
-
-            self.plot.addItem(pg.InfiniteLine(pos=math.log10(s), angle=90, pen=pg.mkPen("#D55E00", width=2),
-                                              label=f"suggested {s:.2g}", labelOpts={"position": 0.9}))
-            self.text.setText(f"Suggested learning rate: {s:.3g}")
-            self.apply_btn.setEnabled(True)
-        else:
-            self.text.setText(result.get("note") or "No clear suggestion: the loss did not fall steadily.")
-        self.progress.hide()
-
-    def _failed(self, info: ErrorInfo) -> None:
-        self.progress.hide()
-        self.text.setText("The range test stopped.")
-        self.error.show_info(info, "The learning-rate finder failed")
-
-    def _apply(self) -> None:
-        if self.found and self.found.get("suggested"):
-            self.applied.emit(float(self.found["suggested"]))
-        self.accept()

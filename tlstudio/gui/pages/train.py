@@ -2,6 +2,7 @@
 log; follow a run another process writes; the command line that repeats a run."""
 from __future__ import annotations
 
+import html
 import os
 import shlex
 import signal
@@ -9,11 +10,12 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QGuiApplication
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox,
-                               QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QSplitter,
+                               QVBoxLayout, QWidget)
 
 from ..charts import LiveCharts
+from ..runlog import RunLog, done_summary, event_line  # noqa: F401 (event_line: imported from here before)
 from ..tasks import RunFollower, TrainWorker
 from ..widgets import Banner, ErrorPanel, fmt_num, fmt_seconds, heading
 from . import Page
@@ -41,6 +43,7 @@ class TrainPage(Page):
         self._first_epoch_done: int | None = None
         self._pending: dict | None = None
         self._progress_task: dict | None = None
+        self._last_line = ""
 
         root = QVBoxLayout(self)
         bar = QHBoxLayout()
@@ -97,7 +100,9 @@ class TrainPage(Page):
         self.command = QLabel()
         self.command.setObjectName("commandLine")
         self.command.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.command.setStyleSheet("font-family: monospace; color: #333333;")
+        self.command.setStyleSheet("color: #333333;")
+        self.command.setToolTip("This command, typed in a terminal, trains the same run again (the project file is "
+                                "kept in the run's folder). Copy as command puts it on the clipboard.")
         self.command.hide()
         root.addWidget(self.command)
 
@@ -140,12 +145,17 @@ class TrainPage(Page):
         logw = QWidget()
         lv = QVBoxLayout(logw)
         lv.setContentsMargins(0, 0, 0, 0)
-        lv.addWidget(heading("Log"))
-        self.log = QPlainTextEdit()
-        self.log.setObjectName("trainLog")
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(5000)
-        self.log.setFont(QFont("monospace", 9))
+        lrow = QHBoxLayout()
+        lrow.addWidget(heading("Log"))
+        lrow.addStretch(1)
+        self.details = QCheckBox("Show learning rates and the technique's own curves")
+        self.details.setObjectName("chartDetails")
+        self.details.setToolTip("The learning rate of every layer group (and what the technique adds, such as the "
+                                "L2-SP distance): for checking a recipe, not for judging a model.")
+        self.details.toggled.connect(self.charts.show_details)
+        lrow.addWidget(self.details)
+        lv.addLayout(lrow)
+        self.log = RunLog()
         lv.addWidget(self.log)
         split.addWidget(logw)
         split.setStretchFactor(0, 4)
@@ -159,7 +169,16 @@ class TrainPage(Page):
         self._timer.start()
         studio.problemsChanged.connect(self.update_buttons)
         studio.pluginsChanged.connect(self.update_buttons)
+        studio.projectEdited.connect(lambda section: self.show_plan() if section == "training" else None)
+        studio.projectReplaced.connect(self.show_plan)
         self.update_buttons()
+        self.show_plan()
+
+    def show_plan(self) -> None:
+        """Before a run: the project's planned epochs ("epoch 0 of 10"), not a run's leftovers."""
+        if self.state == IDLE and not self.run_dir:
+            self.epoch_bar.setRange(0, max(1, int(self.studio.project.training.epochs)))
+            self.epoch_bar.setValue(0)
 
     # --- buttons ---------------------------------------------------------------------------------
     def update_buttons(self) -> None:
@@ -227,6 +246,7 @@ class TrainPage(Page):
         if self.procs.value() > 1:
             return self.start_processes(project, self.procs.value())
         self._begin("Starting…")
+        self.epoch_bar.setRange(0, max(1, project.training.epochs))
         self.charts.reset()
         self.log.clear()
         self.run_dir = None
@@ -284,6 +304,7 @@ class TrainPage(Page):
         if self.state == TRAINING and self.worker is not None and self.worker.paused:
             self.worker.resume_run()
             self.state_label.setText("Training…")
+            self.log.follow()
             self._log("Resumed.")
             self.update_buttons()
             return True
@@ -303,6 +324,7 @@ class TrainPage(Page):
         self._begin("Resuming…")
         self.show_history(run_dir, keep_state=True)
         self.run_dir = str(run_dir)
+        self.log.follow()  # the log follows the resumed run from its first new line
         self._log(f"Resuming {Run(run_dir).id}.")
         self._launch(TrainWorker(run_ref=str(run_dir), runs_dir=Path(run_dir).parent, plugins=self.studio.plugins))
         return True
@@ -350,7 +372,7 @@ class TrainPage(Page):
         self.worker = None
         if w is not None:
             w.deleteLater()
-        self._apply_progress()
+        self._pending = None  # the run has ended: no time left to show
         self.charts.redraw()
         self._set_state(IDLE)
         self.studio.runsChanged.emit()
@@ -395,7 +417,7 @@ class TrainPage(Page):
         self.follower = None
         self.job = None
         self.last_status = status
-        self._apply_progress()
+        self._pending = None
         self.charts.redraw()
         if status not in ("done", "failed", "stopped"):
             self.state_label.setText(f"The run's process ended ({status}).")
@@ -473,6 +495,7 @@ class TrainPage(Page):
                 self._first_epoch_done = ep - 1
         self._log_event(e)
         if k in ("done", "failed", "stopped"):
+            self._pending = None
             self._show_end(e)
 
     def _apply_progress(self) -> None:
@@ -514,21 +537,9 @@ class TrainPage(Page):
 
     def _show_end(self, e: dict) -> None:
         k = e.get("kind")
+        self._show_command()  # the run's project file exists by now
         if k == "done":
-            parts = [f"Finished in {fmt_seconds(e.get('train_seconds'))}."]
-            t = e.get("test") or {}
-            if t.get("accuracy") is not None:
-                parts.append(f"Test accuracy {t['accuracy']:.3f}")
-            if t.get("balanced_accuracy") is not None:
-                parts.append(f"balanced accuracy {t['balanced_accuracy']:.3f}")
-            if t.get("auc") is not None:
-                parts.append(f"AUC {t['auc']:.3f}")
-            for key, label in (("map_50", "Test mAP@0.5"), ("map", "mAP@[.5:.95]"), ("bleu_4", "Test BLEU-4")):
-                if t.get(key) is not None:  # detection and captioning runs
-                    parts.append(f"{label} {t[key]:.3f}")
-            if e.get("best_epoch"):
-                parts.append(f"best epoch {e['best_epoch']} by {e.get('monitor', '')}")
-            self.result.set_text(" · ".join(parts), warn=False)
+            self.result.set_text(done_summary(e), warn=False)
             self.result.show()
             self.eval_btn.show()
             self.state_label.setText("Finished.")
@@ -542,18 +553,20 @@ class TrainPage(Page):
         elif k == "failed":
             self.error.show_error(e.get("message", "The run failed."), e.get("details", ""), e.get("advice", ""),
                                   title="The run failed")
-            self.state_label.setText("Failed — the last good checkpoint is kept.")
+            self.state_label.setText("Failed — the last completed epoch is kept (Resume continues from it)."
+                                     if self.resumable_run() else "Failed before its first epoch was complete.")
             self.eta.setText("")
 
     # --- log ---------------------------------------------------------------------------------------
     def _log(self, text: str, when: float | None = None) -> None:
-        self.log.appendPlainText(f"{time.strftime('%H:%M:%S', time.localtime(when))}  {text}")
+        self.log.add(text, when)
 
     def _log_event(self, e: dict) -> None:
         """One line per event worth reading, stamped with the event's own time."""
         text = event_line(e)
-        if text is not None:
-            self._log(text, e.get("time"))
+        if text is not None and not (e.get("kind") == "log" and f"— {e.get('message')}" == self._last_line):
+            self._log(text, e.get("time"))  # (a stage's message comes as a stage event and a log line: once)
+        self._last_line = text or self._last_line
 
     # --- command line --------------------------------------------------------------------------------
     def command_line(self) -> str | None:
@@ -568,7 +581,10 @@ class TrainPage(Page):
 
     def _show_command(self) -> None:
         cmd = self.command_line()
-        self.command.setText(cmd or "")
+        self._show_command_text(cmd)
+
+    def _show_command_text(self, cmd: str | None) -> None:
+        self.command.setText(f"Repeat this run from a terminal: <tt>{html.escape(cmd)}</tt>" if cmd else "")
         self.command.setVisible(bool(cmd))
 
     def copy_command(self) -> str | None:
@@ -577,32 +593,7 @@ class TrainPage(Page):
             self.state_label.setText("Save the project (or start a run) first: the command repeats a saved project file.")
             return None
         QGuiApplication.clipboard().setText(cmd)
-        self.command.setText(cmd)
-        self.command.show()
+        self._show_command_text(cmd)
         self.studio.message.emit(f"Copied: {cmd}")
         return cmd
 
-
-def event_line(e: dict) -> str | None:
-    """The log line of an event (None for batch and progress events)."""
-    k = e.get("kind")
-    if k == "log":
-        lvl = e.get("level", "info")
-        return ("⚠ " if lvl == "warning" else "✖ " if lvl == "error" else "") + str(e.get("message", ""))
-    if k == "start":
-        return (f"Run {e.get('run_id')} — {e.get('technique')} on {e.get('model')} ({e.get('device')})"
-                + (" [resumed]" if e.get("resumed") else ""))
-    if k == "epoch":
-        vals = "  ".join(f"{n[4:]} {e[n]:.4f}" for n in ("val_loss", "val_accuracy", "val_auc") if e.get(n) is not None)
-        series = "  ".join(f"{n} {v:.4g}" for n, v in (e.get("series") or {}).items())
-        return (f"epoch {e.get('epoch')}/{e.get('epochs')}  train_loss {e.get('train_loss', float('nan')):.4f}  "
-                f"{vals}  {series}  {e.get('seconds', 0):.1f}s{'  *best' if e.get('best') else ''}")
-    if k == "stage":
-        return f"— {e.get('message') or e.get('name') or 'stage'}"
-    if k == "done":
-        return "Done." + (f" Test accuracy {e['test_accuracy']:.4f}" if e.get("test_accuracy") is not None else "")
-    if k == "stopped":
-        return e.get("message", "Stopped.")
-    if k == "failed":
-        return f"Failed: {e.get('message')}" + (f"\n    {e['advice']}" if e.get("advice") else "")
-    return None
