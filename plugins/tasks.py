@@ -4,6 +4,8 @@ task is (see docs/plugins.md and the multi-label example).  Their data, metrics 
 are core building blocks; the window's views of their results are here."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from tlstudio.api import CaptioningTask, DetectionTask, ImageClassificationTask, TextClassificationTask, hookimpl
 
 
@@ -11,21 +13,21 @@ class Detection(DetectionTask):
     def result_view(self, run_dir, parent=None):
         from .result_views import DetectionResultView
 
-        return DetectionResultView(run_dir, parent)
+        return DetectionResultView(Path(run_dir), parent)
 
 
 class Captioning(CaptioningTask):
     def result_view(self, run_dir, parent=None):
         from .result_views import CaptionResultView
 
-        return CaptionResultView(run_dir, parent)
+        return CaptionResultView(Path(run_dir), parent)
 
 
 class TextClassification(TextClassificationTask):
     def result_view(self, run_dir, parent=None):
         from .result_views import TextResultView
 
-        return TextResultView(run_dir, parent)
+        return TextResultView(Path(run_dir), parent)
 
 
 @hookimpl

@@ -170,7 +170,7 @@ def test_a_text_run_is_calibrated_and_predicts_with_its_decision(tmp_path, capsy
     out = tmp_path / "export"
     assert main(["export", run_dir, "--format", "onnx", "--out", str(out), "--json"]) == 0
     capsys.readouterr()
-    summary = json.loads((out / "export.json").read_text())
-    assert summary["max_abs_diff_probabilities"] <= 1e-4 and (out / "decision.json").exists()
+    package = json.loads((out / "package.json").read_text())
+    assert package["parity"]["max_abs_diff_probabilities"] <= 1e-4 and package["decision"]["threshold"] == thr
     assert main(["predict", str(out), *texts, "--json"]) == 0
     assert [r["predicted"] for r in json.loads(capsys.readouterr().out)] == [r["predicted"] for r in got]

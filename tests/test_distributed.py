@@ -24,7 +24,9 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
 
 # what a finished run folder holds, written by rank 0 alone (nothing per process)
 RUN_FILES = {"project.toml", "env.json", "metrics.jsonl", "status.json", "split.json", "data.json", "final.json",
-             "report.md", "test_predictions.csv", "evaluation_test.json", "checkpoints"}
+             "report.md", "test_predictions.csv", "evaluation_test.json", "checkpoints",
+             # the decision fitted on validation (calibration, operating point, prediction sets)
+             "decision.json", "evaluation_val.json", "val_predictions.csv"}
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -66,7 +68,7 @@ def test_two_processes_train_like_one_into_one_coherent_run(tmp_path):
     assert str(run.dir) == two["run_dir"]
     assert run.status() == "done"
     assert {p.name for p in run.dir.iterdir()} == RUN_FILES
-    assert {p.name for p in (run.dir / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+    assert {p.name for p in (run.dir / "checkpoints").iterdir()} == {"last.pt", "prev.pt", "best.pt"}  # prev.pt: the one before last
     ev = run.events()
     kinds = [e["kind"] for e in ev]
     assert kinds.count("start") == 1 and kinds.count("done") == 1 and kinds[-1] == "done"

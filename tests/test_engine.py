@@ -182,7 +182,7 @@ def test_early_stopping(tmp_path, tiny_digits):
 def test_predict_from_a_run(tmp_path, tiny_digits):
     from tlstudio.core.predict import Predictor
 
-    res = train(quick_project(tiny_digits, epochs=3), runs_dir=tmp_path / "runs")
+    res = train(quick_project(tiny_digits, epochs=4, lr=2e-3), runs_dir=tmp_path / "runs")
     pred = Predictor.from_run(res["run_dir"])
     imgs = [next((tiny_digits / c).glob("*.png")) for c in ("0", "7")]
     (tmp_path / "bad.png").write_text("text")
@@ -192,7 +192,7 @@ def test_predict_from_a_run(tmp_path, tiny_digits):
     assert "error" in out[2] and "bad.png" in out[2]["error"]
     csv = pred.write_csv(out, tmp_path / "pred.csv").read_text()
     # the prediction set and the most probable classes (three classes) beside the probabilities
-    assert csv.splitlines()[0] == "input,predicted,set,top_k,p_0,p_1,p_7,error"
+    assert csv.splitlines()[0] == "input,predicted,set,top_k,p_0,p_1,p_7,error,run"  # run: the model it came from
 
 
 def test_split_is_stored_and_reused(tmp_path, tiny_digits):

@@ -1,5 +1,5 @@
-"""Runs page, a text-classification run: Export… offers ONNX with the tokenizer
-(text_export.export_run_onnx) and shows its parity figure."""
+"""Runs page, a text-classification run: Export… offers ONNX (the formats its task takes) and
+writes a package with the tokenizer, showing its parity figure on the run's own texts."""
 from __future__ import annotations
 
 from gui_support import close_window, open_window

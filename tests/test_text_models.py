@@ -144,8 +144,6 @@ def test_truncation_is_counted_and_reported(tiny, sentences, tmp_path):
 def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentences, tmp_path, capsys):
     from tlstudio.cli import main
     from tlstudio.core.predict import Predictor
-    from tlstudio.core.text_export import predict_exported
-
     folder = shutil.copytree(tiny["roberta"], tmp_path / "roberta-copy")
     res = train(text_project(sentences, folder, epochs=1), runs_dir=tmp_path / "runs")
     assert res["status"] == "done", res
@@ -164,20 +162,27 @@ def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentence
 
     out_dir = tmp_path / "export"
     assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out_dir), "--json"]) == 0
-    summary = json.loads((out_dir / "export.json").read_text())
-    assert summary["max_abs_diff"] <= 1e-4 and summary["parity_texts"] >= 10  # the run's own test texts
-    assert {"model.onnx", "tokenizer.json", "tokenizer_config.json", "labels.json", "preprocessing.json"} <= set(summary["files"])
+    from tlstudio.core.package import ModelPackage
+
+    package = ModelPackage.open(out_dir)  # the Exporter contract: package.json, model card, SHA256SUMS
+    parity = package.spec["parity"]
+    assert parity["max_abs_diff"] <= 1e-4 and parity["n_inputs"] >= 10 and parity["kind"] == "texts"
+    files = {p.name for p in out_dir.iterdir()}
+    assert {"model.onnx", "tokenizer_config.json", "labels.json", "preprocessing.json", "package.json",
+            "model_card.md", "SHA256SUMS"} <= files, files
     texts = ["The screen is great.", "Terrible, broken phone.", "A wonderful meal, really."]
-    exported = predict_exported(out_dir, texts)
+    exported = package.predict(texts)
     assert [r["predicted"] for r in exported] == [r["predicted"] for r in pred.predict(texts)]
     capsys.readouterr()
     assert main(["predict", str(out_dir), *texts, "--json"]) == 0  # the exported folder alone
     assert [r["predicted"] for r in json.loads(capsys.readouterr().out)] == [r["predicted"] for r in exported]
+    assert main(["export", str(run_dir), "--format", "torchscript", "--out", str(tmp_path / "ts")]) == 1
+    assert "exports to onnx only" in capsys.readouterr().err
     from tlstudio.core.errors import StudioError
 
     (out_dir / "labels.json").write_text('["positive", "negative"]')  # the labels swapped by hand
     with pytest.raises(StudioError, match="labels.json was changed after the export"):
-        predict_exported(out_dir, texts)
+        ModelPackage.open(out_dir)
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():

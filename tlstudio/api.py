@@ -20,7 +20,8 @@ _MODULES = {
                                       "LayerSettings", "RegularisationSettings", "PLAIN_TECHNIQUE"],
     "tlstudio.core.tasks.base": ["Task"],
     "tlstudio.core.events": ["Event", "RunStarted", "Progress", "BatchEnded", "EpochEnded", "StageChanged", "Log",
-                             "RunDone", "RunWasStopped", "RunFailed", "RunResult", "event_from_dict"],
+                             "RunDone", "RunWasStopped", "RunFailed", "RunResult", "LrStep", "LrFound", "UnknownEvent",
+                             "event_from_dict"],
     # callbacks recipes share, and their building blocks
     "tlstudio.core.techniques.callbacks": ["L2SP", "Mixup", "WeightAveraging", "StageSchedule", "Stage",
                                            "even_stages", "layers_per_stage", "parse_numbers"],

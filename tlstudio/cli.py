@@ -29,6 +29,11 @@ def build_project(args, plugins) -> "Project":
 
     if args.project:
         project = load_project(args.project)
+        if project.task not in plugins.tasks():
+            from tlstudio.core.errors import ProjectError
+
+            raise ProjectError(f"{project.path}: task: unknown task '{project.task}' (the installed plugins provide: "
+                               f"{', '.join(sorted(plugins.tasks()))})")
         data = project.model_dump(mode="json")
         path = project.path
     else:
@@ -352,7 +357,7 @@ def _train_with_torchrun(args, plugins) -> int:
 def _train_on_nodes(args, plugins) -> int:
     """``tlstudio train ... --nnodes N --node-rank R --rdzv-endpoint HOST:PORT``: this machine's
     share of a multi-node torchrun job (see tlstudio.core.engine.nodes); the same command on every node."""
-    from tlstudio.core import distributed as D
+    from tlstudio.core.engine import distributed as D
     from tlstudio.core.engine import nodes as N
 
     argv = list(getattr(args, "_argv", None) or sys.argv[1:])
@@ -547,41 +552,19 @@ def cmd_predict(args, plugins) -> int:
     from tlstudio.core.package import ModelPackage, is_package
     from tlstudio.core.predict import Predictor
 
-    if _is_text_export(args.run):  # model.onnx + tokenizer files from a text run's export
-        from tlstudio.core.text_export import predict_exported
-
-        results = predict_exported(args.run, args.images)
-        return _print_predictions(args, results)
     if is_package(args.run):  # an exported model package: no project, run or checkpoint needed
         pred = ModelPackage.open(args.run, plugins=plugins)
-        task = pred.task
+        task = pred.task_plugin
     else:
         pred = Predictor.from_run(args.run, runs_dir=args.runs_dir, plugins=plugins)
-        task = pred.ctx.project.task
-    results = pred.predict_paths(args.images) if task != "text-classification" else pred.predict(args.images)
+        task = pred.task
+    results = pred.predict(task.expand_inputs(args.images))  # image files and folders, or texts
     if args.csv:
         pred.write_csv(results, args.csv, top_k=args.top_k)
-    return _print_predictions(args, results, csv_written=True)
+    return _print_predictions(args, results)
 
 
-def _is_text_export(path: str) -> bool:
-    pre = Path(path) / "preprocessing.json"
-    try:
-        return pre.is_file() and json.loads(pre.read_text(encoding="utf-8")).get("kind") == "text-classification"
-    except (OSError, ValueError):
-        return False
-
-
-def _print_predictions(args, results: list[dict], csv_written: bool = False) -> int:
-    if args.csv and not csv_written:
-        import csv
-
-        names = sorted({k for r in results for k in r.get("probabilities", {})})
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["ref", "predicted", *names])
-            for r in results:
-                w.writerow([r["ref"], r["predicted"], *(r["probabilities"].get(n, "") for n in names)])
+def _print_predictions(args, results: list[dict]) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -598,26 +581,9 @@ def _print_predictions(args, results: list[dict], csv_written: bool = False) -> 
     return EXIT_OK if all(not r.get("error") for r in results) else EXIT_FAILED
 
 
-def _run_task(ref: str, runs_dir) -> str | None:
-    from tlstudio.core.runs import open_run
-    from tlstudio.core.settings import load_settings
-
-    try:
-        return open_run(ref, runs_dir or load_settings().runs_path()).project().task
-    except Exception:  # noqa: BLE001 - export_run says what is wrong with the run
-        return None
-
-
 def cmd_export(args, plugins) -> int:
     from tlstudio.core.export import export_run
 
-    if _run_task(args.run, args.runs_dir) == "text-classification":
-        if args.format != "onnx":
-            from tlstudio.core.errors import StudioError
-
-            raise StudioError("A text-classification run exports to ONNX with its tokenizer: use --format onnx.")
-        args.out = str(args.out)
-        return cmd_text_export(args, plugins)
     con = _console(stderr=True)
 
     def show(e: dict) -> None:
@@ -673,19 +639,6 @@ def cmd_doctor(args, plugins) -> int:
         bad = [c for c in checks if c.status == FAIL]
         con.print(f"\n{len(bad)} problem(s) found." if bad else "\nEverything the studio needs is in place.")
     return EXIT_FAILED if any(c.status == FAIL for c in checks) else EXIT_OK
-
-
-def cmd_text_export(args, plugins) -> int:
-    from tlstudio.core.text_export import export_run_onnx
-
-    summary = export_run_onnx(args.run, args.out, runs_dir=args.runs_dir, plugins=plugins)
-    if args.json:
-        print(json.dumps(summary, default=str))
-    else:
-        print(f"Exported {summary['run_dir']} to {args.out}: {', '.join(summary['files'])}")
-        print(f"Parity on {summary['parity_texts']} texts: max abs difference {summary['max_abs_diff']:.2e} "
-              f"(onnxruntime vs PyTorch; same class for {100 * summary['same_class_share']:.0f}%)")
-    return EXIT_OK
 
 
 def cmd_decide(args, plugins) -> int:
@@ -853,12 +806,6 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate, plugin_hooks={"tlstudio_dataset_readers"})  # no torch: a light, quick check
 
-    te = sub.add_parser("text-export", help="export a text-classification run to ONNX with its tokenizer (parity checked)")
-    te.add_argument("run", help="run folder or id")
-    te.add_argument("--out", required=True, help="folder to write model.onnx, the tokenizer files and labels into")
-    te.add_argument("--runs-dir")
-    te.add_argument("--json", action="store_true")
-    te.set_defaults(func=cmd_text_export)
 
     pr = sub.add_parser("predict", help="predict with a trained run or an exported package (images; sentences for a text run)")
     pr.add_argument("run", help="run folder or id, or an exported package folder")

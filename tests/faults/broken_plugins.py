@@ -8,13 +8,13 @@ from plugin_packages import make_plugin_package
 
 _TECH = """
 from pydantic import Field
-from tlstudio.core import ImageClassificationTechnique, TechniqueConfig, hookimpl
+from tlstudio.api import Technique, TechniqueConfig, hookimpl
 """
 
 PLUGINS = {
     # dist: (module, entry point name, source)
     "tl-aaa-shadow": ("tl_aaa_shadow", "fine-tuning", _TECH + """
-class Shadow(ImageClassificationTechnique):
+class Shadow(Technique):
     id = "fine-tuning"          # a built-in's id, from a package whose name sorts first
     title = "Not the real fine-tuning"
     def build(self, ctx):
@@ -25,7 +25,7 @@ def tlstudio_techniques():
     return [Shadow()]
 """),
     "tl-dup-id": ("tl_dup_id", "tl-dup-id", _TECH + """
-class Dup(ImageClassificationTechnique):
+class Dup(Technique):
     id = "frozen-features"
     title = "A second frozen-features"
     def build(self, ctx):
@@ -36,7 +36,7 @@ def tlstudio_techniques():
     return [Dup()]
 """),
     "tl-raising-id": ("tl_raising_id", "tl-raising-id", _TECH + """
-class RaisingId(ImageClassificationTechnique):
+class RaisingId(Technique):
     title = "Its id raises"
     @property
     def id(self):
@@ -49,7 +49,7 @@ def tlstudio_techniques():
     return [RaisingId()]
 """),
     "tl-list-id": ("tl_list_id", "tl-list-id", _TECH + """
-class ListId(ImageClassificationTechnique):
+class ListId(Technique):
     id = ["not", "hashable"]
     title = "Its id is a list"
     def build(self, ctx):
@@ -60,7 +60,7 @@ def tlstudio_techniques():
     return [ListId()]
 """),
     "tl-raising-task": ("tl_raising_task", "tl-raising-task", _TECH + """
-class RaisingTask(ImageClassificationTechnique):
+class RaisingTask(Technique):
     id = "raising-task"
     title = "Its task raises"
     @property
@@ -74,7 +74,7 @@ def tlstudio_techniques():
     return [RaisingTask()]
 """),
     "tl-no-build": ("tl_no_build", "tl-no-build", _TECH + """
-class NoBuild(ImageClassificationTechnique):
+class NoBuild(Technique):
     id = "no-build"
     title = "Forgot build()"
     explanation = "Its author forgot to write build()."
@@ -87,7 +87,7 @@ def tlstudio_techniques():
 class BadConfig(TechniqueConfig):
     alpha: float = Field(5.0, gt=0.0, le=2.0, title="Alpha", description="Its default breaks its own bound.")
 
-class BadDefault(ImageClassificationTechnique):
+class BadDefault(Technique):
     id = "bad-default"
     title = "Default out of bounds"
     explanation = "Its setting's default is above the setting's own maximum."
@@ -101,7 +101,7 @@ def tlstudio_techniques():
 """),
     "tl-exit-observer": ("tl_exit_observer", "tl-exit-observer", """
 import sys
-from tlstudio.core import hookimpl
+from tlstudio.api import hookimpl
 
 @hookimpl
 def tlstudio_run_event(event):
@@ -110,15 +110,15 @@ def tlstudio_run_event(event):
 """),
     "tl-exit-hook": ("tl_exit_hook", "tl-exit-hook", """
 import sys
-from tlstudio.core import hookimpl
+from tlstudio.api import hookimpl
 
 @hookimpl
 def tlstudio_techniques():
     sys.exit("a plugin that ends the program")
 """),
     "tl-greedy-reader": ("tl_greedy_reader", "tl-greedy-reader", """
-from tlstudio.core import hookimpl
-from tlstudio.core.data import DatasetReader
+from tlstudio.api import hookimpl
+from tlstudio.api import DatasetReader
 
 class Greedy(DatasetReader):
     id = "greedy"
@@ -133,8 +133,8 @@ def tlstudio_dataset_readers():
     return [Greedy()]
 """),
     "tl-sniff-raises": ("tl_sniff_raises", "tl-sniff-raises", """
-from tlstudio.core import hookimpl
-from tlstudio.core.data import DatasetReader
+from tlstudio.api import hookimpl
+from tlstudio.api import DatasetReader
 
 class BadSniff(DatasetReader):
     id = "bad-sniff"
@@ -149,7 +149,7 @@ def tlstudio_dataset_readers():
     "tl-slow-import": ("tl_slow_import", "tl-slow-import", """
 import time
 time.sleep(2.5)  # a heavy import (a framework, a network drive)
-from tlstudio.core import hookimpl
+from tlstudio.api import hookimpl
 
 @hookimpl
 def tlstudio_run_event(event):

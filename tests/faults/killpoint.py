@@ -50,15 +50,17 @@ def _os_proxy(replace):
 def arm(point: str, n: int) -> None:
     hit = _counter(n)
     if point == "read":
-        import tlstudio.core.data.table as T
+        import tlstudio.core.data.store as S
 
-        probe = T._probe
-        T._probe = lambda reader, item: die() if hit() else probe(reader, item)
+        decode = S.decode_reduced  # every image is decoded once, through the decode store
+        S.decode_reduced = lambda *a, **k: die() if hit() else decode(*a, **k)
     elif point == "cache":
-        import tlstudio.core.data.cache as C
+        import tlstudio.core.data.store as S
 
-        resize = C.resize_image
-        C.resize_image = lambda arr, size: die() if hit() else resize(arr, size)
+        proxy = types.ModuleType("os_proxy")
+        proxy.__dict__.update(os.__dict__)
+        proxy.pwrite = lambda fd, data, offset: die() if hit() else os.pwrite(fd, data, offset)
+        S.os = proxy  # the n-th image's pixels written into the image cache
     elif point == "epoch":
         import tlstudio.core.engine.step as S
 

@@ -38,6 +38,7 @@ class ImageData:
         self.images = images
         self.size = size
         self.mean, self.std = tuple(mean), tuple(std)
+        self._transforms: dict[bool, Any] = {}
         self.augmentation = augmentation
         self.split_file = split_file
         self.fingerprint = table.fingerprint()
@@ -45,7 +46,15 @@ class ImageData:
         usable = valid & (self._labels >= 0)
         a = np.asarray(assignments)
         self.indices = {s: np.flatnonzero(usable & (a == s)) for s in SPLITS}
-        self._transforms: dict[bool, Any] = {}
+
+    @property
+    def augmentation(self):
+        return self._augmentation
+
+    @augmentation.setter
+    def augmentation(self, value) -> None:  # new settings: the transforms are made again
+        self._augmentation = value
+        self._transforms = {}
 
     def has_split(self, split: str) -> bool:
         return len(self.indices.get(split, ())) > 0

@@ -141,10 +141,6 @@ class EpochEnded(Event):
     best: bool = False
     monitor: str = ""
 
-    def get(self, name: str, default: Any = None) -> Any:
-        """A metric by name (``val_auc``, ``train_loss`` ...)."""
-        return self.metrics.get(name, default)
-
     def to_dict(self) -> dict:
         d = super().to_dict()
         d.update(d.pop("metrics"))
@@ -175,6 +171,19 @@ class Log(Event):
     message: str = ""
     level: str = "info"  # info | warning | error
     data: dict = field(default_factory=dict)  # machine-readable detail (e.g. an out-of-memory step)
+
+    # in the dict form the detail stands at the top level (``event["oom"]``), as run folders have it
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d.update(d.pop("data"))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Log":
+        names = {f.name for f in dataclasses.fields(cls)} | {"kind", "v"}
+        ev = super().from_dict(d)
+        ev.data = {k: v for k, v in d.items() if k not in names}
+        return ev
 
 
 @dataclass(eq=False)

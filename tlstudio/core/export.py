@@ -169,6 +169,9 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     run = open_run(run_ref, runs_dir or load_settings().runs_path())
     ctx = open_run_model(run, plugins=plugins, which=checkpoint, device="cpu", emit=emit)
     tech, task = ctx.technique, ctx.task
+    if task.export_formats is not None and fmt not in task.export_formats:
+        raise ExportError(f"A {task.title.lower() or task.id} run exports to {', '.join(task.export_formats)} only "
+                          f"(asked: {fmt}).")
     model = task.inference_model(ctx).float().cpu().eval()
     emit(Log(message=f"Reading {n_inputs} validation inputs of run {run.id} ..."))
     try:
@@ -213,7 +216,8 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
         parity = check_parity(model, runner, inputs, tolerance)
         if spec.get("postprocess") == "softmax":  # the probabilities a user reads: calibrated ones where the run has them
             parity["max_abs_diff_probabilities"] = probability_parity(model, runner, inputs)
-        parity.update(split=info.get("split", ""), source=info.get("source", ""), runtime=exporter.runtime)
+        parity.update(split=info.get("split", ""), source=info.get("source", ""), runtime=exporter.runtime,
+                      kind=task.inputs)
 
         project = run.project()
         ckpt = ctx.checkpoint

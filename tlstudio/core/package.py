@@ -172,7 +172,7 @@ class ModelPackage:
         return self.task_plugin.predict_package(self, list(inputs))
 
     def predict_paths(self, paths: Iterable[str | Path]) -> list[dict]:
-        from .predict import expand_paths
+        from .data.table import expand_paths
 
         return self.predict([str(p) for p in expand_paths(paths)])
 

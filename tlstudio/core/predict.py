@@ -10,19 +10,7 @@ import torch
 
 from .io import atomic_write_text
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
-
-
-def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders expanded to the image files inside them (sorted)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                          and not f.name.startswith("."))
-        else:
-            out.append(p)
-    return out
+from .data.table import IMAGE_SUFFIXES, expand_paths  # noqa: F401 - where prediction has always had them
 
 
 class Predictor:

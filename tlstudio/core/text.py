@@ -300,6 +300,10 @@ class TextClassificationTask(Task):
     inputs = "texts"
     default_monitor = "val_accuracy"
     headline = (("accuracy", "Test accuracy"), ("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"))
+    export_formats = ("onnx",)  # the model and its tokenizer files, run by onnxruntime
+
+    def expand_inputs(self, inputs: list) -> list:
+        return list(inputs)  # the texts themselves
 
     def max_length(self, ctx) -> int:
         return int(getattr(ctx.config, "max_length", 128))

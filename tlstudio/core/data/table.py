@@ -332,3 +332,18 @@ def iter_files(root: Path) -> Iterable[Path]:
 def is_hidden(name: str) -> bool:
     """Hidden files and folders, and the litter of other systems."""
     return name.startswith(".") or name in ("__MACOSX", "Thumbs.db", "desktop.ini")
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"}
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expanded to the image files inside them (sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                          and not f.name.startswith("."))
+        else:
+            out.append(p)
+    return out

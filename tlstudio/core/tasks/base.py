@@ -23,6 +23,7 @@ write_evaluation(ctx, split, m)   result files in the run folder (predictions, e
 report(ctx, final)                the run's report.md (technique sections are appended)
 load_for_inference(ctx, run, ck)  what predicting needs (classes, preprocessing) -> ``ctx.data``
 inference_model(ctx)              preprocessed inputs -> outputs (predict, export, Grad-CAM)
+expand_inputs(inputs)             what the user named (files, folders, texts) -> predict's inputs
 predict_inputs(ctx, inputs)       raw inputs -> one dict per input (a bad one gets {"error"})
 export_inputs / export_spec       real example inputs and the package description
 predict_package(package, inputs)  predict with an exported package alone
@@ -52,6 +53,8 @@ class Task:
     headline: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: chart series the task adds in on_epoch_end (name -> title)
     series: ClassVar[dict[str, str]] = {}
+    #: the export formats (exporter ids) its packages can be made in; None: every installed exporter
+    export_formats: ClassVar[tuple[str, ...] | None] = None
 
     def fresh(self) -> "Task":
         """A new instance for one run."""
@@ -115,6 +118,13 @@ class Task:
 
     def inference_model(self, ctx) -> Any:
         return ctx.model
+
+    def expand_inputs(self, inputs: list) -> list:
+        """What the user named (files, folders; or texts) as the inputs ``predict_inputs`` takes:
+        image files as given and folders expanded to the image files inside them."""
+        from ..data.table import expand_paths
+
+        return [str(p) for p in expand_paths(inputs)]
 
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         raise NotImplementedError(f"the task '{self.id}' cannot predict (predict_inputs)")

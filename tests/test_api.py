@@ -1,0 +1,50 @@
+"""The public API a plugin author reads: every name in tlstudio.api resolves, importing it
+imports no torch, and the built-in plugins and the examples import from it alone."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_public_name_resolves():
+    import tlstudio.api as api
+
+    missing = []
+    for name in api.__all__:
+        try:
+            getattr(api, name)
+        except (AttributeError, ImportError) as e:
+            missing.append(f"{name}: {e}")
+    assert not missing, missing
+
+
+def test_importing_the_api_imports_no_torch():
+    code = "import sys, tlstudio.api; from tlstudio.api import hookimpl, TechniqueConfig; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def _studio_imports(path: Path) -> list[str]:
+    """The tlstudio modules a file imports (``from tlstudio.x import ...``, ``import tlstudio.x``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "tlstudio" or node.module.startswith("tlstudio."):
+                found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name == "tlstudio" or a.name.startswith("tlstudio.")]
+    return found
+
+
+def test_plugins_use_only_the_public_api():
+    files = sorted((ROOT / "plugins").glob("*.py")) + sorted(
+        p for p in (ROOT / "docs" / "examples").rglob("*.py") if "build" not in p.parts and "tests" not in p.parts)
+    assert len(files) > 10
+    private = {str(f.relative_to(ROOT)): m for f in files for m in _studio_imports(f) if m != "tlstudio.api"}
+    assert not private, f"plugins must import tlstudio.api only: {private}"
