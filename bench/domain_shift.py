@@ -153,7 +153,7 @@ def ms(values: list[float]) -> str:
 
 
 def ci(values: list[float]) -> str:
-    from tlstudio.core.compare import t_interval
+    from tlstudio.core.analysis.compare import t_interval
 
     lo, hi = t_interval(values)
     return "–" if lo is None else f"{100 * lo:.1f}–{100 * hi:.1f}"

@@ -29,7 +29,7 @@ def naive(project, epochs: int, threads: int | None = None) -> tuple[float, floa
     """The obvious loop: backbone forward under no_grad every epoch, then the head."""
     from tlstudio.core.engine import RunContext, select_device
     from tlstudio.core.engine.loop import prepare
-    from tlstudio.core.metrics import classification_metrics
+    from tlstudio.core.analysis.metrics import classification_metrics
     from tlstudio.core.plugins import get_plugin_manager
 
     before = torch.get_num_threads()
@@ -137,7 +137,7 @@ def main() -> None:
     ap_busy = args.busy
     print(f"load before: {loadavg()}{'  (+ one busy core from the load generator)' if ap_busy else ''}")
     with busy_core(ap_busy):
-        from tlstudio.core.cpu import free_cores
+        from tlstudio.core.engine.cpu import free_cores
 
         studio_threads = min(torch.get_num_threads(), free_cores())
         naive_s, naive_acc = naive(p, args.epochs)  # decoding is not what is compared: cached before timing

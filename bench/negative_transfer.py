@@ -55,7 +55,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from tlstudio.core.compare import compare_with_scratch
+    from tlstudio.core.analysis.compare import compare_with_scratch
     from tlstudio.core.config import Project
 
     sets = make_sets(Path(tempfile.mkdtemp(prefix="tlbench-neg-")), a.per_class)

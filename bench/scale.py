@@ -200,7 +200,7 @@ def _project(folder: Path, technique: str, size: int):
 
 def run_step(step: str, folder: Path, size: int, cache: Path) -> dict:
     peak = Peak()
-    from tlstudio.core.cpu import decode_workers
+    from tlstudio.core.engine.cpu import decode_workers
     from tlstudio.core.data import build_image_cache, read_data  # imports are not what is measured
     from tlstudio.core.data.store import CacheRequest
     from tlstudio.core.engine import train

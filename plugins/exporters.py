@@ -1,6 +1,6 @@
 """Built-in exporters: TorchScript and ONNX (dynamic batch).
 
-Both trace the model with a batch of two real inputs; :func:`tlstudio.core.export.export_run`
+Both trace the model with a batch of two real inputs; :func:`tlstudio.core.delivery.export.export_run`
 then checks the file against PyTorch on all the validation inputs and on one alone.
 """
 from __future__ import annotations

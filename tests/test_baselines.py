@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import make_digit_folder, quick_project
 
-from tlstudio.core.compare import Arm, BaselineComparison, baseline_project, compare_with_baseline, scratch_project
+from tlstudio.core.analysis.compare import Arm, BaselineComparison, baseline_project, compare_with_baseline, scratch_project
 from tlstudio.core.errors import StudioError
 from tlstudio.core.techniques.base import PLAIN_TECHNIQUE
 from tlstudio_plugins.finetune import RECOMMENDED_TRAINING

@@ -50,7 +50,7 @@ def _csv_calls(path) -> dict[str, str]:
 
 def test_one_operating_point_gives_the_same_decision_everywhere(decided_run, tmp_path, capsys):
     from tlstudio.cli import main
-    from tlstudio.core.results import EvaluationResults
+    from tlstudio.core.analysis.results import EvaluationResults
 
     final, _ = decided_run
     run_dir = final["run_dir"]
@@ -97,9 +97,9 @@ def test_one_operating_point_gives_the_same_decision_everywhere(decided_run, tmp
 
 def test_use_this_operating_point_recalls_without_retraining(decided_run, tmp_path, capsys):
     from tlstudio.cli import main
-    from tlstudio.core.predict import Predictor
-    from tlstudio.core.report import html_report
-    from tlstudio.core.results import EvaluationResults
+    from tlstudio.core.delivery.predict import Predictor
+    from tlstudio.core.delivery.report import html_report
+    from tlstudio.core.analysis.results import EvaluationResults
 
     final, _ = decided_run
     run_dir = shutil.copytree(final["run_dir"], tmp_path / "run")
@@ -126,14 +126,14 @@ def test_use_this_operating_point_recalls_without_retraining(decided_run, tmp_pa
 
 
 def test_a_run_without_a_decision_file_predicts_as_before(decided_run, tmp_path):
-    from tlstudio.core.predict import Predictor
+    from tlstudio.core.delivery.predict import Predictor
 
     final, _ = decided_run
     run_dir = shutil.copytree(final["run_dir"], tmp_path / "old-run")
     (run_dir / "decision.json").unlink()
     pred = Predictor.from_run(run_dir)
     files = sorted(str(p) for p in (tmp_path.parent / "digits").rglob("*.png"))[:6] or None
-    from tlstudio.core.results import EvaluationResults
+    from tlstudio.core.analysis.results import EvaluationResults
 
     refs = EvaluationResults.load(run_dir).refs[:6] if files is None else files
     for r in pred.predict_paths(refs):
@@ -147,7 +147,7 @@ def test_a_text_run_is_calibrated_and_predicts_with_its_decision(tmp_path, capsy
 
     from tlstudio.cli import main
     from tlstudio.core.engine import train
-    from tlstudio.core.predict import Predictor
+    from tlstudio.core.delivery.predict import Predictor
 
     model = make_tiny_model(tmp_path / "tiny-bert", "bert")
     data = write_uci(tmp_path / "s.txt", keyword_sentences(50))

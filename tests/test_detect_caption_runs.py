@@ -198,7 +198,7 @@ def test_detection_predict_prints_boxes(det_run, tmp_path):
 
 
 def test_detection_inference_model_is_a_plain_module(det_run):
-    from tlstudio.core.predict import Predictor
+    from tlstudio.core.delivery.predict import Predictor
 
     p = Predictor.from_run(det_run["run_dir"])
     model = p.task.inference_model(p.ctx)
@@ -274,7 +274,7 @@ def test_captioning_predict_prints_captions(cap_run, tmp_path):
 
 
 def test_captioning_inference_model_is_the_greedy_generator(cap_run):
-    from tlstudio.core.predict import Predictor
+    from tlstudio.core.delivery.predict import Predictor
 
     p = Predictor.from_run(cap_run["run_dir"])
     gen = p.task.inference_model(p.ctx)

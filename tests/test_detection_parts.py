@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from tlstudio.core.config import AugmentationConfig
 from tlstudio.core.data.digit_scenes import compose_scenes
-from tlstudio.core.detection import (DetectionDataset, auto_anchor_sizes, coco_faster_rcnn, detection_metrics,
+from tlstudio.core.tasks.detection import (DetectionDataset, auto_anchor_sizes, coco_faster_rcnn, detection_metrics,
                                      detection_param_groups, detection_transforms, find_coco_detector,
                                      freeze_backbone, imagenet_faster_rcnn)
 from tlstudio.core.errors import ModelError

@@ -51,7 +51,7 @@ def test_doctor_fails_without_any_pretrained_weights(capsys, monkeypatch):
 
     pm = PluginManager()
     monkeypatch.setattr(pm, "model_sources", lambda: [UserFolderSource()])
-    from tlstudio.core.doctor import check_models
+    from tlstudio.core.analysis.doctor import check_models
 
     c = check_models(pm)
     assert c.status == "fail" and "no pretrained weights found on this computer" in c.message

@@ -11,7 +11,7 @@ from conftest import mnist_arrays as _mnist_arrays
 from torch import nn
 
 from tlstudio.core.techniques.adaptation import DomainDiscriminator, GradientReversal, domain_adversarial_loss, gradient_reversal, grl_lambda
-from tlstudio.core.compare import Arm, ScratchComparison, t_interval
+from tlstudio.core.analysis.compare import Arm, ScratchComparison, t_interval
 from tlstudio.core.techniques.continual import EWCPenalty, _looped_squared_grads, diagonal_fisher
 from tlstudio.core.analysis.diagnostics import embed_2d, mmd2_unbiased, mmd_test
 

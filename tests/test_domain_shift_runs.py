@@ -11,7 +11,7 @@ from conftest import make_digit_folder, mnist_arrays, quick_project
 
 from tlstudio.cli import main
 from tlstudio.core.engine import train
-from tlstudio.core.predict import Predictor
+from tlstudio.core.delivery.predict import Predictor
 from tlstudio.core.runs import Run
 
 pytestmark = pytest.mark.slow

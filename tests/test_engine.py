@@ -180,7 +180,7 @@ def test_early_stopping(tmp_path, tiny_digits):
 
 
 def test_predict_from_a_run(tmp_path, tiny_digits):
-    from tlstudio.core.predict import Predictor
+    from tlstudio.core.delivery.predict import Predictor
 
     res = train(quick_project(tiny_digits, epochs=4, lr=2e-3), runs_dir=tmp_path / "runs")
     pred = Predictor.from_run(res["run_dir"])

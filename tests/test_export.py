@@ -18,10 +18,10 @@ from conftest import make_digit_folder, quick_project
 from tlstudio.cli import main
 from tlstudio.core.engine import train
 from tlstudio.core.errors import StudioError
-from tlstudio.core.export import PARITY_TOLERANCE, ExportError, export_run
-from tlstudio.core.package import ModelPackage, is_package
+from tlstudio.core.delivery.export import PARITY_TOLERANCE, ExportError, export_run
+from tlstudio.core.delivery.package import ModelPackage, is_package
 from tlstudio.core.plugins import PluginManager
-from tlstudio.core.predict import Predictor
+from tlstudio.core.delivery.predict import Predictor
 
 TECHNIQUES = ("frozen-features", "fine-tuning")
 
@@ -189,13 +189,13 @@ def test_html_report_has_charts_and_tables(trained, tmp_path, capsys):
                  "Run configuration", "Environment"):
         assert text in html
     # the core function the window's Runs page calls
-    from tlstudio.core.report import html_report
+    from tlstudio.core.delivery.report import html_report
 
     assert html_report(run_dir) == Path(run_dir).resolve() / "report.html"
 
 
 def test_bootstrap_intervals_agree_with_the_metrics():
-    from tlstudio.core.metrics import _auc_np, auc_score, bootstrap_ci, classification_cis
+    from tlstudio.core.analysis.metrics import _auc_np, auc_score, bootstrap_ci, classification_cis
 
     rng = np.random.default_rng(1)
     for k in (2, 4):
@@ -222,7 +222,7 @@ def test_bootstrap_intervals_agree_with_the_metrics():
 def test_exporters_take_several_inputs_and_a_dynamic_sequence(tmp_path, fmt):
     """What a text technique hands over: (token ids, attention mask), batch and sequence length
     dynamic.  Exported with length 7, checked at length 11 and batch 5."""
-    from tlstudio.core.export import check_parity
+    from tlstudio.core.delivery.export import check_parity
 
     class TinyText(torch.nn.Module):
         def __init__(self):
@@ -250,7 +250,7 @@ def test_exporters_take_several_inputs_and_a_dynamic_sequence(tmp_path, fmt):
 
 def test_report_of_a_failed_run_without_results(trained, tmp_path):
     """A run that failed before its test evaluation still gets a report, saying so."""
-    from tlstudio.core.report import html_report
+    from tlstudio.core.delivery.report import html_report
 
     run = tmp_path / "failed-run"
     shutil.copytree(trained["runs"]["frozen-features"], run)

@@ -92,7 +92,7 @@ def test_positive_class_and_slider_change_the_matrix(qtbot, run_store, monkeypat
 
 
 def test_predict_page_shows_the_prediction_set(qtbot, run_store, monkeypatch):
-    from tlstudio.core.results import EvaluationResults
+    from tlstudio.core.analysis.results import EvaluationResults
 
     runs_dir, final = run_store
     monkeypatch.setenv("TLSTUDIO_RUNS_DIR", str(runs_dir))

@@ -53,7 +53,7 @@ def test_roc_and_threshold_slider(qtbot, binary_runs, monkeypatch):
     assert any(len(c.getData()[0]) > 2 for c in curve)  # the ROC curve itself
     assert ev.per_class.rowCount() == 2
 
-    from tlstudio.core.metrics import binary_operating_point
+    from tlstudio.core.analysis.metrics import binary_operating_point
 
     probs, labels = res.probs[:, 1], res.labels
     seen = set()

@@ -7,7 +7,7 @@ from gui_support import close_window, open_window, sample_copy
 
 
 def test_compare_with_scratch_from_the_train_page(qtbot, tmp_path):
-    from tlstudio.core.compare import Arm, ScratchComparison
+    from tlstudio.core.analysis.compare import Arm, ScratchComparison
 
     project = sample_copy(tmp_path / "proj", epochs=1, size=32, technique="frozen-features")
     w = open_window(qtbot, project, wait_models=False)

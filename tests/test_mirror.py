@@ -9,7 +9,7 @@ import pytest
 from conftest import make_digit_folder, quick_project
 
 from tlstudio.core.engine import Trainer
-from tlstudio.core.predict import Predictor
+from tlstudio.core.delivery.predict import Predictor
 from tlstudio.core.runs import Run
 
 pytestmark = pytest.mark.slow
@@ -42,6 +42,6 @@ def test_a_project_without_the_mirror_answer_trains_with_no_flips(tmp_path, caps
     assert yes.project().augmentation.mirror_safe is True
     assert "Horizontal flips: used in training" in (yes.dir / "report.md").read_text()
     assert Predictor.from_run(yes.dir).model.flip_average
-    from tlstudio.core.report import html_report
+    from tlstudio.core.delivery.report import html_report
 
     assert "Mirror images" in html_report(yes.dir).read_text(encoding="utf-8")

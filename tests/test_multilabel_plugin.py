@@ -73,9 +73,9 @@ def test_the_task_plugin_is_found_and_trains_with_per_label_results(multilabel_r
 
 @pytest.mark.slow
 def test_predict_and_the_exported_package_agree_on_the_labels_found(multilabel_run, tmp_path):
-    from tlstudio.core.export import export_run
-    from tlstudio.core.package import ModelPackage
-    from tlstudio.core.predict import Predictor
+    from tlstudio.core.delivery.export import export_run
+    from tlstudio.core.delivery.package import ModelPackage
+    from tlstudio.core.delivery.predict import Predictor
 
     res, pm = multilabel_run["res"], multilabel_run["pm"]
     images = sorted((multilabel_run["csv"].parent / "img").glob("*.png"))[:12]

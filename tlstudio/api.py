@@ -34,14 +34,14 @@ _MODULES = {
                                         "trainable_groups", "keep_in_eval", "keep_frozen_bn_in_eval", "count_params"],
     "tlstudio.core.techniques.regularizers": ["without_weight_decay"],
     # the built-in tasks (to extend) and what their techniques build with
-    "tlstudio.core.classification": ["ImageClassificationTask", "ImageData", "ImageInferenceData", "stored_split",
+    "tlstudio.core.tasks.classification": ["ImageClassificationTask", "ImageData", "ImageInferenceData", "stored_split",
                                      "evaluate_classifier",
                                      "write_classifier_evaluation", "classification_report_md"],
-    "tlstudio.core.detection": ["DetectionTask", "auto_anchor_sizes", "coco_faster_rcnn", "imagenet_faster_rcnn",
+    "tlstudio.core.tasks.detection": ["DetectionTask", "auto_anchor_sizes", "coco_faster_rcnn", "imagenet_faster_rcnn",
                                 "find_coco_detector", "how_to_add_coco", "freeze_backbone", "detection_param_groups"],
     "tlstudio.core.tasks.captioning": ["CaptioningTask", "build_caption_model"],
-    "tlstudio.core.text": ["TextClassificationTask", "TextData", "build_text_classifier"],
-    "tlstudio.core.metrics": ["classification_metrics", "scalar_metrics", "roc_curve"],
+    "tlstudio.core.tasks.text": ["TextClassificationTask", "TextData", "build_text_classifier"],
+    "tlstudio.core.analysis.metrics": ["classification_metrics", "scalar_metrics", "roc_curve"],
     # data readers
     "tlstudio.core.data": ["DatasetReader", "ImageTable", "Scan", "Item", "Skipped", "ValidationReport",
                            "read_data", "decode_image", "decode_inputs", "resize_image", "ImageDataset",
@@ -51,7 +51,7 @@ _MODULES = {
     "tlstudio.core.models": ["Architecture", "WeightSource", "ModelLibrary", "ClassifierModel", "LayerGroup"],
     # exports
     "tlstudio.core.delivery.exporter": ["Exporter", "ExportError", "flatten_outputs"],
-    "tlstudio.core.export": ["export_run"],
+    "tlstudio.core.delivery.export": ["export_run"],
     # projects, runs and training
     "tlstudio.core.config": ["Project", "load_project", "project_from_dict"],
     "tlstudio.core.engine": ["train", "resume", "RunControl", "RunContext", "InferenceContext", "TrainState",

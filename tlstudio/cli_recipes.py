@@ -6,25 +6,16 @@ this module never imports the CLI (no import circle)."""
 from __future__ import annotations
 
 import json
-import sys
 
-#: the exit codes of ``tlstudio`` (see tlstudio.cli)
-OK, FAILED, STOPPED = 0, 1, 3
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False)
-
-
-def _err(msg: str) -> None:
-    print(msg, file=sys.stderr)
+from .cli_common import EXIT_FAILED as FAILED
+from .cli_common import EXIT_OK as OK
+from .cli_common import EXIT_STOPPED as STOPPED
+from .cli_common import _console, _err
 
 
 def run_comparison(args, plugins, project, show, kind: str) -> int:
     """``--compare-baseline`` (kind "baseline") or ``--compare-scratch`` (kind "scratch")."""
-    from tlstudio.core.compare import compare_with_baseline, compare_with_scratch
+    from tlstudio.core.analysis.compare import compare_with_baseline, compare_with_scratch
     from tlstudio.core.engine import RunControl
 
     try:

@@ -88,7 +88,7 @@ def arm(point: str, n: int) -> None:
                 die()  # the old last.pt is kept as prev.pt; the new last.pt is not written yet
         CK.os = _os_proxy(replace)
     elif point == "final":
-        from tlstudio.core.classification import ImageClassificationTask
+        from tlstudio.core.tasks.classification import ImageClassificationTask
 
         evaluate = ImageClassificationTask.evaluate
 

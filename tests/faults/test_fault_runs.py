@@ -178,7 +178,7 @@ def test_predict_without_data_json_and_export_under_a_file(tmp_path, trained, im
 # --- tampered packages ------------------------------------------------------------------------------
 def _rehash(pkg: Path) -> None:
     """What an attacker who edits a package also does: write SHA256SUMS again."""
-    from tlstudio.core.export import write_checksums
+    from tlstudio.core.delivery.export import write_checksums
 
     write_checksums(pkg)
 

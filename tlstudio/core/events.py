@@ -209,7 +209,7 @@ class RunResult(Mapping):
 
     def scalars(self) -> dict[str, float]:
         """The test figures that are single numbers, as ``test_<name>``."""
-        from .metrics import scalar_metrics
+        from .analysis.metrics import scalar_metrics
 
         return {f"test_{k}": v for k, v in scalar_metrics(self.test).items()}
 
@@ -258,7 +258,7 @@ class RunDone(Event):
 
     @classmethod
     def of(cls, result: RunResult) -> "RunDone":
-        from .metrics import scalar_metrics
+        from .analysis.metrics import scalar_metrics
 
         names = {f.name for f in dataclasses.fields(cls)} - {"time", "test", "extra"}
         full = result.to_dict()

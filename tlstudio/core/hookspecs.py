@@ -75,7 +75,7 @@ def tlstudio_architectures() -> list:
 
 @hookspec
 def tlstudio_exporters() -> list:
-    """Return a list of :class:`tlstudio.core.export.Exporter` instances (TorchScript,
+    """Return a list of :class:`tlstudio.core.delivery.export.Exporter` instances (TorchScript,
     ONNX, ...)."""
 
 

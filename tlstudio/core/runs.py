@@ -26,7 +26,7 @@ from .io import atomic_write_json
 RUNNING, DONE, FAILED, STOPPED, INTERRUPTED = "running", "done", "failed", "stopped", "interrupted"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -154,7 +154,7 @@ class Run:
     def status(self) -> str:
         s = self._read_json("status.json")
         st = s.get("status", INTERRUPTED)
-        if st == RUNNING and not _pid_alive(int(s.get("pid", -1))):
+        if st == RUNNING and not pid_alive(int(s.get("pid", -1))):
             return INTERRUPTED
         return st
 

@@ -37,7 +37,7 @@ def export_package(run_dir: str | Path, fmt: str, out: str | Path, *, plugins=No
                    on_event: Callable[[dict], None] | None = None) -> dict:
     """Export the run (``export.export_run``: any task, the exporters its task takes) and return
     one summary: package, format, max_abs_diff, tolerance, n_inputs, files, passed."""
-    from tlstudio.core.export import export_run
+    from tlstudio.core.delivery.export import export_run
 
     res = export_run(run_dir, fmt, out, plugins=plugins, on_event=on_event)
     par = res["parity"]
@@ -56,6 +56,6 @@ def parity_text(s: dict) -> str:
 
 
 def write_report(run_dir: str | Path) -> str:
-    from tlstudio.core.report import html_report
+    from tlstudio.core.delivery.report import html_report
 
     return str(html_report(run_dir))

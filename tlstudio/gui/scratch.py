@@ -1,6 +1,6 @@
 """Honest comparisons in the window: "Compare with the plain recipe…" / "…with scratch".
 
-``tlstudio.core.compare`` trains, for several seeds, the project as it stands against either
+``tlstudio.core.analysis.compare`` trains, for several seeds, the project as it stands against either
 the recommended plain recipe on the same budget (does the technique help?
 :func:`compare_with_baseline`) or the plain recipe from random initialisation (does the
 pretrained model help? :func:`compare_with_scratch`), in a worker thread
@@ -241,7 +241,7 @@ class ScratchCompareDialog(WorkerDialog):
         self.progress.setValue(0)
         self.progress.show()
         self.stage.setText("Starting…")
-        from tlstudio.core.compare import compare_with_baseline, compare_with_scratch
+        from tlstudio.core.analysis.compare import compare_with_baseline, compare_with_scratch
 
         kind, metric = self.against.currentData(), self.metric_box.currentData() or None
         fn = compare_with_baseline if kind == "baseline" else compare_with_scratch

@@ -72,7 +72,7 @@ class Studio(QObject):
             pm.collect_all()
             # what the pages import later, imported now while nobody waits
             import tlstudio.core.engine as engine
-            import tlstudio.core.metrics  # noqa: F401
+            import tlstudio.core.analysis.metrics  # noqa: F401
             import tlstudio.core.data.transforms  # noqa: F401 (imported for later, not used here)
 
             try:

@@ -135,7 +135,7 @@ class TextPredictPanel(QWidget):
         self._asked = text
 
         def go():
-            from tlstudio.core.text import explain_sentence  # torch and transformers: loaded on first use
+            from tlstudio.core.tasks.text import explain_sentence  # torch and transformers: loaded on first use
 
             self.studio.tasks.submit(explain_sentence, self._predictor(), text, pool="model", name="explain-text",
                                      on_done=lambda res, t=text: self._done(t, res), on_error=self._failed)
@@ -154,7 +154,7 @@ class TextPredictPanel(QWidget):
         self.last = result
         probs = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])
         pred = result["predicted"]
-        from tlstudio.core.predict import set_text
+        from tlstudio.core.delivery.predict import set_text
 
         self.verdict.setText(f"<b>{html.escape(str(pred))}</b> ({100 * result['probabilities'][pred]:.1f}%)"
                              + (f" — prediction set: {html.escape(set_text(result['set']))}" if "set" in result else "")

@@ -80,7 +80,7 @@ def coverage_report(sets: np.ndarray, targets, level: float | None = None) -> di
         return {"n": 0}
     size = sets.sum(1)
     covered = sets[np.arange(n), y]
-    from ..metrics import wilson_interval
+    from .metrics import wilson_interval
 
     k = int(covered.sum())
     out = {"n": n, "coverage": k / n, "coverage_ci95": list(wilson_interval(k, n)), "mean_set_size": float(size.mean()),

@@ -7,7 +7,7 @@ class score with respect to it, summed, rectified and scaled to [0, 1].
 
     heat = grad_cam(model, batch)[0]          # (N, H, W) float32 in [0, 1], and the probabilities
     rgb = overlay(image, heat[0])             # H x W x 3 uint8: the image with the heat map on top
-    result = explain(predictor, "scan.png")   # both, for a trained run (see tlstudio.core.predict)
+    result = explain(predictor, "scan.png")   # both, for a trained run (see tlstudio.core.delivery.predict)
 
 Qt-free; the window calls it from a worker thread.  A call registers a forward hook on the
 layer for its own duration only, so one model must not be explained from two threads at once.
@@ -216,7 +216,7 @@ class CamResult:
 def explain(predictor: Any, image: str | Path | np.ndarray, target: int | str | None = None,
             alpha: float = 0.55, ref: str | None = None) -> CamResult:
     """Grad-CAM of one image (a file, or an H x W x 3 uint8 array) with a trained run's model
-    (a :class:`tlstudio.core.predict.Predictor` of an image classifier).  ``target``: a class
+    (a :class:`tlstudio.core.delivery.predict.Predictor` of an image classifier).  ``target``: a class
     index or name; None = the predicted class."""
     data = predictor.ctx.data
     if not hasattr(data, "preprocess"):

@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from ..metrics import wilson_interval
+from .metrics import wilson_interval
 
 METHODS = ("fixed", "youden", "sensitivity", "specificity")
 METHOD_WORDS = {"fixed": "a fixed threshold", "youden": "Youden's J (sensitivity + specificity - 1, largest)",

@@ -182,7 +182,7 @@ def _interval(metric: str, value: float, val_counts: list[int]) -> tuple[float |
         return (None, None)
     if metric == "auc" and len(val_counts) == 2:
         return hanley_mcneil(value, val_counts[1], val_counts[0])
-    from ..metrics import wilson_interval
+    from .metrics import wilson_interval
 
     return wilson_interval(round(value * n), n)
 
@@ -397,7 +397,7 @@ def _within_budget(s: _Search, ranked: list[Arm], rungs: dict, k: int) -> list[A
 def _test_once(s: _Search, arm: Arm) -> dict:
     """The winner's test split, evaluated once: its run finishes with the test evaluation."""
     from ..engine import Trainer
-    from ..metrics import scalar_metrics
+    from .metrics import scalar_metrics
     from ..runs import Run
 
     run = Run(arm.run_dir)

@@ -77,7 +77,7 @@ def redecide(run_dir: str | Path, *, positive: str | None = None, method: str | 
              conformal_method: str | None = None, chosen_on: str | None = None) -> RunDecision:
     """A new decision for a finished classification run (see the module docstring); what is
     not given stays as it was.  Returns the decision written."""
-    from ..metrics import classification_metrics, roc_curve
+    from .metrics import classification_metrics, roc_curve
 
     d = Path(run_dir)
     val_csv, test_csv = d / "val_predictions.csv", d / "test_predictions.csv"
@@ -160,7 +160,7 @@ def _redo_subgroups(m: dict, column: str, header, body, probs, y, calls, dec: Ru
 
 
 def _update_final(d: Path, test: dict) -> None:
-    from ..metrics import scalar_metrics
+    from .metrics import scalar_metrics
 
     path = d / "final.json"
     try:

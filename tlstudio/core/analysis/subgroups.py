@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..metrics import _auc_np, _auc_ranks, bootstrap_ci, wilson_interval
+from .metrics import _auc_np, _auc_ranks, bootstrap_ci, wilson_interval
 
 MIN_CASES = 5  # smaller subgroups are listed, not judged
 MISSING = "(not given)"

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import DataError
 from ..hookspecs import hookimpl
 from .annotations import AnnotatedReader, image_roots, names_option, number, resolve_image
-from .readers import _PATH_NAMES, SPLIT_NAMES, _column, _norm, _read_csv
+from .csvfile import PATH_NAMES, SPLIT_NAMES, find_column, normalise_name, read_csv
 from .report import Item, Skipped
 from .table import Scan, iter_files
 
@@ -92,8 +92,8 @@ def _header_line(path: Path) -> list[str]:
     first = head.splitlines()[0] if head else ""
     for d in (",", ";", "\t", "|"):
         if d in first:
-            return [_norm(h) for h in first.split(d)]
-    return [_norm(first)]
+            return [normalise_name(h) for h in first.split(d)]
+    return [normalise_name(first)]
 
 
 class BoxCsvReader(BoxReader):
@@ -117,11 +117,11 @@ class BoxCsvReader(BoxReader):
         return all(any(n in cols for n in names) for names in (_X1, _Y1, _X2, _Y2))
 
     def scan(self, path: Path, options: dict) -> Scan:
-        header, rows = _read_csv(path)
-        pcol = _column(path, header, options.get("path_column"), _PATH_NAMES, "image path", "path_column")
-        lcol = _column(path, header, options.get("label_column"), _BOX_LABEL, "label", "label_column")
-        cols = [_column(path, header, None, names, f"{names[0]} (box corner)", names[0]) for names in (_X1, _Y1, _X2, _Y2)]
-        scol = _column(path, header, None, _SPLIT, "split", "split_column")
+        header, rows = read_csv(path)
+        pcol = find_column(path, header, options.get("path_column"), PATH_NAMES, "image path", "path_column")
+        lcol = find_column(path, header, options.get("label_column"), _BOX_LABEL, "label", "label_column")
+        cols = [find_column(path, header, None, names, f"{names[0]} (box corner)", names[0]) for names in (_X1, _Y1, _X2, _Y2)]
+        scol = find_column(path, header, None, _SPLIT, "split", "split_column")
         classes = names_option(options.get("classes"))
         roots = image_roots(path, options)
         items: dict[str, Item] = {}

@@ -12,7 +12,7 @@ from ..errors import DataError
 from ..hookspecs import hookimpl
 from .annotations import AnnotatedReader, image_roots, resolve_image
 from .boxes import _X1, _header_line, _load_json, _sniff_json, coco_images
-from .readers import _PATH_NAMES, SPLIT_NAMES, _column, _read_csv
+from .csvfile import PATH_NAMES, SPLIT_NAMES, find_column, read_csv
 from .report import Item, Skipped
 from .table import Scan
 
@@ -62,10 +62,10 @@ class CaptionCsvReader(CaptionReader):
         return any(c in cols for c in _CAPTION) and not any(c in cols for c in _X1)
 
     def scan(self, path: Path, options: dict) -> Scan:
-        header, rows = _read_csv(path)
-        pcol = _column(path, header, options.get("path_column"), _PATH_NAMES, "image path", "path_column")
-        ccol = _column(path, header, options.get("caption_column"), _CAPTION, "caption", "caption_column")
-        scol = _column(path, header, None, _SPLIT, "split", "split_column")
+        header, rows = read_csv(path)
+        pcol = find_column(path, header, options.get("path_column"), PATH_NAMES, "image path", "path_column")
+        ccol = find_column(path, header, options.get("caption_column"), _CAPTION, "caption", "caption_column")
+        scol = find_column(path, header, None, _SPLIT, "split", "split_column")
         roots = image_roots(path, options)
         items: dict[str, Item] = {}
         missing: dict[str, list[int]] = {}

@@ -5,12 +5,9 @@ exactly as a third-party package would register its own readers.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import inspect
-import io
 import os
-import re
 import threading
 import traceback
 import zipfile
@@ -21,6 +18,7 @@ import numpy as np
 from ..errors import DataError, RunStopped
 from ..failures import is_third_party, plugin_failed
 from ..hookspecs import hookimpl
+from .csvfile import LABEL_NAMES, PATH_NAMES, SPLIT_COLUMN_NAMES, SPLIT_NAMES, find_column, read_csv
 from .groups import GROUP_COLUMNS as GROUP_NAMES
 from .image import (DICOM_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, _gray_to_rgb, _scale_to_uint8, is_dicom,
                     read_file, read_pil)
@@ -181,102 +179,6 @@ class DicomReader(FolderReader):
         return dicom > other
 
 
-# --- CSV -------------------------------------------------------------------------------------
-_PATH_NAMES = ("path", "file", "filename", "filepath", "image", "imagepath", "imagefile", "img", "imgpath")
-_LABEL_NAMES = ("label", "class", "target", "classname", "category", "diagnosis")
-_SPLIT_NAMES = ("split", "set", "fold", "subset")
-#: a column of patients (or other groups whose images must stay in one split), found by name
-GROUP_NAMES = ("patient", "patientid", "subject", "subjectid", "group", "groupid")
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "dev": "val", "test": "test", "testing": "test"}
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-MAX_BROKEN_ROWS = 100
-
-
-def _read_csv(path: Path, broken: list | None = None) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """(header, [(line number, cells)]) with the delimiter sniffed; DataError when unreadable.
-
-    A row whose quote is never closed would swallow the rest of the file into one cell: it is
-    cut off at its own line instead, and reported as (line, reason) in ``broken`` when given
-    (else as a DataError naming the line)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    if b"\0" in raw[:4096]:
-        raise DataError(f"{path}: not a text file (expected a CSV table)")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")  # spreadsheets on Windows save cp1252
-    try:
-        dialect = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel_tab if path.suffix.lower() == ".tsv" else csv.excel
-    lines = io.StringIO(text, newline="").readlines()  # the lines as the csv module sees them
-    records: list[tuple[int, list[str]]] = []
-    start = 0  # index of the physical line the reader starts at
-    bad: list[tuple[int, str]] = []
-    while True:
-        reader = csv.reader(io.StringIO("".join(lines[start:]), newline=""), dialect)
-        end = 0
-        restart = None
-        try:
-            for row in reader:
-                first = start + end + 1  # 1-based line where this record begins
-                end = reader.line_num
-                if end > first - start:  # the record ran over a line break: an unbalanced quote
-                    restart = first
-                    break
-                records.append((first, row))
-        except csv.Error as e:
-            raise DataError(f"{path}:{start + end + 1}: cannot read as CSV: {_short(e)}") from None
-        if restart is None:
-            break
-        bad.append((restart, "a quote (\") opens in this row and runs over its line break (never closed?): "
-                             "the row was left out"))
-        if broken is None:
-            raise DataError(f"{path}:{restart}: a quote (\") opens in this row and is never closed, so the rest of the "
-                            "file would read as one cell; close or remove the quote")
-        if len(bad) > MAX_BROKEN_ROWS:
-            raise DataError(f"{path}: more than {MAX_BROKEN_ROWS} rows have unbalanced quotes (first on line "
-                            f"{bad[0][0]}): is this a CSV table?")
-        start = restart  # go on from the line after the broken one
-        records = [r for r in records if r[0] < restart]
-    if broken is not None:
-        broken.extend(bad)
-    records = [(n, r) for n, r in records if n not in {b for b, _ in bad}]
-    if not records or not any(c.strip() for c in records[0][1]):
-        raise DataError(f"{path}: empty CSV file (expected a header row such as path,label)")
-    header = [h.strip() for h in records[0][1]]
-    if not any(header):
-        raise DataError(f"{path}: empty CSV file (expected a header row such as path,label)")
-    rows = [(n, row) for n, row in records[1:] if any(c.strip() for c in row)]
-    return header, rows
-
-
-def _column(path: Path, header: list[str], given: str | None, names: tuple, what: str, option: str) -> int | None:
-    found = ", ".join(header)
-    if given:
-        for i, h in enumerate(header):
-            if h == given or _norm(h) == _norm(given):
-                return i
-        raise DataError(f"{path}: no column '{given}' (option {option}); columns found: {found}")
-    by_name = {_norm(h): i for i, h in reversed(list(enumerate(header)))}
-    for n in names:
-        if n in by_name:
-            return by_name[n]
-    if what in ("split", "group"):  # optional columns
-        return None
-    raise DataError(f"{path}: no {what} column (looked for {', '.join(names[:4])}; columns found: {found}). "
-                    f"Name it in the header row or set the option {option}.")
-
-
 class CsvReader(_FileReader):
     id = "csv"
     title = "CSV table"
@@ -298,11 +200,11 @@ class CsvReader(_FileReader):
 
     def scan(self, path: Path, options: dict) -> Scan:
         broken: list[tuple[int, str]] = []
-        header, rows = _read_csv(path, broken)
-        pcol = _column(path, header, options.get("path_column"), _PATH_NAMES, "image path", "path_column")
-        lcol = _column(path, header, options.get("label_column"), _LABEL_NAMES, "label", "label_column")
-        scol = _column(path, header, options.get("split_column"), _SPLIT_NAMES, "split", "split_column")
-        gcol = _column(path, header, options.get("group_column"), GROUP_NAMES, "group", "group_column")
+        header, rows = read_csv(path, broken)
+        pcol = find_column(path, header, options.get("path_column"), PATH_NAMES, "image path", "path_column")
+        lcol = find_column(path, header, options.get("label_column"), LABEL_NAMES, "label", "label_column")
+        scol = find_column(path, header, options.get("split_column"), SPLIT_COLUMN_NAMES, "split", "split_column")
+        gcol = find_column(path, header, options.get("group_column"), GROUP_NAMES, "group", "group_column")
         fcols = [i for i in range(len(header)) if i not in (pcol, lcol, scol, gcol) and header[i]]
         root = path.parent / Path(options.get("root") or ".").expanduser()
         classes = _checked_names(options.get("classes"), "classes")

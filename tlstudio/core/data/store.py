@@ -322,7 +322,7 @@ class DecodeStore:
         return out
 
     def _decode(self, reader, items, keys, todo, size, decode, progress, should_stop, workers) -> None:
-        from ..cpu import decode_workers
+        from ..engine.cpu import decode_workers
 
         self._trim(self.records_file, b"\n")
         fd = None

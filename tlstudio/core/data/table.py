@@ -30,8 +30,8 @@ def natural_key(name: str) -> list:
 
 
 def workers() -> int:
-    """Decode threads: one per core that other programs leave free (see :mod:`tlstudio.core.cpu`)."""
-    from ..cpu import decode_workers
+    """Decode threads: one per core that other programs leave free (see :mod:`tlstudio.core.engine.cpu`)."""
+    from ..engine.cpu import decode_workers
 
     return decode_workers()
 

@@ -1,6 +1,6 @@
 """The exporter contract: a plugin (hook ``tlstudio_exporters``) that writes a model to a
 file and runs that file again in its own runtime.  TorchScript and ONNX are built in
-(``plugins/exporters.py``); :func:`tlstudio.core.export.export_run` does the rest."""
+(``plugins/exporters.py``); :func:`tlstudio.core.delivery.export.export_run` does the rest."""
 from __future__ import annotations
 
 from pathlib import Path

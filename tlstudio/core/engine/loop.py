@@ -201,7 +201,7 @@ class Trainer:
                 train_stats = self._train_epoch(ctx, epoch)
                 val = self._validate(ctx, has_val)
                 series = {**ctx.task.on_epoch_end(ctx, epoch, val), **ctx.recipe.merged("on_epoch_end", ctx, epoch, val)}
-                from ..metrics import scalar_metrics
+                from ..analysis.metrics import scalar_metrics
 
                 val_scalars = {f"val_{k}": v for k, v in scalar_metrics(val).items() if v is not None}
                 value = val_scalars.get(mon_name, None if has_val else -train_stats["train_loss"])
@@ -276,7 +276,7 @@ class Trainer:
         if tr.threads:
             torch.set_num_threads(tr.threads)
         elif select_device(tr.device).type == "cpu":  # 0: as many as the free cores (cpu.TorchThreads)
-            from ..cpu import TorchThreads
+            from .cpu import TorchThreads
 
             self.threads = TorchThreads(early_logs.append)
         if tr.deterministic:

@@ -90,7 +90,7 @@ class SourceTask:
     def evaluate(self, ctx, split: str | None = None, model: torch.nn.Module | None = None) -> dict:
         """Metrics of the earlier task on its ``split`` (default: its test set) with
         ``model``'s backbone (None: the earlier model as it finished)."""
-        from ..metrics import classification_metrics
+        from ..analysis.metrics import classification_metrics
 
         split = split or self.split
         was_training = model.training if model is not None else False
@@ -122,7 +122,7 @@ class SourceTask:
 
     def final_metrics(self, ctx) -> dict:
         """The earlier task's accuracy before and after this run, and the forgetting."""
-        from ..metrics import scalar_metrics
+        from ..analysis.metrics import scalar_metrics
 
         after = self.evaluate(ctx, model=ctx.model)
         before = self.before or self.evaluate(ctx)
@@ -199,7 +199,7 @@ def _record(ctx, task: SourceTask) -> None:
     """Write what the new run inherited into its folder (from_run.json, source_split.json)."""
     if ctx.run is None:
         return
-    from ..metrics import scalar_metrics
+    from ..analysis.metrics import scalar_metrics
 
     d = task.data
     split_copy = None

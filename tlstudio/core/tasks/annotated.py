@@ -58,8 +58,8 @@ _WHAT = {"detection": "a COCO JSON, a Pascal VOC folder or a CSV of boxes",
 
 
 def split_annotated(ctx, table) -> tuple[list[str], Path | None]:
-    """'train'/'val'/'test' per image (see :func:`tlstudio.core.classification.stored_split`)."""
-    from ..classification import stored_split
+    """'train'/'val'/'test' per image (see :func:`tlstudio.core.tasks.classification.stored_split`)."""
+    from .classification import stored_split
 
     return stored_split(ctx, table)
 

@@ -94,7 +94,7 @@ class Task:
     def before_test(self, ctx) -> None:
         """After the last epoch, with the best model loaded, before the test evaluation: fit
         what is fitted on the validation split (classifiers: calibration, the operating point
-        and prediction sets; see :func:`tlstudio.core.classification.fit_run_decision`)."""
+        and prediction sets; see :func:`tlstudio.core.tasks.classification.fit_run_decision`)."""
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         """Write the detailed results of ``split`` into the run folder."""

@@ -62,7 +62,7 @@ Batches = Iterable | None
 
 
 #: the technique of the recommended plain recipe (``fine-tuning`` with its Config defaults and its
-#: recommended training): the "without it" arm of every comparison (tlstudio.core.compare)
+#: recommended training): the "without it" arm of every comparison (tlstudio.core.analysis.compare)
 PLAIN_TECHNIQUE = "fine-tuning"
 
 

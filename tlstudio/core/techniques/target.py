@@ -181,7 +181,7 @@ def target_predictions(ctx, model, target: TargetData, part: str = "test"):
 def target_metrics(ctx, model, target: TargetData, part: str = "test") -> dict:
     """Accuracy (and the other classification metrics) of ``model`` on the labelled target
     images held out for testing; ``{"n": 0}`` when the target has no labels."""
-    from ..metrics import classification_metrics
+    from ..analysis.metrics import classification_metrics
 
     if not target.has_labels:
         return {"n": 0}

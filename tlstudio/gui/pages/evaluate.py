@@ -26,7 +26,7 @@ CELL_HINTS = {"image": "Click a cell to see exactly those test images, each with
 
 
 def load_results(run_dir: str):
-    from tlstudio.core.results import EvaluationResults
+    from tlstudio.core.analysis.results import EvaluationResults
     from tlstudio.core.runs import Run
 
     res = EvaluationResults.load(run_dir)
@@ -67,7 +67,7 @@ def cell_images(images, refs: list[str], size: int = 96) -> list[tuple[str, np.n
 
 
 def run_predictor(run_dir: str, plugins, device: str = "cpu"):
-    from tlstudio.core.predict import Predictor
+    from tlstudio.core.delivery.predict import Predictor
 
     return Predictor.from_run(run_dir, plugins=plugins, device=device)
 
@@ -219,7 +219,7 @@ class EvaluatePage(DecisionMixin, Page):
 
     # --- runs ------------------------------------------------------------------------------------
     def fill_runs(self) -> None:
-        from tlstudio.core.results import EvaluationResults
+        from tlstudio.core.analysis.results import EvaluationResults
         from tlstudio.core.runs import list_runs, summarize
 
         cur = self.run_dir or self.studio.current_run
@@ -264,7 +264,7 @@ class EvaluatePage(DecisionMixin, Page):
         self.summary.setText(f"Loading {Path(run_dir).name}…")
         self._show_result_view(run_dir)
         self._show_run_shift(run_dir)
-        from tlstudio.core.results import EvaluationResults
+        from tlstudio.core.analysis.results import EvaluationResults
 
         if not EvaluationResults.available(run_dir):
             self.summary.setText(f"{Path(run_dir).name}: no classification results to show"
@@ -349,7 +349,7 @@ class EvaluatePage(DecisionMixin, Page):
         if run_dir != self.run_dir:
             return
         self.results, self.roc, project, self.texts = payload
-        from tlstudio.core.results import RunImages
+        from tlstudio.core.analysis.results import RunImages
 
         readers = self.studio.plugins.readers() if self.studio.plugins else None
         # a text run's rows are texts: listed with their words, no pixels and no Grad-CAM
@@ -373,7 +373,7 @@ class EvaluatePage(DecisionMixin, Page):
 
             self.decision_panel.set_run(res.class_names, res.positive, res.threshold, stored_text(res.decision))
             self._show_roc()
-        from tlstudio.core.confidence import read_json
+        from tlstudio.core.analysis.confidence import read_json
 
         self.data_info = read_json(Path(run_dir) / "data.json")
         self.calibration.show_results(res, self.data_info)

@@ -46,7 +46,7 @@ def explain_file(predictor, path: str):
 
 def decision_words(predictor, res: dict) -> str:
     """The run's decision and the prediction set, in words (above the probabilities)."""
-    from tlstudio.core.predict import set_text
+    from tlstudio.core.delivery.predict import set_text
 
     dec = getattr(predictor, "decision", None)
     lines = []
@@ -291,7 +291,7 @@ class PredictPage(Page):
         self.save_btn.setEnabled(bool(self.results))
 
     def _fill(self) -> None:
-        from tlstudio.core.predict import set_text
+        from tlstudio.core.delivery.predict import set_text
 
         names = self.predictor.class_names if self.predictor else []
         shown = names[:MAX_PROB_COLUMNS]

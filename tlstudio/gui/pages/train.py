@@ -430,11 +430,11 @@ class TrainPage(Page):
     def _followed_pid(self) -> int | None:
         if self.state != FOLLOWING or not self.run_dir:
             return None
-        from tlstudio.core.runs import Run, _pid_alive
+        from tlstudio.core.runs import Run, pid_alive
 
         info = Run(self.run_dir).status_info()
         pid = int(info.get("pid", -1))
-        return pid if info.get("status") == "running" and pid != os.getpid() and _pid_alive(pid) else None
+        return pid if info.get("status") == "running" and pid != os.getpid() and pid_alive(pid) else None
 
     def show_history(self, run_dir: str, keep_state: bool = False) -> None:
         """Show a run's curves from its metrics.jsonl (an opened run, or before resuming it)."""

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ModelError, StudioError
-from .io import atomic_write_json, atomic_write_text, stable_hash
-from .metrics import classification_metrics, roc_curve
-from .tasks.base import Task
+from ..errors import ModelError, StudioError
+from ..io import atomic_write_json, atomic_write_text, stable_hash
+from ..analysis.metrics import classification_metrics, roc_curve
+from .base import Task
 
 SPLITS = ("train", "val", "test")
 
@@ -67,7 +67,7 @@ class ImageData:
 
     def transform(self, train: bool):
         if train not in self._transforms:
-            from .data import make_transforms
+            from ..data import make_transforms
 
             self._transforms[train] = make_transforms(self.augmentation, self.mean, self.std, self.size, train,
                                                       grayscale=self.grayscale)
@@ -77,7 +77,7 @@ class ImageData:
     def grayscale(self) -> bool:
         """Every image has equal channels (X-ray, ultrasound ...): no colour augmentation."""
         if not hasattr(self, "_grayscale"):
-            from .data.transforms import is_grayscale
+            from ..data.transforms import is_grayscale
 
             idx = self.indices["train"]  # a sample: reading the whole training set would fill memory
             idx = idx[np.linspace(0, len(idx) - 1, min(64, len(idx))).astype(int)] if len(idx) else idx
@@ -85,7 +85,7 @@ class ImageData:
         return self._grayscale
 
     def dataset(self, split: str, train: bool = False):
-        from .data import ImageDataset
+        from ..data import ImageDataset
 
         return ImageDataset(self.images, self._labels, self.indices[split], self.transform(train))
 
@@ -102,7 +102,7 @@ class ImageData:
 
 
 def _split_path(ctx, table) -> Path:
-    from .settings import cache_dir
+    from ..settings import cache_dir
 
     proj = ctx.project
     sp = proj.data.split
@@ -120,8 +120,8 @@ def stored_split(ctx, table) -> tuple[list[str], Path | None]:
     is never replaced silently: :class:`~tlstudio.core.data.split.SplitChangedError` says so,
     and the user chooses (``tlstudio train --new-split``, the Data page's "Make a new split").
     Shared by every task."""
-    from .data import make_split, save_split
-    from .data.split import SplitChangedError, check_split, group_summary
+    from ..data import make_split, save_split
+    from ..data.split import SplitChangedError, check_split, group_summary
 
     split_file = _split_path(ctx, table)
     if split_file.exists():
@@ -151,12 +151,12 @@ def stored_split(ctx, table) -> tuple[list[str], Path | None]:
 def prepare_image_data(ctx) -> ImageData:
     """Read the project's images, check them, split them (stored, so re-runs use the same
     split) and decode them once into the image cache."""
-    from .data import build_image_cache, check_trainable, read_data, split_counts
-    from .data.store import CacheRequest
+    from ..data import build_image_cache, check_trainable, read_data, split_counts
+    from ..data.store import CacheRequest
 
     proj = ctx.project
     if not proj.data.source:
-        from .errors import DataError
+        from ..errors import DataError
 
         raise DataError("The project has no data yet: choose a folder, CSV, NPZ or DICOM files on the Data page "
                         "(or give --data on the command line).")
@@ -193,7 +193,7 @@ def prepare_image_data(ctx) -> ImageData:
     data = ImageData(table, assignments, images, valid, size, pre.mean, pre.std, proj.augmentation, split_file)
     c = data.counts()
     ctx.log("Data: " + ", ".join(f"{s} {sum(c[s].values())}" for s in SPLITS) + f" images, classes: {', '.join(data.class_names)}")
-    from .data.split import group_summary
+    from ..data.split import group_summary
 
     data.groups = group_summary(table, assignments)
     if proj.decision.leak_check and getattr(ctx, "train", None) is not None:  # a run, not a prediction
@@ -206,7 +206,7 @@ LEAK_FEATURES_UP_TO = 20_000
 
 def run_leak_check(ctx, table, assignments, images, valid) -> dict:
     """The leakage check of the run's split (logged; kept in data.json for the report and card)."""
-    from .analysis.leakage import check_table_leaks
+    from ..analysis.leakage import check_table_leaks
 
     ctx.progress("Checking for leaks between the splits", 0, 1)
     big = len(table) > LEAK_FEATURES_UP_TO  # the hash alone on large data sets: the features would cost minutes
@@ -264,7 +264,7 @@ class ImageClassificationTask(Task):
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted", "probabilities", "set", "top"} (or {"ref", "error"}):
         calibrated probabilities and the run's operating point (its decision.json)."""
-        from .data import decode_inputs
+        from ..data import decode_inputs
 
         results, good = decode_inputs(inputs)
         if good:
@@ -310,7 +310,7 @@ class ImageClassificationTask(Task):
 
     def predict_package(self, package, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted", "probabilities"} with an exported model."""
-        from .data import decode_inputs
+        from ..data import decode_inputs
 
         spec, run_model = package.spec, package.run_model
         pre = spec["preprocessing"]
@@ -330,7 +330,7 @@ class ImageClassificationTask(Task):
 def load_run_decision(ctx, run_dir, class_names: list[str]) -> None:
     """The run's decision (decision.json; argmax and uncalibrated for a run without one) in
     ``ctx.scratch["decision"]``, for prediction and export."""
-    from .analysis.decision import RunDecision
+    from ..analysis.decision import RunDecision
 
     ctx.scratch["decision"] = RunDecision.load(run_dir, list(class_names))
 
@@ -347,7 +347,7 @@ def package_decision(ctx) -> dict:
 
 def decision_of_package(spec: dict):
     """The decision an exported package applies to its model's outputs (argmax without one)."""
-    from .analysis.decision import RunDecision
+    from ..analysis.decision import RunDecision
 
     labels = list(spec.get("labels") or [])
     if not spec.get("decision"):
@@ -366,7 +366,7 @@ class ImageInferenceData:
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
         """H x W x 3 uint8 images -> a normalised batch, exactly as in training."""
-        from .data import resize_image
+        from ..data import resize_image
 
         arr = np.stack([resize_image(im, self.size) for im in images])
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255)
@@ -417,7 +417,7 @@ def classification_report_md(project, final: dict, data: ImageData | None) -> st
             lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
                       "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
             lines += [f"| {names[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
-    from .analysis.summary import decision_markdown
+    from ..analysis.summary import decision_markdown
 
     desc = {k: getattr(data, k) for k in ("leakage", "groups") if getattr(data, k, None) is not None} if data else {}
     lines += [""] + decision_markdown(t, desc)
@@ -450,7 +450,7 @@ def classifier_metrics(ctx, split: str, lg: torch.Tensor, t: torch.Tensor) -> di
         m = classification_metrics(probs, t, ctx.class_names)
         shown = probs.numpy()
     else:
-        from .analysis.decision import decision_report, decision_scalars
+        from ..analysis.decision import decision_report, decision_scalars
 
         out = dec.apply(probs.double().numpy())
         shown = out["probs"]
@@ -469,7 +469,7 @@ def fit_run_decision(task, ctx) -> None:
     fitted on the validation split (the project's decision settings), kept in
     ``ctx.scratch["decision"]``, written to the run's decision.json, and the validation
     predictions written as they are then called (val_predictions.csv)."""
-    from .analysis.decision import RunDecision, fit_decision
+    from ..analysis.decision import RunDecision, fit_decision
 
     ctx.scratch.pop("decision", None)
     has_val = getattr(ctx.data, "has_split", lambda s: True)("val")
@@ -536,7 +536,7 @@ def write_classifier_evaluation(ctx, split: str, metrics: dict, extra: dict[str,
     w = csv.writer(buf)
     w.writerow(["ref", *extra, "label", "predicted", "correct"] + (["set"] if sets is not None else [])
                + [f"p_{c}" for c in names])
-    from .analysis.conformal import set_labels
+    from ..analysis.conformal import set_labels
 
     for i, (ref, ex, p, y) in enumerate(zip(ctx.data.refs(split), rows_extra, probs, targets)):
         k = int(preds[i])
@@ -550,7 +550,7 @@ def write_classifier_evaluation(ctx, split: str, metrics: dict, extra: dict[str,
         full["positive_class"] = names[pos]
     by = ctx.project.decision.report_by
     if by and split == "test" and len(items) == len(targets):
-        from .analysis.subgroups import subgroup_report
+        from ..analysis.subgroups import subgroup_report
 
         values = [(it.meta.get("fields") or {}).get(by, it.meta.get("group") if by == "group" else None)
                   for it in items]

@@ -1,7 +1,7 @@
 """A run's HTML report: one self-contained file (charts as embedded PNG pictures, tables),
 to open in any browser, print or send.
 
-    from tlstudio.core.report import html_report
+    from tlstudio.core.delivery.report import html_report
     path = html_report(run_dir)          # -> run_dir / "report.html"
 
 It is built from the run folder alone (metrics.jsonl, final.json, evaluation_test.json,
@@ -18,8 +18,8 @@ import io
 import math
 from pathlib import Path
 
-from .io import atomic_write_text
-from .confidence import read_json, test_results
+from ..io import atomic_write_text
+from ..analysis.confidence import read_json, test_results
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -166,7 +166,7 @@ def _charts(epochs: list[dict], test: dict) -> list[tuple[str, str]]:
 # --- the report ------------------------------------------------------------------------------
 def html_report(run_dir: str | Path, out: str | Path | None = None, n_boot: int = 2000) -> Path:
     """Write the run's report as one HTML file (default ``<run>/report.html``) and return its path."""
-    from .runs import open_run
+    from ..runs import open_run
 
     run = open_run(run_dir)
     d = run.dir
@@ -226,7 +226,7 @@ def html_report(run_dir: str | Path, out: str | Path | None = None, n_boot: int 
             P.append("<h3>Confusion matrix</h3><p class='muted'>rows: true class, columns: predicted</p>"
                      + _table([""] + names, [[names[i]] + list(r) for i, r in enumerate(cm)]))
 
-    from .analysis.summary import decision_html
+    from ..analysis.summary import decision_html
 
     P.append(decision_html(test, data))
     charts = _charts(epochs, test)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StudioError
+from ..errors import StudioError
 
 
 @dataclass
@@ -86,7 +86,7 @@ class EvaluationResults:
             if "set" in col:
                 sets.append(row[col["set"]] if col["set"] < len(row) else "")
         k = len(names)
-        from .analysis.decision import RunDecision
+        from .decision import RunDecision
 
         return cls(d, split, metrics, names, refs, np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64),
                    np.asarray(probs, dtype=np.float64).reshape(-1, k), bad, extra, sets if "set" in col else None,
@@ -176,7 +176,7 @@ class EvaluationResults:
 
     def subgroups(self, column: str, calls: np.ndarray | None = None, positive: int | None = None) -> dict:
         """The subgroup report of ``column`` (see :mod:`tlstudio.core.analysis.subgroups`)."""
-        from .analysis.subgroups import subgroup_report
+        from .subgroups import subgroup_report
 
         key = "group" if column == "group" else f"field:{column}"
         if key not in self.extra:
@@ -200,7 +200,7 @@ class RunImages:
     def _item_index(self) -> tuple:
         with self._lock:
             if self._table is None:
-                from .data import read_data
+                from ..data import read_data
 
                 p = self.project
                 if not p.data.source:
@@ -212,7 +212,7 @@ class RunImages:
 
     def load(self, ref: str) -> np.ndarray:
         """H x W x 3 uint8; raises :class:`StudioError` (a DataError) naming the item."""
-        from .data.image import read_file
+        from ..data.image import read_file
 
         p = Path(ref)
         if p.is_file():

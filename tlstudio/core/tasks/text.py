@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from .classification import classification_report_md, stored_split, write_classifier_evaluation
-from .errors import DataError, StudioError
-from .tasks.base import Task
+from ..errors import DataError, StudioError
+from .base import Task
 
 SPLITS = ("train", "val", "test")
 RUN_MODEL_DIR = "text_model"  # tokenizer + config inside a run folder
@@ -65,7 +65,7 @@ class TextDataset(torch.utils.data.Dataset):
 
 def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
     """Token ids (cut to ``max_length``, special tokens kept) and each text's full length."""
-    from .models.huggingface import quiet_transformers
+    from ..models.huggingface import quiet_transformers
 
     with quiet_transformers():
         full = tokenizer(texts, truncation=False)["input_ids"]
@@ -175,7 +175,7 @@ class TextInferenceData:
 def text_model_folder(ctx) -> Path:
     """The Hugging Face folder of the project's model (``model.architecture``: a folder path,
     or the name of a local folder; see :func:`tlstudio.core.models.huggingface.resolve_hf_folder`)."""
-    from .models.huggingface import resolve_hf_folder
+    from ..models.huggingface import resolve_hf_folder
 
     proj = ctx.project
     return resolve_hf_folder(proj.model.architecture, proj.base_dir, need_weights=proj.model.weights != "none")
@@ -183,8 +183,8 @@ def text_model_folder(ctx) -> Path:
 
 def read_texts(ctx):
     """Read and check the project's texts with the text readers (plugins included)."""
-    from .data import read_data
-    from .data.text import TASK, check_trainable_texts
+    from ..data import read_data
+    from ..data.text import TASK, check_trainable_texts
 
     proj = ctx.project
     if not proj.data.source:
@@ -207,8 +207,8 @@ def read_texts(ctx):
 
 def prepare_text_data(ctx, max_length: int) -> TextData:
     """Read, check, split (stored, so re-runs use the same split) and tokenize the texts."""
-    from .data import split_counts
-    from .models.huggingface import load_tokenizer
+    from ..data import split_counts
+    from ..models.huggingface import load_tokenizer
 
     table = read_texts(ctx)
     assignments, split_file = stored_split(ctx, table)
@@ -221,7 +221,7 @@ def prepare_text_data(ctx, max_length: int) -> TextData:
         ctx.log(f"The model takes at most {limit} tokens: the maximum length is {limit}, not {max_length}.", "warning")
         max_length = limit
     data = TextData(table, assignments, tokenizer, max_length, folder, split_file)
-    from .data.split import group_summary
+    from ..data.split import group_summary
 
     data.groups = group_summary(table, assignments)
     c = data.counts()
@@ -252,7 +252,7 @@ def build_text_classifier(ctx):
     """The project's Hugging Face model with a new head for the data's classes and its layer
     groups (``model.groups``); pretrained weights from the local folder when training, the
     run's own config when only predicting (the checkpoint brings the weights)."""
-    from .models.huggingface import load_sequence_classifier, transformer_layer_groups
+    from ..models.huggingface import load_sequence_classifier, transformer_layer_groups
 
     pretrained = ctx.weights != "none"
     model, info = load_sequence_classifier(ctx.data.folder, ctx.class_names, pretrained=pretrained)
@@ -348,7 +348,7 @@ class TextClassificationTask(Task):
 
     # --- prediction, explanation, export ------------------------------------------------------
     def load_for_inference(self, ctx, run_dir, checkpoint: dict) -> "TextInferenceData":
-        from .models.huggingface import load_tokenizer
+        from ..models.huggingface import load_tokenizer
 
         run_dir = Path(run_dir)
         try:
@@ -367,7 +367,7 @@ class TextClassificationTask(Task):
         return data
 
     def tokenize(self, ctx, texts: list[str]) -> dict:
-        from .models.huggingface import quiet_transformers
+        from ..models.huggingface import quiet_transformers
 
         with quiet_transformers():
             enc = ctx.data.tokenizer(texts, padding=True, truncation=True, max_length=ctx.data.max_length,
@@ -444,7 +444,7 @@ class TextClassificationTask(Task):
         """Sentences -> {"ref", "predicted", "probabilities"} with an exported model and the
         tokenizer files in its package."""
         from .classification import decision_of_package
-        from .models.huggingface import load_tokenizer, quiet_transformers
+        from ..models.huggingface import load_tokenizer, quiet_transformers
 
         dec = decision_of_package(package.spec)
         tok = load_tokenizer(package.folder)
@@ -487,7 +487,7 @@ def explain_text(model, tokenizer, class_names: list[str], text: str, max_length
 
     Plain gradient × input at the text alone says little once the model is confident (the
     gradient of a saturated probability vanishes); averaging along the path does not."""
-    from .models.huggingface import quiet_transformers
+    from ..models.huggingface import quiet_transformers
 
     device = device or next(model.parameters()).device
     fast = bool(getattr(tokenizer, "is_fast", False))

@@ -212,7 +212,7 @@ def check_plugins(plugins) -> Check:
 
 def check_models(plugins) -> Check:
     try:
-        from .models import ModelLibrary
+        from ..models import ModelLibrary
 
         lib = ModelLibrary(sources=plugins.model_sources() or None, extra_architectures=plugins.architectures() or None)
         st = lib.list_status()
@@ -245,7 +245,7 @@ def _writable(path: Path) -> str | None:
 
 
 def check_folders() -> list[Check]:
-    from .settings import cache_dir, config_dir, load_settings
+    from ..settings import cache_dir, config_dir, load_settings
 
     s = load_settings()
     folders = [("runs folder", s.runs_path(), "TLSTUDIO_RUNS_DIR", "the runs folder in Settings"),
@@ -295,7 +295,7 @@ def check_export() -> Check:
 
 def run_checks(plugins=None, quick: bool = False) -> list[Check]:
     """Every check, in the order a person reads them; never raises."""
-    from .plugins import get_plugin_manager
+    from ..plugins import get_plugin_manager
 
     out: list[Check] = []
 

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .tasks.annotated import AnnotatedData, backbone_preprocessing, decoded_images, read_annotated, split_annotated
-from .errors import ModelError, StudioError
-from .io import atomic_write_json, atomic_write_text
-from .models.classifier import LayerGroup
-from .tasks.base import Task
+from .annotated import AnnotatedData, backbone_preprocessing, decoded_images, read_annotated, split_annotated
+from ..errors import ModelError, StudioError
+from ..io import atomic_write_json, atomic_write_text
+from ..models.classifier import LayerGroup
+from .base import Task
 
 SPLITS = ("train", "val", "test")
 
@@ -253,8 +253,8 @@ def coco_faster_rcnn(name: str, num_classes: int, weights: Path | None, size: in
     import torchvision.models.detection as D
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-    from .models.architectures import IMAGENET_MEAN, IMAGENET_STD
-    from .models.weights import read_state_dict, state_dict_diff, verified_sha256
+    from ..models.architectures import IMAGENET_MEAN, IMAGENET_STD
+    from ..models.weights import read_state_dict, state_dict_diff, verified_sha256
 
     builder = getattr(D, COCO_DETECTORS[name][0])
     kw = _detector_kwargs(size, IMAGENET_MEAN, IMAGENET_STD, rois_per_image, score_thresh, nms_thresh, detections)
@@ -363,7 +363,7 @@ def freeze_backbone(model: nn.Module, trainable_groups: int) -> None:
     """Train the top ``trainable_groups`` layer groups of the pretrained backbone (-1: all),
     and everything above it.  Batch-norm statistics of the backbone stay frozen, as in
     torchvision's detectors: detection batches are too small to estimate them."""
-    from .techniques.blocks import set_trainable
+    from ..techniques.blocks import set_trainable
 
     new = model.new_groups
     body = [g for g in model.groups if g.name not in new and g.name not in ("fpn", "rpn", "box_head")]
@@ -546,7 +546,7 @@ class DetectionTask(Task):
     def predict_inputs(self, ctx, inputs: list) -> list[dict]:
         """Image paths -> {"ref", "predicted" (a one-line summary), "detections" [{"label",
         "score", "box"}] in the image's pixels, "width", "height"} (or {"ref", "error"})."""
-        from .data import decode_dicom, decode_image, is_dicom, resize_image
+        from ..data import decode_dicom, decode_image, is_dicom, resize_image
 
         model = self.inference_model(ctx).eval()
         size, names, thr = ctx.data.size, ctx.data.class_names, self.score_threshold(ctx)

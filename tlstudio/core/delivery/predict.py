@@ -8,9 +8,9 @@ from typing import Iterable
 
 import torch
 
-from .io import atomic_write_text
+from ..io import atomic_write_text
 
-from .data.table import IMAGE_SUFFIXES, expand_paths  # noqa: F401 - where prediction has always had them
+from ..data.table import IMAGE_SUFFIXES, expand_paths  # noqa: F401 - where prediction has always had them
 
 
 class Predictor:
@@ -28,9 +28,9 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_ref, runs_dir=None, plugins=None, checkpoint: str = "best", device: str = "cpu") -> "Predictor":
-        from .engine.inference import open_run_model
-        from .runs import open_run
-        from .settings import load_settings
+        from ..engine.inference import open_run_model
+        from ..runs import open_run
+        from ..settings import load_settings
 
         run = open_run(run_ref, runs_dir or load_settings().runs_path())
         return cls(run, open_run_model(run, plugins=plugins, which=checkpoint, device=device))

@@ -54,7 +54,7 @@ def test_results(run_dir: str | Path, n_boot: int = 2000) -> dict:
     """The run's test metrics with 95% confidence intervals: {"metrics": {...}, "ci": {...}}.
 
     ``metrics`` comes from evaluation_test.json (or final.json); ``ci`` is computed from the
-    test predictions (:func:`tlstudio.core.metrics.classification_cis`), empty for tasks
+    test predictions (:func:`tlstudio.core.analysis.metrics.classification_cis`), empty for tasks
     without them."""
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "evaluation_test.json") or read_json(run_dir / "final.json").get("test", {})

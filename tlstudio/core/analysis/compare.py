@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .config import Project, TrainingConfig
-from .errors import StudioError
+from ..config import Project, TrainingConfig
+from ..errors import StudioError
 
 EventCallback = Callable[[dict], None]
 
@@ -229,8 +229,8 @@ def baseline_project(project: Project, plugins=None) -> Project:
     Training: the recipe's recommended settings on the project's budget (:data:`BUDGET`); data,
     split, model, image size, weights, earlier run and augmentation stay as they are.
     """
-    from .techniques.base import PLAIN_TECHNIQUE
-    from .plugins import get_plugin_manager
+    from ..techniques.base import PLAIN_TECHNIQUE
+    from ..plugins import get_plugin_manager
 
     plugins = plugins or get_plugin_manager()
     tech = plugins.technique(project.technique.id)
@@ -268,8 +268,8 @@ def scratch_project(project: Project, plugins=None) -> Project:
     point to stay near, weight decay instead) from no pretrained weights and no earlier run.
     A frozen random network would be a straw man.  Other tasks keep their technique and
     settings and only lose the pretrained weights."""
-    from .techniques.base import PLAIN_TECHNIQUE
-    from .plugins import get_plugin_manager
+    from ..techniques.base import PLAIN_TECHNIQUE
+    from ..plugins import get_plugin_manager
 
     p = project.model_copy(deep=True)
     p._path = project.path
@@ -298,7 +298,7 @@ def _value(res: dict, metric: str):
 def _train_arms(arms: list[tuple[Arm, Project]], seed_list: list[int], metric: str, what: str, on_event, control,
                 runs_dir, plugins) -> None:
     """Each arm once per seed, every run on the first run's stored split."""
-    from .engine import RunControl, train
+    from ..engine import RunControl, train
 
     control = control or RunControl()
     emit = on_event or (lambda e: None)
@@ -342,7 +342,7 @@ def compare_with_baseline(project: Project, seeds: int | Sequence[int] = 3, metr
     the same budget) for each seed and compare their test ``metric`` (None: the technique's
     ``baseline_metric``, else accuracy).  ``on_event`` receives every run's events plus a
     ``stage`` event before each run; ``control`` stops them all."""
-    from .plugins import get_plugin_manager
+    from ..plugins import get_plugin_manager
 
     plugins = plugins or get_plugin_manager()
     tech = plugins.technique(project.technique.id)

@@ -7,8 +7,8 @@ import platform
 import sys
 from pathlib import Path
 
-from .analysis.summary import decision_markdown, decision_rows
-from .confidence import read_json, test_results
+from ..analysis.summary import decision_markdown, decision_rows
+from ..analysis.confidence import read_json, test_results
 
 TASK_WORDS = {
     "image-classification": "sorts an image into one of its classes",
@@ -139,7 +139,7 @@ def build_model_card(run, package: dict, file_hashes: dict[str, str], intended_u
 
 def _weights_of(d: Path) -> str:
     try:
-        from .engine.checkpoint import read_checkpoint
+        from ..engine.checkpoint import read_checkpoint
 
         p = d / "checkpoints" / "best.pt"
         if not p.exists():

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from .errors import StudioError
-from .io import sha256_file
+from ..errors import StudioError
+from ..io import sha256_file
 
 
 #: files that operating systems leave in folders they show; never loaded, never required in SHA256SUMS
@@ -135,7 +135,7 @@ class ModelPackage:
 
     @classmethod
     def open(cls, folder: str | Path, plugins=None, verify: bool = True) -> "ModelPackage":
-        from .plugins import get_plugin_manager
+        from ..plugins import get_plugin_manager
 
         folder = Path(folder)
         if not is_package(folder):
@@ -154,7 +154,7 @@ class ModelPackage:
         except StudioError:
             raise
         except Exception as e:  # noqa: BLE001 - a model file its runtime cannot read
-            from .failures import plain_message
+            from ..failures import plain_message
 
             raise StudioError(f"{model_file}: the model could not be loaded by {exporter.runtime or exporter.id} "
                               f"({plain_message(e)}). Use the original package or export the run again.") from None
@@ -172,7 +172,7 @@ class ModelPackage:
         return self.task_plugin.predict_package(self, list(inputs))
 
     def predict_paths(self, paths: Iterable[str | Path]) -> list[dict]:
-        from .data.table import expand_paths
+        from ..data.table import expand_paths
 
         return self.predict([str(p) for p in expand_paths(paths)])
 

@@ -13,7 +13,7 @@ runtime.  :func:`export_run` does the rest for any technique:
 4. the package folder: the model file, ``labels.json``/``labels.txt``,
    ``preprocessing.json``, ``package.json``, ``model_card.md``/``.json`` and ``SHA256SUMS``.
 
-``tlstudio predict PACKAGE IMAGES...`` (:mod:`tlstudio.core.package`) then works from the
+``tlstudio predict PACKAGE IMAGES...`` (:mod:`tlstudio.core.delivery.package`) then works from the
 package alone.  Each task supplies its own ``export_inputs``, ``export_spec`` and
 ``predict_package`` (see :class:`tlstudio.core.tasks.base.Task`).
 """
@@ -29,9 +29,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .delivery.exporter import ExportError, Exporter, Runner, flatten_outputs  # noqa: F401 (the public names)
-from .errors import StudioError
-from .io import atomic_write_json, atomic_write_text, sha256_file
+from .exporter import ExportError, Exporter, Runner, flatten_outputs  # noqa: F401 (the public names)
+from ..errors import StudioError
+from ..io import atomic_write_json, atomic_write_text, sha256_file
 
 #: the largest max-abs difference between the exported model and PyTorch (fp32) that passes
 PARITY_TOLERANCE = 1e-4
@@ -147,11 +147,11 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     """
     import torch
 
-    from .engine.inference import open_run_model
-    from .events import Log
-    from .plugins import get_plugin_manager
-    from .runs import open_run
-    from .settings import load_settings
+    from ..engine.inference import open_run_model
+    from ..events import Log
+    from ..plugins import get_plugin_manager
+    from ..runs import open_run
+    from ..settings import load_settings
 
     t0 = time.time()
     emit = on_event or (lambda e: None)
@@ -192,7 +192,7 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
     if len(spec.get("inputs", [])) != len(inputs):
         raise ExportError(f"The task names {len(spec.get('inputs', []))} model inputs but gave {len(inputs)}.")
     if spec.get("temperature_in_model"):  # calibrated logits leave the studio, and parity covers them
-        from .analysis.calibration import TemperatureScaled
+        from ..analysis.calibration import TemperatureScaled
 
         model = TemperatureScaled(model, spec["decision"]["temperature"]).eval()
 
@@ -264,7 +264,7 @@ def export_run(run_ref: str | Path, fmt: str, out: str | Path, *, runs_dir: str 
 
 def _record(run, result: dict) -> None:
     """Remember the export in the run folder (exports.json), for the window and the report."""
-    from .confidence import read_json
+    from ..analysis.confidence import read_json
 
     path = run.dir / "exports.json"
     items = read_json(path).get("exports", [])
