@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from tlstudio.core import cpu
+from tlstudio.core.engine import cpu
 
 
 @pytest.mark.skipif(cpu.usable_cores() < 2 or cpu._system_busy() is None, reason="needs 2 cores and /proc/stat")
