@@ -3,6 +3,7 @@ imports no torch, and the built-in plugins and the examples import from it alone
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,40 @@ def test_plugins_use_only_the_public_api():
     assert len(files) > 10
     private = {str(f.relative_to(ROOT)): m for f in files for m in _studio_imports(f) if m != "tlstudio.api"}
     assert not private, f"plugins must import tlstudio.api only: {private}"
+
+
+def test_listing_the_plugins_imports_no_torch():
+    """`tlstudio plugins` lists the built-ins from their manifests, without importing them."""
+    code = ("import contextlib, io, json, sys\nfrom tlstudio.cli import main\nbuf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n    rc = main(['plugins', '--json'])\n"
+            "rows = json.loads(buf.getvalue())\n"
+            "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules, 'rows': rows}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["rc"] == 0 and res["torch"] is False
+    rows = {r["name"]: r for r in res["rows"]}
+    assert rows["fine-tuning"]["status"] == "loaded" and rows["fine-tuning"]["from_manifest"]
+    assert rows["fine-tuning"]["provides"] == {"tlstudio_techniques": ["fine-tuning"]}
+
+
+def test_each_builtin_manifest_says_what_its_plugin_offers():
+    from tlstudio.core.plugins import PluginManager
+
+    loaded = PluginManager()
+    loaded.collect_all()
+    listed = PluginManager(manifests=True)
+    listed.collect_all()
+    builtins = {n: p for n, p in loaded.plugins.items() if p.builtin}
+    assert builtins and all(listed.plugins[n].from_manifest for n in builtins)
+    assert {n: p.provides for n, p in builtins.items()} == {n: listed.plugins[n].provides for n in builtins}
+    import tlstudio_plugins.manifest as M
+
+    techniques, tasks = loaded.techniques(), loaded.tasks()
+    for name in builtins:
+        manifest = getattr(M, name.upper().replace("-", "_"))
+        for item in manifest.get("tlstudio_techniques", []):
+            t = techniques[item["id"]]
+            assert (item["title"], item["task"]) == (t.title, t.task)
+        for item in manifest.get("tlstudio_tasks", []):
+            assert item["title"] == tasks[item["id"]].title

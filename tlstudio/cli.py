@@ -469,7 +469,7 @@ def make_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--enable", metavar="NAME")
     g.add_argument("--disable", metavar="NAME")
-    s.set_defaults(func=cmd_plugins)
+    s.set_defaults(func=cmd_plugins, plugin_manifests=True)  # listed from manifests: no torch
 
     m = sub.add_parser("models", help="the model catalog: what is ready offline and how to add the rest")
     m.add_argument("--json", action="store_true")
@@ -563,8 +563,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tlstudio.core.plugins import PluginManager, get_plugin_manager
 
         hooks = getattr(args, "plugin_hooks", None)
-        plugins = (PluginManager(safe_mode=args.safe_mode, only_hooks=hooks) if hooks
-                   else get_plugin_manager(safe_mode=args.safe_mode))
+        if hooks or getattr(args, "plugin_manifests", False):  # a light command: not every plugin imported
+            plugins = PluginManager(safe_mode=args.safe_mode, only_hooks=hooks,
+                                    manifests=getattr(args, "plugin_manifests", False))
+        else:
+            plugins = get_plugin_manager(safe_mode=args.safe_mode)
         return args.func(args, plugins)
     except KeyboardInterrupt:
         _err("Interrupted.")

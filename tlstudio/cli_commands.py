@@ -22,7 +22,8 @@ def cmd_plugins(args, plugins) -> int:
     if args.json:
         print(json.dumps([{"name": p.name, "module": p.module, "distribution": p.dist, "version": p.version,
                            "builtin": p.builtin, "status": p.status, "errors": p.errors, "provides": p.provides,
-                           "load_seconds": round(p.load_seconds, 3), "notes": p.notes}
+                           "load_seconds": round(p.load_seconds, 3), "notes": p.notes,
+                           "from_manifest": p.from_manifest}
                           for p in rows], indent=2))
         return EXIT_OK
     from rich.table import Table
@@ -34,8 +35,9 @@ def cmd_plugins(args, plugins) -> int:
         style = {"failed": "red", "disabled": "dim"}.get(p.status, "green")
         what = "; ".join(p.errors + p.notes) if p.errors or p.notes else ", ".join(i for v in p.provides.values() for i in v)
         slow = not p.builtin and p.notes
+        load = "manifest" if p.from_manifest else f"{p.load_seconds:.1f}"
         t.add_row(p.name, f"{p.dist} {p.version}", f"[{style}]{p.status}[/{style}]",
-                  (f"[yellow]{p.load_seconds:.1f}[/yellow]" if slow else f"{p.load_seconds:.1f}"), what)
+                  (f"[yellow]{load}[/yellow]" if slow else load), what)
     _console().print(t)
     return EXIT_OK
 

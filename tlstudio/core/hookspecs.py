@@ -24,6 +24,9 @@ import pluggy
 
 PROJECT = "tlstudio"
 ENTRY_POINT_GROUP = "tlstudio.plugins"
+#: what a plugin offers, readable without importing it: an entry point named like the plugin's,
+#: pointing at a dict {hook name: [{"id": ..., "title": ..., "task": ...}]} in a light module
+MANIFEST_GROUP = "tlstudio.manifests"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

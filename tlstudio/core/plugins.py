@@ -50,6 +50,7 @@ class PluginInfo:
     details: list[str] = field(default_factory=list)  # tracebacks, for a Details expander
     provides: dict[str, list[str]] = field(default_factory=dict)  # hook -> ids offered
     load_seconds: float = 0.0
+    from_manifest: bool = False  # listed from its manifest, not imported
     notes: list[str] = field(default_factory=list)  # not failures: a slow load ...
 
     def fail(self, message: str, details: str = "") -> None:
@@ -157,12 +158,15 @@ class PluginManager:
 
     def __init__(self, settings: Settings | None = None, safe_mode: bool = False,
                  entry_points: Iterable[md.EntryPoint] | None = None, load: bool = True,
-                 only_hooks: Iterable[str] | None = None):
+                 only_hooks: Iterable[str] | None = None, manifests: bool = False):
         self.settings = settings if settings is not None else load_settings()
         self.safe_mode = safe_mode
         # only the built-ins that implement these hooks are loaded (validate-data: the readers);
         # every third-party plugin is, since it cannot be known without importing it
         self.only_hooks = set(only_hooks) if only_hooks else None
+        # True (`tlstudio plugins`): a plugin with a manifest is listed from it, not imported
+        self.use_manifests = manifests
+        self._manifest_ids: dict[str, dict[str, str]] = {}  # hook -> {item id: plugin name}
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
@@ -200,6 +204,8 @@ class PluginManager:
             if key in self.settings.disabled_plugins or (self.safe_mode and not info.builtin):
                 info.status = "disabled"
                 continue
+            if self.use_manifests and self._from_manifest(ep, info):
+                continue
             register_plugin_module(ep.value.split(":")[0].strip(), key)
             t0 = time.perf_counter()
             try:
@@ -219,6 +225,25 @@ class PluginManager:
                     raise
                 info.fail(f"could not be registered: {_error_text(e)}", traceback.format_exc())
         self._clear()
+
+    def _from_manifest(self, ep: md.EntryPoint, info: PluginInfo) -> bool:
+        """List ``ep`` from its manifest (hook -> items with an "id"), without importing it;
+        False when it has none or the manifest cannot be read (the plugin is then imported)."""
+        found = [m for m in md.entry_points(group=hookspecs.MANIFEST_GROUP, name=ep.name)
+                 if (m.dist.name if m.dist else None) == (ep.dist.name if ep.dist else None)]
+        if not found:
+            return False
+        try:
+            manifest = found[0].load()
+            provides = {hook: [str(item["id"]) for item in items] for hook, items in dict(manifest).items()}
+        except Exception:  # noqa: BLE001 - a broken manifest: the plugin itself says what it offers
+            return False
+        for hook, ids in provides.items():
+            owners = self._manifest_ids.setdefault(hook, {})
+            for i in ids:
+                owners.setdefault(i, info.name)
+        info.provides, info.from_manifest = provides, True
+        return True
 
     def _note_slow(self, info: PluginInfo) -> None:
         if info.builtin or info.load_seconds < SLOW_LOAD_SECONDS:
@@ -257,7 +282,7 @@ class PluginManager:
                         f"it must be a non-empty text")
         if hook_name == "tlstudio_techniques":
             task, title = item.task, item.title
-            tasks = self.tasks()
+            tasks = {**self._manifest_ids.get("tlstudio_tasks", {}), **self.tasks()}
             if task not in tasks:
                 return ident, (f"technique '{ident}' is for the task {task!r}, which no installed plugin provides "
                                f"({', '.join(sorted(tasks))})")
@@ -272,13 +297,17 @@ class PluginManager:
     def _collect(self, hook_name: str) -> list:
         if hook_name in self._cache:
             return self._cache[hook_name]
+        if not getattr(self.pm.hook, hook_name).get_hookimpls():  # nothing imported offers it (manifests)
+            self._cache[hook_name] = []
+            self._ids[hook_name] = {}
+            return []
         types = _hook_type(hook_name)
         if types is None:
             return []
         expected, id_attr, kind = types
         hook = getattr(self.pm.hook, hook_name)
         out: list = []
-        owners: dict[str, str] = {}
+        owners: dict[str, str] = dict(self._manifest_ids.get(hook_name, {}))  # listed from manifests
         ids: dict[str, Any] = {}
         order = {n: i for i, n in enumerate(self.plugins)}  # load order: the built-ins first, whatever
         impls = sorted(hook.get_hookimpls(),  # tryfirst/trylast a plugin asks for
