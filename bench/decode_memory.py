@@ -4,9 +4,8 @@ A folder of two classes x 5 real digits, plus a VALID 20000 x 20000 grey PNG (ab
 disk, 400 MB decoded: within the decode budget, reduced to 4096 px while decoding) and a VALID
 45000 x 45000 grey PNG (about 2 MB on disk, 2 GB decoded: refused from its header).  The peak
 resident memory of the validate-data process is read with getrusage(RUSAGE_CHILDREN) around
-it; the same folder without the two bombs gives the baseline.  The leakage check is left out
-(``--no-leakage``): it loads torch and a frozen MobileNetV2 (about 600 MB more, the same with
-or without the bombs), and the figure here is what decoding costs.
+it; the same folder without the two bombs gives the baseline.  validate-data's leakage check
+runs as it does by default (perceptual hash and thumbnail similarity, no torch).
 
     .venv/bin/python bench/decode_memory.py          # a table
     .venv/bin/python bench/decode_memory.py --json   # one JSON object (tests/faults read it)
@@ -79,8 +78,7 @@ def peak_rss_mb(folder: Path, budget_mb: int | None = None) -> tuple[float, floa
         env["TLSTUDIO_DECODE_MEMORY_MB"] = str(budget_mb)
     code = ("import json, resource, subprocess, sys, time\n"
             "t = time.time()\n"
-            f"r = subprocess.run([sys.executable, '-m', 'tlstudio.cli', 'validate-data', {str(folder)!r}, '--json', "
-            "'--no-leakage'], "
+            f"r = subprocess.run([sys.executable, '-m', 'tlstudio.cli', 'validate-data', {str(folder)!r}, '--json'], "
             "capture_output=True, text=True)\n"
             "print(json.dumps({'rc': r.returncode, 'seconds': time.time() - t, 'stderr': r.stderr[-2000:], "
             "'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 'report': r.stdout}))")

@@ -490,6 +490,9 @@ def make_parser() -> argparse.ArgumentParser:
     v.add_argument("--split", metavar="SPLIT_JSON", help="a stored split to check against the data (groups, leaks)")
     v.add_argument("--no-leakage", dest="leakage", action="store_false",
                    help="skip the leakage check (same or near-identical images across the splits)")
+    v.add_argument("--leakage-features", action="store_true",
+                   help="confirm the leakage check with frozen features as training does (loads torch and a "
+                        "pretrained network); without it: perceptual hash and thumbnail similarity, a light check")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate, plugin_hooks={"tlstudio_dataset_readers"})  # no torch: a light, quick check
 

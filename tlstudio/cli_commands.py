@@ -95,7 +95,14 @@ def cmd_validate(args, plugins) -> int:
         # the text table reader takes any .csv, so it looks last
         order = {"detection": 0, "captioning": 0, "image-classification": 1}
         readers = sorted(readers, key=lambda r: order.get(getattr(r, "task", "image-classification"), 2))
-    table = read_data(args.path, args.format or "auto", options, readers, task=task)
+    cache = None
+    if args.leakage:  # the leakage check's thumbnails are made in the validating decode: each file decoded once
+        from tlstudio.core.analysis.leakage import FEATURE_SIZE
+        from tlstudio.core.data.store import CacheRequest
+        from tlstudio.core.settings import cache_dir
+
+        cache = CacheRequest(cache_dir(), FEATURE_SIZE)
+    table = read_data(args.path, args.format or "auto", options, readers, task=task, cache=cache)
     extra = validate_groups_and_leaks(args, table, plugins)
     if args.json:
         print(json.dumps(table.report.to_dict() | extra, indent=2, default=str))
@@ -143,10 +150,13 @@ def validate_groups_and_leaks(args, table, plugins) -> dict:
     task = getattr(table.reader, "task", "image-classification")
     if args.leakage and assignments is not None and task == "image-classification":
         from tlstudio.core.analysis.leakage import check_table_leaks
-        from tlstudio.core.models import ModelLibrary
 
-        lib = ModelLibrary(sources=plugins.model_sources() or None)
-        rep = check_table_leaks(table, assignments, library=lib)
+        lib = None
+        if args.leakage_features:  # frozen features too (torch and a pretrained network: about 600 MB more)
+            from tlstudio.core.models import ModelLibrary
+
+            lib = ModelLibrary(sources=plugins.model_sources() or None)
+        rep = check_table_leaks(table, assignments, library=lib, features=args.leakage_features)
         out["leakage"] = rep.to_dict() | {"split": where}
         out["lines"].append(rep.summary().replace("Leakage", f"Leakage ({where})", 1))
         for lk in rep.leaks[:50]:

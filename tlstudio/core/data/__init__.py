@@ -17,7 +17,7 @@ from .report import Item, Skipped, ValidationReport
 from .split import load_split, make_split, save_split, split_counts
 from .table import DatasetReader, ImageTable, Scan, check_trainable
 
-_LAZY = {"ImageDataset": "cache", "build_image_cache": "cache", "make_transforms": "transforms", "preset_values": "transforms",
+_LAZY = {"ImageDataset": "dataset", "build_image_cache": "cache", "make_transforms": "transforms", "preset_values": "transforms",
          "is_grayscale": "transforms", "augmentation_preview": "transforms"}
 
 __all__ = [

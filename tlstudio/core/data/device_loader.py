@@ -1,6 +1,6 @@
 """Batches of cached images delivered on the device and augmented there: a GPU that never waits.
 
-The loader the engine uses on a GPU for image datasets (:class:`~tlstudio.core.data.cache.ImageDataset`
+The loader the engine uses on a GPU for image datasets (:class:`~tlstudio.core.data.dataset.ImageDataset`
 over the memory-mapped image cache), instead of worker processes that augment image by image:
 
 - **host**: a thread reads each batch's uint8 rows from the cache in one go (in file order)
@@ -207,7 +207,7 @@ def device_loader(ctx, dataset, sampler, shuffle: bool, batch_size: int, drop_la
                   generator: torch.Generator) -> DeviceLoader | None:
     """A :class:`DeviceLoader` for ``dataset`` when the run wants one and the dataset is a
     cached-image dataset whose transform compiles; else None (the ordinary DataLoader)."""
-    from .cache import ImageDataset
+    from .dataset import ImageDataset
 
     if not wanted(ctx) or not isinstance(dataset, ImageDataset) or dataset.transform is None \
             or getattr(ctx.data, "collate", None) is not None:
