@@ -92,3 +92,28 @@ def quick_project(data: Path, technique: str = "fine-tuning", **training):
 
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+# --- the fast tier (make test-fast = pytest -m "not slow", about 3 minutes on 2 cores) ---------------
+# Besides the tests marked slow where they are written, these train several runs, install
+# plugin packages or run a whole search: measured the slowest of the unit tier, they run in
+# `make test` only.
+SLOW_MODULES = {
+    "test_resume_kill.py", "test_regularizers.py", "test_fault_plugins.py", "test_gui_recipe.py",
+    "test_models_catalog.py", "test_export.py", "test_plugins.py", "test_gui_model.py", "test_plugin_example.py",
+    "test_lrfinder.py", "test_gui_runs_scratch.py", "test_distributed.py", "test_fault_memory.py",
+    "test_gui_runs_export.py",
+}
+SLOW_TESTS = {
+    "test_cli.py::test_train_json_predict_and_runs", "test_cli.py::test_models_lists_ready_weights_and_how_to_add",
+    "test_recommend.py::test_measure_speed_times_real_training_steps",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    for item in items:
+        name = item.nodeid.split("/")[-1]
+        if item.path.name in SLOW_MODULES or name.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
