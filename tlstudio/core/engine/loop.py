@@ -275,7 +275,9 @@ class Trainer:
         """Threads, determinism, and the device: this process's own, or its rank's under torchrun."""
         if tr.threads:
             torch.set_num_threads(tr.threads)
-        elif select_device(tr.device).type == "cpu":  # 0: as many as the free cores (cpu.TorchThreads)
+        elif select_device(tr.device).type == "cpu" and not tr.deterministic:
+            # 0: as many as the free cores, checked every epoch (cpu.TorchThreads); a deterministic run
+            # keeps PyTorch's thread count, since another count sums in another order
             from .cpu import TorchThreads
 
             self.threads = TorchThreads(early_logs.append)
