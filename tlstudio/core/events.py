@@ -59,6 +59,9 @@ class Event(Mapping):
     read by name too, as in the dict form (``event["val_auc"]``, ``event.get("loss")``)."""
 
     kind: ClassVar[str] = ""
+    #: a dict field whose entries stand at the top level of the dict form (the metrics of an
+    #: epoch, a log line's detail), as run folders have always had them
+    spread: ClassVar[str | None] = None
     time: float = field(default_factory=time.time, kw_only=True)
 
     @property
@@ -80,13 +83,17 @@ class Event(Mapping):
         d = {"kind": self.kind, "v": SCHEMA_VERSION}
         for f in dataclasses.fields(self):
             d[f.name] = _clean(getattr(self, f.name))
+        if self.spread:
+            d.update(d.pop(self.spread))
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Event":
         names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        return cls(**kw)
+        ev = cls(**{k: v for k, v in d.items() if k in names and k != cls.spread})
+        if cls.spread:
+            setattr(ev, cls.spread, {k: v for k, v in d.items() if k not in names | {"kind", "v"}})
+        return ev
 
 
 @dataclass(eq=False)
@@ -132,6 +139,7 @@ class EpochEnded(Event):
     in the dict form they stand at the top level (as run folders have always had them)."""
 
     kind: ClassVar[str] = "epoch"
+    spread: ClassVar[str | None] = "metrics"
     epoch: int = 0  # 1-based
     epochs: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
@@ -141,17 +149,6 @@ class EpochEnded(Event):
     best: bool = False
     monitor: str = ""
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d.update(d.pop("metrics"))
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EpochEnded":
-        names = {f.name for f in dataclasses.fields(cls)} | {"kind", "v"}
-        ev = super().from_dict(d)
-        ev.metrics = {k: v for k, v in d.items() if k not in names}
-        return ev
 
 
 @dataclass(eq=False)
@@ -168,22 +165,11 @@ class StageChanged(Event):
 @dataclass(eq=False)
 class Log(Event):
     kind: ClassVar[str] = "log"
+    spread: ClassVar[str | None] = "data"  # event["oom"]
     message: str = ""
     level: str = "info"  # info | warning | error
     data: dict = field(default_factory=dict)  # machine-readable detail (e.g. an out-of-memory step)
 
-    # in the dict form the detail stands at the top level (``event["oom"]``), as run folders have it
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d.update(d.pop("data"))
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Log":
-        names = {f.name for f in dataclasses.fields(cls)} | {"kind", "v"}
-        ev = super().from_dict(d)
-        ev.data = {k: v for k, v in d.items() if k not in names}
-        return ev
 
 
 @dataclass(eq=False)
@@ -242,6 +228,7 @@ class RunDone(Event):
     """The run finished; ``test`` holds the scalar test figures (the full ones are in final.json)."""
 
     kind: ClassVar[str] = "done"
+    spread: ClassVar[str | None] = "extra"
     run_dir: str = ""
     run_id: str = ""
     technique: str = ""
@@ -265,17 +252,6 @@ class RunDone(Event):
         return cls(**{k: full[k] for k in names if k in full}, test=scalar_metrics(result.test),
                    extra={k: v for k, v in full.items() if k not in names and k != "test"})
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d.update(d.pop("extra"))
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RunDone":
-        names = {f.name for f in dataclasses.fields(cls)} | {"kind", "v"}
-        ev = super().from_dict(d)
-        ev.extra = {k: v for k, v in d.items() if k not in names}
-        return ev
 
 
 @dataclass(eq=False)
