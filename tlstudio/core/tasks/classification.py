@@ -213,13 +213,29 @@ def run_leak_check(ctx, table, assignments, images, valid) -> dict:
     rep = check_table_leaks(table, assignments, images, valid, library=ctx.library, device=str(ctx.device),
                             features=not big)
     if big:
-        rep.note = (f"{len(table):,} images: perceptual hash only at training time (`tlstudio validate-data` "
-                    "adds the frozen features)")
+        rep.note = (f"{len(table):,} images: perceptual hash only at training time (`tlstudio validate-data "
+                    "--leakage-features` adds the frozen features)")
     ctx.log(rep.summary(), "warning" if rep.leaks else "info")
     return rep.to_dict()
 
 
-class ImageClassificationTask(Task):
+class ClassifierTask(Task):
+    """What every one-class-per-item task shares (images, texts): cross-entropy on the model's
+    outputs, the classifier's evaluation, and the decision fitted on validation before the
+    test (calibration, operating point, prediction sets)."""
+
+    def training_step(self, ctx, batch) -> dict:
+        x, y = batch
+        return {"loss": ctx.criterion(ctx.forward(x), y)}
+
+    def evaluate(self, ctx, split: str) -> dict:
+        return evaluate_classifier(ctx, split)
+
+    def before_test(self, ctx) -> None:
+        fit_run_decision(self, ctx)
+
+
+class ImageClassificationTask(ClassifierTask):
     """Images in, one class each out: cross-entropy, the per-class figures a clinician reads
     (sensitivity, specificity, AUC, confusion matrix), calibrated predictions at the run's
     operating point, with prediction sets."""
@@ -233,16 +249,6 @@ class ImageClassificationTask(Task):
 
     def prepare_data(self, ctx):
         return prepare_image_data(ctx)
-
-    def training_step(self, ctx, batch) -> dict:
-        x, y = batch
-        return {"loss": ctx.criterion(ctx.forward(x), y)}
-
-    def evaluate(self, ctx, split: str) -> dict:
-        return evaluate_classifier(ctx, split)
-
-    def before_test(self, ctx) -> None:
-        fit_run_decision(self, ctx)
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         write_classifier_evaluation(ctx, split, metrics)

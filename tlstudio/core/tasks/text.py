@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .classification import classification_report_md, stored_split, write_classifier_evaluation
+from .classification import ClassifierTask, classification_report_md, stored_split, write_classifier_evaluation
 from ..errors import DataError, StudioError
-from .base import Task
 
 SPLITS = ("train", "val", "test")
 RUN_MODEL_DIR = "text_model"  # tokenizer + config inside a run folder
@@ -288,7 +287,7 @@ def save_run_model_files(run_dir: Path, model, tokenizer) -> Path:
 
 
 # --- the task ------------------------------------------------------------------------------------
-class TextClassificationTask(Task):
+class TextClassificationTask(ClassifierTask):
     """Texts in, one class each out: data, loss, evaluation, prediction, explanation and
     export.  The technique's settings may set ``max_length`` (tokens; default 128)."""
 
@@ -325,20 +324,6 @@ class TextClassificationTask(Task):
 
     def forward(self, ctx, x):
         return ctx.model(**x).logits
-
-    def training_step(self, ctx, batch) -> dict:
-        x, y = batch
-        return {"loss": ctx.criterion(ctx.forward(x), y)}
-
-    def evaluate(self, ctx, split: str) -> dict:
-        from .classification import evaluate_classifier
-
-        return evaluate_classifier(ctx, split)
-
-    def before_test(self, ctx) -> None:
-        from .classification import fit_run_decision
-
-        fit_run_decision(self, ctx)
 
     def write_evaluation(self, ctx, split: str, metrics: dict) -> None:
         write_classifier_evaluation(ctx, split, metrics, {"text": list(ctx.data.split_texts(split))})
