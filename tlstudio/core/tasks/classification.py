@@ -20,7 +20,25 @@ from .base import Task
 SPLITS = ("train", "val", "test")
 
 
-class ImageData:
+class SplitItems:
+    """A classifier's data by split: ``table`` (its items), ``indices`` (split -> item indices)
+    and ``_labels`` (one class index per item); images and texts share these reads."""
+
+    table: Any
+    indices: dict[str, np.ndarray]
+    _labels: np.ndarray
+
+    def has_split(self, split: str) -> bool:
+        return len(self.indices.get(split, ())) > 0
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._labels[self.indices[split]]
+
+    def refs(self, split: str) -> list[str]:
+        return [self.table.items[i].ref for i in self.indices[split]]
+
+
+class ImageData(SplitItems):
     """The prepared images of one run: decoded once, cached, split, ready for loaders."""
 
     #: the target domain (a :class:`tlstudio.core.techniques.target.TargetData`), when a technique
@@ -56,14 +74,6 @@ class ImageData:
         self._augmentation = value
         self._transforms = {}
 
-    def has_split(self, split: str) -> bool:
-        return len(self.indices.get(split, ())) > 0
-
-    def labels(self, split: str) -> np.ndarray:
-        return self._labels[self.indices[split]]
-
-    def refs(self, split: str) -> list[str]:
-        return [self.table.items[i].ref for i in self.indices[split]]
 
     def transform(self, train: bool):
         if train not in self._transforms:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .classification import ClassifierTask, classification_report_md, stored_split, write_classifier_evaluation
+from .classification import ClassifierTask, SplitItems, classification_report_md, stored_split, write_classifier_evaluation
 from ..errors import DataError, StudioError
 
 SPLITS = ("train", "val", "test")
@@ -85,7 +85,7 @@ def model_max_length(tokenizer, config_path: Path | None = None) -> int | None:
     return int(pos) if isinstance(pos, int) and pos > 0 else None
 
 
-class TextData:
+class TextData(SplitItems):
     """The prepared texts of one run: read, checked, split and tokenized once."""
 
     def __init__(self, table, assignments: list[str], tokenizer, max_length: int, folder: Path,
@@ -105,15 +105,7 @@ class TextData:
         self.ids, self.lengths = encode(tokenizer, self.texts, self.max_length)
         self.collate = PadCollate(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
-    # what the engine and the techniques use
-    def has_split(self, split: str) -> bool:
-        return len(self.indices.get(split, ())) > 0
-
-    def labels(self, split: str) -> np.ndarray:
-        return self._labels[self.indices[split]]
-
-    def refs(self, split: str) -> list[str]:
-        return [self.table.items[i].ref for i in self.indices[split]]
+    # what the engine and the techniques use (has_split, labels, refs: SplitItems)
 
     def split_texts(self, split: str) -> list[str]:
         return [self.texts[i] for i in self.indices[split]]
