@@ -19,9 +19,9 @@ from collections import Counter
 from pathlib import Path
 
 TASK_IDS = ("image-classification", "detection", "captioning", "text-classification")
-# a comparison with a task id: == / != / in ( ... ) / a dict keyed by task ids
-TASK_CMP = re.compile(r"""(==|!=|\bin\b|\bnot in\b)\s*\(?\s*["'](%s)["']|["'](%s)["']\s*(==|!=)""" %
-                      ("|".join(TASK_IDS), "|".join(TASK_IDS)))
+# a comparison with a task id: == / != / in ( ... ) / a dict keyed by task ids ({"detection": "boxes"})
+TASK_CMP = re.compile(r"""(==|!=|\bin\b|\bnot in\b)\s*\(?\s*["'](%s)["']|["'](%s)["']\s*(==|!=)"""
+                      r"""|["'](%s)["']\s*:\s*["'(]""" % (("|".join(TASK_IDS),) * 3))
 
 
 def modules(root: Path) -> dict[str, Path]:

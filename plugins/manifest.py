@@ -3,6 +3,7 @@ manifests behind the entry points of the group ``tlstudio.manifests`` (see docs/
 `tlstudio plugins` lists a plugin from its manifest; training, the window and every other
 command import the plugin itself.  ``tests/test_api.py`` checks that each manifest says what
 its plugin offers."""
+from tlstudio.api import BUILTIN_TASKS as _BUILTIN_TASK_TRAITS
 
 BERT_TEXT_CLASSIFICATION = {'tlstudio_techniques': [{'id': 'bert-text-classification',
                                                      'title': 'Text classification (BERT)',
@@ -14,10 +15,7 @@ BUILTIN_MODEL_SOURCES = {'tlstudio_model_sources': [{'id': 'user-folder'},
                                                     {'id': 'huggingface'},
                                                     {'id': 'timm-local'}]}
 BUILTIN_READERS = {'tlstudio_dataset_readers': [{'id': 'folder'}, {'id': 'csv'}, {'id': 'npz'}, {'id': 'dicom'}]}
-BUILTIN_TASKS = {'tlstudio_tasks': [{'id': 'image-classification', 'title': 'Image classification'},
-                                    {'id': 'detection', 'title': 'Object detection'},
-                                    {'id': 'captioning', 'title': 'Image captioning'},
-                                    {'id': 'text-classification', 'title': 'Text classification'}]}
+BUILTIN_TASKS = {'tlstudio_tasks': [t.manifest() for t in _BUILTIN_TASK_TRAITS]}
 CAPTION_READERS = {'tlstudio_dataset_readers': [{'id': 'coco-captions'}, {'id': 'captions-csv'}]}
 CAPTIONING = {'tlstudio_techniques': [{'id': 'captioning',
                                        'title': 'Image captioning (CNN + LSTM)',

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tlstudio.core.tasks.traits import TaskTraits
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -86,3 +88,17 @@ def test_each_builtin_manifest_says_what_its_plugin_offers():
             assert (item["title"], item["task"]) == (t.title, t.task)
         for item in manifest.get("tlstudio_tasks", []):
             assert item["title"] == tasks[item["id"]].title
+            assert TaskTraits.from_manifest(item) == tasks[item["id"]].traits  # the window's words and tools
+
+
+def test_a_task_is_described_before_its_plugin_loads(tmp_path):
+    """The window asks a task's traits (its words, its tools) from the manifests, without
+    importing the plugins or torch; once loaded, the task itself answers the same."""
+    code = ("import sys, json; from tlstudio.core.tasks.traits import task_traits; "
+            "t = task_traits('text-classification'); d = task_traits('detection'); u = task_traits('no-such-task'); "
+            "print(json.dumps([t.texts, t.data_title, d.annotation_kind.plural, d.can('leakage-check'), "
+            "task_traits('image-classification').can('leakage-check'), u.abilities == frozenset(), "
+            "'torch' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [True, "Texts", "boxes", False, True, True, False]

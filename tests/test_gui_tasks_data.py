@@ -129,3 +129,35 @@ def test_a_folder_of_sentence_files_offers_a_test_file(qtbot, tmp_path):
     assert {it.split for it in page.table.items if it.meta["file"] == "yelp_labelled"} == {"test"}
     assert "test 10" in page.summary.text()  # the yelp file is the test set
     close_window(qtbot, w)
+
+
+def test_the_window_knows_each_task_before_the_plugins_load(qtbot):
+    """From the manifests alone (no plugin imported yet): the Data page shows each task's own
+    words and tools, and the Technique page lists the techniques, greyed out until they load."""
+    from PySide6.QtCore import Qt
+
+    from tlstudio.gui.mainwindow import MainWindow
+
+    w = MainWindow()
+    w.confirm = False
+    qtbot.addWidget(w)
+    assert w.studio.plugins is None
+    data, tech = w.page("data"), w.page("technique")
+    seen = {}
+    for task in ("image-classification", "text-classification", "detection", "captioning"):
+        w.studio.project.task = task
+        data._show_task()
+        seen[task] = (data.src_box.title(), not data.columns_row.isHidden(), data.src_form.isRowVisible(data.target_row),
+                      data.tabs.isTabVisible(data.tabs.indexOf(data.shift_tab)), not data.aug_box.isHidden())
+    assert seen == {"image-classification": ("Images", False, True, True, True),
+                    "text-classification": ("Texts", True, False, False, False),
+                    "detection": ("Annotated images", False, False, False, True),
+                    "captioning": ("Captioned images", False, False, False, True)}
+    w.studio.project.task = "image-classification"
+    tech.fill()
+    items = {tech.list.item(i).data(Qt.ItemDataRole.UserRole): tech.list.item(i) for i in range(tech.list.count())}
+    assert {"fine-tuning", "faster-rcnn", "bert-text-classification"} <= set(items)
+    assert "for images with boxes (loading…)" in items["faster-rcnn"].text()
+    assert not items["fine-tuning"].flags() & Qt.ItemFlag.ItemIsEnabled
+    assert w.studio.plugins is None
+    w.close()

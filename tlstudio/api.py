@@ -19,6 +19,7 @@ _MODULES = {
     "tlstudio.core.techniques.base": ["Technique", "TechniqueConfig", "Callback", "Recipe", "HeadSettings",
                                       "LayerSettings", "RegularisationSettings", "PLAIN_TECHNIQUE"],
     "tlstudio.core.tasks.base": ["Task"],
+    "tlstudio.core.tasks.traits": ["TaskTraits", "ABILITIES", "BUILTIN_TASKS"],
     "tlstudio.core.events": ["Event", "RunStarted", "Progress", "BatchEnded", "EpochEnded", "StageChanged", "Log",
                              "RunDone", "RunWasStopped", "RunFailed", "RunResult", "LrStep", "LrFound", "UnknownEvent",
                              "event_from_dict"],

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from .cli_commands import (cmd_decide, cmd_doctor, cmd_export, cmd_import_weights, cmd_models, cmd_plugins,
                            cmd_predict, cmd_report, cmd_runs, cmd_validate)
+from .core.tasks.traits import manifest_traits, task_traits
 from .cli_common import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, _console, _err, _print_final
 
 
@@ -60,7 +61,7 @@ def build_project(args, plugins):
             data["task"] = plugins.technique(args.technique).task
         except Exception:  # noqa: BLE001 - an unknown technique is reported by the engine
             pass
-    if data["task"] == "text-classification" and args.model is None and not args.project:
+    if task_traits(data["task"], plugins).texts and args.model is None and not args.project:
         from tlstudio.core.models.huggingface import the_text_model
 
         data["model"]["architecture"] = the_text_model()  # the one found here (else it says which to choose)
@@ -483,7 +484,7 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate-data", help="check a data set and print its report")
     v.add_argument("path")
     v.add_argument("--format")
-    v.add_argument("--task", choices=("any", "image-classification", "detection", "captioning", "text-classification"),
+    v.add_argument("--task", choices=("any", *manifest_traits()),  # the installed tasks (their manifests: no torch)
                    help="only the readers of this task (default: any that recognises the data)")
     v.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a reader option, e.g. text_column=review or label_names='0=negative,1=positive'")

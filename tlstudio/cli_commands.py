@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .core.tasks.traits import table_task, task_traits
 from .cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _console, _err
 
 
@@ -91,10 +92,10 @@ def cmd_validate(args, plugins) -> int:
     readers = plugins.readers() or None
     task = None if args.task in (None, "any") else args.task
     if readers:
-        # detection / captioning readers recognise their files by content: let them look first;
+        # readers of annotated images recognise their files by content: let them look first;
         # the text table reader takes any .csv, so it looks last
-        order = {"detection": 0, "captioning": 0, "image-classification": 1}
-        readers = sorted(readers, key=lambda r: order.get(getattr(r, "task", "image-classification"), 2))
+        readers = sorted(readers, key=lambda r: 0 if getattr(r, "annotation", None) else
+                         2 if task_traits(getattr(r, "task", "")).texts else 1)
     cache = None
     if args.leakage:  # the leakage check's thumbnails are made in the validating decode: each file decoded once
         from tlstudio.core.analysis.leakage import FEATURE_SIZE
@@ -147,8 +148,7 @@ def validate_groups_and_leaks(args, table, plugins) -> dict:
             out["lines"].append(f"  {where}: " + (f"{len(gs['leaking']):,} group(s) lie in more than one split "
                                                   f"({gs['leaking_items']:,} items), e.g. {gs['leaking'][0]}: a leak"
                                                   if gs["leaking"] else "no group lies in two splits"))
-    task = getattr(table.reader, "task", "image-classification")
-    if args.leakage and assignments is not None and task == "image-classification":
+    if args.leakage and assignments is not None and task_traits(table_task(table)).can("leakage-check"):
         from tlstudio.core.analysis.leakage import check_table_leaks
 
         lib = None

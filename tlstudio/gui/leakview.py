@@ -10,6 +10,8 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from tlstudio.core.tasks.traits import table_task
+
 from .widgets import heading, hint, pixmap_from_array, thumbnail
 
 THUMB = 72
@@ -121,7 +123,7 @@ class GroupsLeakPanel(QWidget):
             self.groups.setText("Patients are counted for classification data.")
             self.check_btn.setEnabled(False)
             return
-        self.check_btn.setEnabled(getattr(table.reader, "task", "image-classification") == "image-classification")
+        self.check_btn.setEnabled(self.studio.traits(table_task(table)).can("leakage-check"))
         self.assignments, where, chk = project_split(table, self.studio.project)
         gs = group_summary(table, self.assignments)
         if gs:

@@ -206,11 +206,12 @@ class ShiftPanel(QGroupBox):
 
     def update_enabled(self) -> None:
         p = self.studio.project
-        ok = bool(p.data.source and p.data.target_source) and p.task == "image-classification"
+        measurable = self.studio.traits().can("target-domain")
+        ok = bool(p.data.source and p.data.target_source) and measurable
         self.button.setEnabled(ok and self.task is None)
         if not ok and self.task is None:
-            self.status.setText("Choose a target domain above to measure the shift." if p.task == "image-classification"
-                                else "The shift measure compares images.")
+            self.status.setText("Choose a target domain above to measure the shift." if measurable
+                                else "The shift measure compares images of classes.")
 
     def start(self) -> None:
         if self.task is not None:

@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, Signal
 
 from tlstudio.core.config import ModelConfig, Project, TrainingConfig, load_project
 from tlstudio.core.settings import Settings, load_settings, save_settings
+from tlstudio.core.tasks.traits import TaskTraits, table_task, task_traits
 
 from .forms import friendly_error, humanize
 from .tasks import ErrorInfo, TaskRunner
@@ -131,6 +132,11 @@ class Studio(QObject):
         self.modelsChanged.emit()
         self.problemsChanged.emit()
 
+    def traits(self, task: str | None = None) -> TaskTraits:
+        """What ``task`` (default: the project's) is like: its words and the tools that apply,
+        from its plugin's manifest until the plugins have loaded, then from the task itself."""
+        return task_traits(task or self.project.task, self.plugins)
+
     def text_model(self, name: str):
         """The text model (HFModelChoice) that ``name`` means: a found folder's name or path."""
         for c in self.text_models or []:
@@ -141,7 +147,7 @@ class Studio(QObject):
     def _take_text_model(self) -> None:
         """A text technique with an image model named: the one text model found is taken."""
         p = self.project
-        if p.task != "text-classification" or self.text_models is None or self.text_model(p.model.architecture):
+        if not self.traits().texts or self.text_models is None or self.text_model(p.model.architecture):
             return
         if Path(p.resolve(p.model.architecture)).is_dir() and p.model.architecture not in ("", "auto"):
             return  # a folder the user chose
@@ -279,7 +285,7 @@ class Studio(QObject):
             self.project.task = task
             if task in self._models_by_task:  # back to a task: the model it had
                 self.project.model.architecture = self._models_by_task[task]
-            elif task != "text-classification" and self.text_model(self.project.model.architecture):
+            elif not self.traits(task).texts and self.text_model(self.project.model.architecture):
                 self.project.model.architecture = ModelConfig().architecture  # an image model, not a text one
             self._take_text_model()
         self._edited("technique")
@@ -303,12 +309,8 @@ class Studio(QObject):
 
     def data_task(self) -> str | None:
         """The task the data were read for, when they hold something usable (else None)."""
-        from tlstudio.core.analysis.guide import TASK_OF_TABLE
-
-        from .taskdata import table_kind
-
         t = self.data_table
-        return TASK_OF_TABLE.get(table_kind(t)) if t is not None and getattr(t, "items", None) else None
+        return table_task(t) if t is not None and getattr(t, "items", None) else None
 
     def _data_problem(self) -> str | None:
         """Why the data read cannot train (no usable image, one class ...), in the engine's words."""
@@ -379,7 +381,7 @@ class Studio(QObject):
                                 for err in e.errors()]
                     except Exception as e:  # noqa: BLE001 - a plugin's Config that raises
                         out.append(f"Technique settings: {type(e).__name__}: {e}")
-        if p.task == "text-classification":
+        if self.traits().texts:
             if self.text_models is not None and not self.text_model(p.model.architecture) \
                     and not p.resolve(p.model.architecture).is_dir():
                 found = ", ".join(c.name for c in self.text_models) or "none is on this computer"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tlstudio.core.tasks.traits import ANNOTATION_KINDS
+
 TEXTS_PER_CLASS = 5
 ANNOTATED_IMAGES = 12
 BOX_COLORS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (213, 94, 0), (86, 180, 233),
@@ -14,14 +16,15 @@ BOX_COLORS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (213
 
 
 def table_kind(table) -> str:
-    """"text", "detection", "captioning" or "image" (what the Data page draws)."""
+    """What the Data page draws: "text", "image" (a class each), or what annotated images
+    carry ("box", "caption": a key of ANNOTATION_KINDS)."""
     if table is None:
         return "image"
     if hasattr(table, "texts") and not hasattr(table, "load_image"):
         return "text"
-    task = getattr(table, "task", None) or getattr(getattr(table, "report", None), "task", None)
-    if hasattr(table, "annotation") and task in ("detection", "captioning"):
-        return task
+    annotation = getattr(getattr(table, "report", None), "annotation", None)
+    if hasattr(table, "annotation") and annotation in ANNOTATION_KINDS:
+        return annotation
     return "image"
 
 

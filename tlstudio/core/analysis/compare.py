@@ -27,6 +27,7 @@ import numpy as np
 
 from ..config import Project, TrainingConfig
 from ..errors import StudioError
+from ..tasks.traits import task_traits
 
 EventCallback = Callable[[dict], None]
 
@@ -236,16 +237,17 @@ def baseline_project(project: Project, plugins=None) -> Project:
     tech = plugins.technique(project.technique.id)
     p = project.model_copy(deep=True)
     p._path = project.path
+    plain_id = task_traits(project.task, plugins).plain_technique
     if tech.baseline_settings is not None:
-        plain = plugins.technique(PLAIN_TECHNIQUE)
+        plain = plugins.technique(plain_id or PLAIN_TECHNIQUE)
         recipe_fields = set(plain.Config.model_fields)
         tid = tech.id
         settings = {k: v for k, v in project.technique.settings.items() if k not in recipe_fields}
         settings.update(tech.baseline_settings)
         recommended = plain.recommended_training()
-    elif project.task == "image-classification":
-        tid, settings = PLAIN_TECHNIQUE, {}
-        recommended = plugins.technique(PLAIN_TECHNIQUE).recommended_training()
+    elif plain_id:
+        tid, settings = plain_id, {}
+        recommended = plugins.technique(plain_id).recommended_training()
     else:
         tid, settings, recommended = tech.id, {}, tech.recommended_training()
     p.technique.id, p.technique.settings = tid, settings
@@ -263,20 +265,21 @@ def _same_recipe(a: Project, b: Project, plugins) -> bool:
 
 
 def scratch_project(project: Project, plugins=None) -> Project:
-    """The plain recipe from random initialisation, on the same budget: an image classifier
-    trains every layer (``fine-tuning`` with its defaults, L2-SP off: there is no pretrained
-    point to stay near, weight decay instead) from no pretrained weights and no earlier run.
-    A frozen random network would be a straw man.  Other tasks keep their technique and
-    settings and only lose the pretrained weights."""
-    from ..techniques.base import PLAIN_TECHNIQUE
+    """The plain recipe from random initialisation, on the same budget: a task with a plain
+    recipe (an image classifier: ``fine-tuning``) trains every layer with its defaults, L2-SP
+    off (there is no pretrained point to stay near, weight decay instead), from no pretrained
+    weights and no earlier run.  A frozen random network would be a straw man.  Other tasks
+    keep their technique and settings and only lose the pretrained weights."""
     from ..plugins import get_plugin_manager
 
     p = project.model_copy(deep=True)
     p._path = project.path
-    if project.task == "image-classification":
-        plugins = plugins or get_plugin_manager()
-        p.technique.id, p.technique.settings = PLAIN_TECHNIQUE, {"l2sp": 0.0}
-        p.training = _budget_training(project, plugins.technique(PLAIN_TECHNIQUE).recommended_training())
+    plugins = plugins or get_plugin_manager()
+    plain_id = task_traits(project.task, plugins).plain_technique
+    if plain_id:
+        plain = plugins.technique(plain_id)
+        p.technique.id, p.technique.settings = plain_id, ({"l2sp": 0.0} if "l2sp" in plain.Config.model_fields else {})
+        p.training = _budget_training(project, plain.recommended_training())
     p.model.weights = "none"
     p.model.from_run = ""
     p.name = f"{project.name} (from scratch)"
@@ -382,7 +385,7 @@ def compare_with_scratch(project: Project, seeds: int | Sequence[int] = 3, metri
     transfer = Arm("transfer", f"run:{project.model.from_run}" if project.model.from_run else project.model.weights,
                    recipe=f"{project.technique.id} as set")
     scratch = Arm("scratch", "none", recipe=f"{scratch_p.technique.id} "
-                  + ("with its defaults, L2-SP off" if project.task == "image-classification" else "as set"))
+                  + ("with its defaults, L2-SP off" if task_traits(project.task, plugins).plain_technique else "as set"))
     _train_arms([(transfer, project), (scratch, scratch_p)], seed_list, metric, "Negative-transfer check", on_event,
                 control, runs_dir, plugins)
     return ScratchComparison(metric, transfer, scratch)

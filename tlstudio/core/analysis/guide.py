@@ -3,8 +3,8 @@ data, and how long training takes on this computer (quick, standard or thorough)
 
 ``recommend_technique`` applies a few rules, each with the sentence the window shows:
 
-- texts, boxes or captions: the technique of that task (text classification, Faster R-CNN,
-  captioning);
+- a task without the ``technique-advice`` ability (texts, boxes, captions): the technique of
+  that task (text classification, Faster R-CNN, captioning);
 - images and a target domain (images from another scanner or hospital): domain-adversarial
   training (DANN), which learns from the target images without their labels;
 - images with fewer than ``FEW_PER_CLASS`` training images in the smallest class: frozen
@@ -20,16 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..tasks.traits import task_traits
+
 #: fewer training images than this in the smallest class: propose frozen features
 FEW_PER_CLASS = 20
 #: quick / standard / thorough as shares of the technique's recommended epochs
 DURATIONS = {"quick": 0.4, "standard": 1.0, "thorough": 2.0}
 #: evaluating one image (forward pass only) costs about this share of training on it
 EVAL_COST = 0.35
-TASK_OF_TABLE = {"image": "image-classification", "text": "text-classification", "detection": "detection",
-                 "captioning": "captioning"}
-NOUNS = {"image-classification": "images in classes", "text-classification": "texts",
-         "detection": "images with boxes", "captioning": "images with captions"}
 #: the best measured recipe (docs/results.md, BreastMNIST, 3 seeds, 128 px, 2 CPU threads)
 MEASURED = ("test AUC 0.923 ± 0.013, accuracy 0.893 ± 0.024 over 3 seeds on BreastMNIST (breast ultrasound), "
             "MobileNetV2 at 128 px: docs/results.md")
@@ -43,15 +41,16 @@ class TechniqueAdvice:
 
 
 def recommend_technique(techniques: dict, task: str, n_train: int | None = None, smallest_class: int | None = None,
-                        has_target: bool = False) -> TechniqueAdvice | None:
+                        has_target: bool = False, plugins=None) -> TechniqueAdvice | None:
     """The technique to propose for data of ``task`` (see the module docstring); None when no
     technique of the task is available.  ``techniques``: id -> Technique (the plugins')."""
     of_task = {tid: t for tid, t in techniques.items() if getattr(t, "task", "") == task}
     if not of_task:
         return None
-    if task != "image-classification":
+    traits = task_traits(task, plugins)
+    if not traits.can("technique-advice"):
         tid = next(iter(of_task))
-        return TechniqueAdvice(tid, f"{of_task[tid].title or tid} is the technique for {NOUNS.get(task, task)}.")
+        return TechniqueAdvice(tid, f"{of_task[tid].title or tid} is the technique for {traits.noun}.")
     if has_target and "dann" in of_task:
         return TechniqueAdvice("dann", "Your project names images from another scanner or hospital (the target "
                                        "domain): domain-adversarial training learns to treat both alike, without "

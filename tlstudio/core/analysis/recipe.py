@@ -34,6 +34,7 @@ from typing import Callable
 
 from ..config import Project, TrainingConfig
 from ..errors import StudioError
+from ..tasks.traits import task_traits
 
 EventCallback = Callable[[dict], None]
 
@@ -319,7 +320,7 @@ def find_recipe(project: Project, budget_minutes: float | None = None, metric: s
     from ..plugins import get_plugin_manager
 
     plugins = plugins or get_plugin_manager()
-    if project.task != "image-classification":
+    if not task_traits(project.task, plugins).can("recipe-search"):
         raise StudioError("The recipe search compares image-classification recipes (frozen features, fine-tuning, "
                           f"progressive unfreezing); this project's task is {project.task}.")
     if metric not in ("auto", "auc", "accuracy"):

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io import stable_hash
+from ..tasks.traits import ANNOTATION_KINDS, AnnotationKind
 from .image import read_file
 from .report import SHOWN_SKIPPED, Item, Skipped, ValidationReport
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, _probe, _sizes, natural_key, parallel_map
@@ -21,9 +22,10 @@ from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, _probe
 @dataclass
 class AnnotationReport(ValidationReport):
     """The validation report of annotated images.  ``counts`` holds boxes per class
-    (detection); ``annotations`` the usable boxes or captions in all."""
+    (annotations with classes); ``annotations`` the usable boxes or captions in all."""
 
     task: str = "detection"
+    annotation: str = "box"  # what the images carry (:data:`~tlstudio.core.tasks.traits.ANNOTATION_KINDS`)
     images: int = 0
     annotations: int = 0
     empty_images: int = 0  # usable images without any box (negatives) or caption
@@ -33,18 +35,23 @@ class AnnotationReport(ValidationReport):
         return self.images
 
     @property
+    def kind(self) -> AnnotationKind:
+        return ANNOTATION_KINDS[self.annotation]
+
+    @property
     def noun(self) -> str:
-        return "boxes" if self.task == "detection" else "captions"
+        return self.kind.plural
 
     def summary(self) -> str:
+        kind = self.kind
         head = (f"{self.images:,} usable images with {self.annotations:,} {self.noun}"
-                + (f" in {len(self.counts)} classes" if self.task == "detection" else "")
+                + (f" in {len(self.counts)} classes" if kind.classes else "")
                 + f" (read from {self.source} as {self.reader}).")
         lines = [head]
-        if self.task == "detection":
-            lines += [f"  {name}: {n:,} boxes" for name, n in self.counts.items()]
-            if self.empty_images:
-                lines.append(f"  {self.empty_images:,} images have no box (used as background-only images)")
+        if kind.classes:
+            lines += [f"  {name}: {n:,} {kind.plural}" for name, n in self.counts.items()]
+        if kind.empty_use and self.empty_images:
+            lines.append(f"  {self.empty_images:,} images have no {kind.name} (used as {kind.empty_use})")
         for split, n in self.split_counts.items():
             lines.append(f"  {split}: {sum(n.values()) if isinstance(n, dict) else n:,} images")
         if self.skipped:
@@ -87,9 +94,12 @@ class AnnotatedTable(ImageTable):
 class AnnotatedReader(DatasetReader):
     """Base of detection and captioning readers: ``scan`` lists images (``Item``s whose
     ``meta`` holds raw annotations, each with a ``where`` for messages); ``check`` keeps
-    the annotations of one decoded image that are usable and says why the others are not."""
+    the annotations of one decoded image that are usable and says why the others are not.
+    ``annotation`` says what the images carry (a key of
+    :data:`~tlstudio.core.tasks.traits.ANNOTATION_KINDS`: "box", "caption")."""
 
     task = "detection"
+    annotation = "box"
 
     def load_image(self, item: Item) -> np.ndarray:
         return read_file(item.ref)[0]
@@ -118,7 +128,7 @@ def validate_annotated(reader: AnnotatedReader, source: Path, scan: Scan, option
                        should_stop: ShouldStop = None) -> AnnotatedTable:
     """Decode every scanned image (thread pool), check its annotations against its size,
     drop what cannot be used, and write the report."""
-    task = reader.task
+    task, kind = reader.task, ANNOTATION_KINDS[reader.annotation]
     probes = list(parallel_map(lambda it: _probe(reader, it), scan.items, progress, should_stop))
     items, ok, skipped = [], [], list(scan.skipped)
     empty = 0
@@ -129,15 +139,15 @@ def validate_annotated(reader: AnnotatedReader, source: Path, scan: Scan, option
             continue
         w, h = probe[0], probe[1]
         item.meta["width"], item.meta["height"] = int(w), int(h)
-        had = len(item.meta.get("boxes", item.meta.get("captions", [])))
+        had = len(item.meta.get(kind.plural, []))
         skipped += reader.check(item, w, h)
-        left = len(item.meta.get("boxes", item.meta.get("captions", [])))
-        if task == "captioning" and not left:
-            skipped.append(Skipped(item.ref, "no usable caption" + (" (all were skipped)" if had else "")))
+        left = len(item.meta.get(kind.plural, []))
+        if not kind.empty_use and not left:
+            skipped.append(Skipped(item.ref, f"no usable {kind.name}" + (" (all were skipped)" if had else "")))
             continue
-        if task == "detection" and had and not left:
-            skipped.append(Skipped(item.ref, "none of this image's boxes is usable: image left out "
-                                             "(it would teach that its objects are background)"))
+        if kind.empty_use and had and not left:
+            skipped.append(Skipped(item.ref, f"none of this image's {kind.plural} is usable: image left out "
+                                             f"(it would teach that its objects are background)"))
             continue
         empty += not left
         item.meta.pop("where", None)
@@ -147,28 +157,28 @@ def validate_annotated(reader: AnnotatedReader, source: Path, scan: Scan, option
     warnings = list(scan.warnings)
     class_names: list[str] = []
     counts: dict[str, int] = {}
-    if task == "detection":
+    if kind.classes:
         found = Counter(lab for it in items for lab in it.meta.get("labels", []))
         wanted = scan.class_names or sorted(found, key=natural_key)
         for c in wanted:
             if not found.get(c):
-                warnings.append(f"class '{c}' has no usable box: left out")
+                warnings.append(f"class '{c}' has no usable {kind.name}: left out")
         class_names = [c for c in wanted if found.get(c)]
         counts = {c: found[c] for c in class_names}
         few = [c for c, n in counts.items() if n < 5]
         if few:
             warnings.append(f"class{'es' if len(few) > 1 else ''} {', '.join(repr(c) for c in few)} "
-                            f"{'have' if len(few) > 1 else 'has'} fewer than 5 boxes")
+                            f"{'have' if len(few) > 1 else 'has'} fewer than 5 {kind.plural}")
         if items and empty == len(items):
-            warnings.append("no image has a box: a detector needs boxes to learn from")
-    n_ann = sum(len(it.meta.get("boxes", it.meta.get("captions", []))) for it in items)
+            warnings.append(f"no image has a {kind.name}: a {task} model needs {kind.plural} to learn from")
+    n_ann = sum(len(it.meta.get(kind.plural, [])) for it in items)
 
     groups: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(ok):
         groups[p[3]].append(i)
     dups = [[items[i].ref for i in g] for g in groups.values() if len(g) > 1]
     report = AnnotationReport(source=str(source), reader=reader.id, counts=counts, skipped=skipped, duplicates=dups,
-                              sizes=_sizes(ok), warnings=warnings, task=task, images=len(items),
+                              sizes=_sizes(ok), warnings=warnings, task=task, annotation=kind.name, images=len(items),
                               annotations=n_ann, empty_images=empty)
     table = AnnotatedTable(reader, source, items, class_names, report, options)
     table.task = task
@@ -181,8 +191,10 @@ def check_annotated(table: AnnotatedTable) -> None:
         reasons = table.report.skipped
         extra = f" ({len(reasons):,} skipped, e.g. {reasons[0].ref}: {reasons[0].reason})" if reasons else ""
         raise DataError(f"no usable annotated images found in {table.source}{extra}")
-    if table.task == "detection" and not table.class_names:
-        raise DataError(f"no usable box found in {table.source}: a detector needs labelled boxes")
+    kind = table.report.kind
+    if kind.classes and not table.class_names:
+        raise DataError(f"no usable {kind.name} found in {table.source}: a {table.task} model needs labelled "
+                        f"{kind.plural}")
     if len(table.items) < 3:
         raise DataError(f"only {len(table.items)} usable image(s) in {table.source}: at least 3 are needed "
                         "(training, validation and test)")

@@ -23,6 +23,7 @@ _WORD = re.compile(r"\w", re.UNICODE)
 
 class CaptionReader(AnnotatedReader):
     task = "captioning"
+    annotation = "caption"
 
     def check(self, item: Item, width: int, height: int) -> list[Skipped]:
         keep, out = [], []

@@ -28,6 +28,7 @@ from .npzcheck import numbers_out_of_range as _numbers_out_of_range
 from .report import Item, Skipped
 from .sanity import label_problem
 from .sanity import short as _short
+from ..tasks.traits import task_traits
 from .store import CacheRequest
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
 
@@ -434,6 +435,11 @@ def builtin_readers() -> list[DatasetReader]:
     return [FolderReader(), CsvReader(), NpzReader(), DicomReader()]
 
 
+def has_builtin_readers(task: str) -> bool:
+    """Whether core's own readers read data of ``task`` (before any plugin has loaded)."""
+    return any(r.task == task for r in builtin_readers())
+
+
 @hookimpl
 def tlstudio_dataset_readers():
     return builtin_readers()
@@ -452,7 +458,7 @@ def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None
         raise DataError(f"{source}: no such file or folder")
     if readers is None:
         readers = builtin_readers()
-        if task not in (None, "image-classification"):
+        if task is not None and task_traits(task).texts:
             from .text import text_readers
 
             readers += text_readers()
@@ -462,8 +468,7 @@ def read_data(source: str | Path, fmt: str = "auto", options: dict | None = None
         candidates = [r for r in sorted(readers, key=lambda r: bool(getattr(r, "catch_all", False)))
                       if _recognises(r, source)]
         if not candidates:
-            expected = ("a folder of class folders, a .csv, an .npz or DICOM files" if task == "image-classification"
-                        else "; ".join(f"{r.title}" for r in readers))
+            expected = (task_traits(task).sources if task is not None else "") or "; ".join(r.title for r in readers)
             raise DataError(f"{source}: no reader recognises this data (readers: {ids}); expected {expected}")
     else:
         candidates = [r for r in readers if r.id == fmt][:1]

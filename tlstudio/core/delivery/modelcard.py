@@ -9,13 +9,8 @@ from pathlib import Path
 
 from ..analysis.summary import decision_markdown, decision_rows
 from ..analysis.confidence import read_json, test_results
+from ..tasks.traits import task_traits
 
-TASK_WORDS = {
-    "image-classification": "sorts an image into one of its classes",
-    "text-classification": "sorts a text into one of its classes",
-    "detection": "finds and labels objects in an image",
-    "captioning": "writes a caption for an image",
-}
 
 
 def _f(v, digits: int = 3) -> str:
@@ -47,7 +42,7 @@ def library_versions() -> dict[str, str]:
 
 
 def default_intended_use(task: str, labels: list[str], data: dict, project_name: str) -> str:
-    what = TASK_WORDS.get(task, f"does {task}")
+    what = task_traits(task).purpose or f"does {task}"
     classes = ", ".join(labels) if labels else "its outputs"
     size = data.get("image_size")
     return (f"This model {what} ({classes}). It was adapted with Transfer Learning Studio from the project "

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 from ..io import atomic_write_text
+from ..tasks.traits import task_traits
 from ..analysis.confidence import read_json, test_results
 
 _CSS = """
@@ -183,7 +184,7 @@ def html_report(run_dir: str | Path, out: str | Path | None = None, n_boot: int 
     try:
         project = run.project()
         name, tech, model = project.name, project.technique.id, project.model.architecture
-        if project.task in ("image-classification", "detection"):
+        if task_traits(project.task).can("flips"):
             flips = project.augmentation.flips_summary()
     except Exception:  # noqa: BLE001 - a damaged project file still gets a report
         name, tech, model = d.name, final.get("technique", "?"), final.get("model", "?")

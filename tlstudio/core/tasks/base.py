@@ -32,11 +32,21 @@ result_view(run_dir, parent)      the window's view of a finished run (Qt import
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
+
+from .traits import TaskTraits
 
 
 class Task:
-    """Base class of tasks (see the module docstring)."""
+    """Base class of tasks (see the module docstring).
+
+    A task says what it is like in ``traits`` (:class:`~.traits.TaskTraits`: its data, the
+    window's words, the studio's tools that apply to it); ``id``, ``title``, ``description``,
+    ``item`` and ``inputs`` are read from there.  A subclass may instead set those attributes
+    (and ``annotation``/``abilities``): its traits are then made from them."""
+
+    traits: ClassVar[TaskTraits] = TaskTraits(id="")
 
     #: id used in project files ("image-classification")
     id: ClassVar[str] = ""
@@ -55,6 +65,18 @@ class Task:
     series: ClassVar[dict[str, str]] = {}
     #: the export formats (exporter ids) its packages can be made in; None: every installed exporter
     export_formats: ClassVar[tuple[str, ...] | None] = None
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "traits" in cls.__dict__:
+            for name in ("id", "title", "description", "item", "inputs"):
+                setattr(cls, name, getattr(cls.traits, name))
+        elif "id" in cls.__dict__:
+            base = cls.traits if cls.traits.id else TaskTraits(id="")
+            own = {name: getattr(cls, name) for name in ("id", "title", "description", "item", "inputs")}
+            extra = {name: cls.__dict__[name] for name in ("annotation", "abilities", "noun", "sources")
+                     if name in cls.__dict__}
+            cls.traits = dataclasses.replace(base, **own, **extra)
 
     def fresh(self) -> "Task":
         """A new instance for one run."""

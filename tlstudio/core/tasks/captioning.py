@@ -27,6 +27,7 @@ from .annotated import AnnotatedData, backbone_preprocessing, decoded_images, re
 from ..errors import StudioError
 from ..io import atomic_write_json, atomic_write_text
 from .base import Task
+from .traits import CAPTIONING
 from .caption_model import (END, PAD, START, UNK, CaptionGenerator, CaptionModel, LSTMDecoder, SpatialEncoder,  # noqa: F401
                             TransformerCaptionDecoder, beam_decode, build_caption_model, caption_loss, greedy_decode)
 
@@ -236,9 +237,7 @@ class CaptioningTask(Task):
     features can come from the feature cache: the technique hands them over with
     :meth:`use_features` ({split: features}) and batches become (rows, tokens)."""
 
-    id = "captioning"
-    title = "Image captioning"
-    description = "Images with one or more sentences describing each: COCO captions JSON or Karpathy-split JSON."
+    traits = CAPTIONING
     default_monitor = "val_bleu_4"
     headline = (("bleu_4", "Test BLEU-4"), ("cider", "CIDEr-D"))
     series = {"cider": "CIDEr-D (validation)"}

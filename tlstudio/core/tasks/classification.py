@@ -16,6 +16,7 @@ from ..errors import ModelError, StudioError
 from ..io import atomic_write_json, atomic_write_text, stable_hash
 from ..analysis.metrics import classification_metrics, roc_curve
 from .base import Task
+from .traits import IMAGE_CLASSIFICATION
 
 SPLITS = ("train", "val", "test")
 
@@ -250,10 +251,7 @@ class ImageClassificationTask(ClassifierTask):
     (sensitivity, specificity, AUC, confusion matrix), calibrated predictions at the run's
     operating point, with prediction sets."""
 
-    id = "image-classification"
-    title = "Image classification"
-    description = ("Images sorted into classes: a folder with one sub-folder per class, a CSV of image paths and "
-                   "labels, an NPZ of arrays, or DICOM files in class folders.")
+    traits = IMAGE_CLASSIFICATION
     default_monitor = "val_auc"
     headline = (("accuracy", "Test accuracy"), ("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"))
 

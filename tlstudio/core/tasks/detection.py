@@ -36,6 +36,7 @@ from ..errors import ModelError, StudioError
 from ..io import atomic_write_json, atomic_write_text
 from ..models.classifier import LayerGroup
 from .base import Task
+from .traits import DETECTION
 
 SPLITS = ("train", "val", "test")
 
@@ -461,10 +462,7 @@ class DetectionTask(Task):
     returns [{"boxes", "labels" (1-based), "scores"}].  The technique's settings may define
     ``score_threshold`` (the default score for shown predictions)."""
 
-    id = "detection"
-    title = "Object detection"
-    description = ("Images with boxes around the objects of each class: COCO JSON, Pascal VOC XML folders or a CSV "
-                   "of boxes.")
+    traits = DETECTION
     default_monitor = "val_map_50"
     headline = (("map_50", "Test mAP@0.5"), ("map", "mAP@[.5:.95]"))
     series = {"map": "mAP@[.5:.95] (validation)"}

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .classification import ClassifierTask, SplitItems, classification_report_md, stored_split, write_classifier_evaluation
+from .traits import TEXT_CLASSIFICATION
 from ..errors import DataError, StudioError
 
 SPLITS = ("train", "val", "test")
@@ -283,12 +284,7 @@ class TextClassificationTask(ClassifierTask):
     """Texts in, one class each out: data, loss, evaluation, prediction, explanation and
     export.  The technique's settings may set ``max_length`` (tokens; default 128)."""
 
-    id = "text-classification"
-    title = "Text classification"
-    description = ("Texts sorted into classes: a CSV/TSV or JSONL table with a text column and a label column, or "
-                   "the two-column sentence<TAB>label files of the UCI sentiment sets.")
-    item = "text"
-    inputs = "texts"
+    traits = TEXT_CLASSIFICATION
     default_monitor = "val_accuracy"
     headline = (("accuracy", "Test accuracy"), ("balanced_accuracy", "balanced accuracy"), ("auc", "AUC"))
     export_formats = ("onnx",)  # the model and its tokenizer files, run by onnxruntime

@@ -124,7 +124,7 @@ def prepare_target(ctx, test_fraction: float = 0.3, seed: int | None = None, req
     path = proj.resolve(proj.data.target_source)
     readers = (ctx.plugins.readers() if ctx.plugins else None) or None
     ctx.log(f"Reading the target domain {path} ...")
-    table = read_data(path, "auto", {}, readers, task="image-classification")
+    table = read_data(path, "auto", {}, readers, task=proj.task)  # images of the project's classes
     rep = table.report
     for w in rep.warnings:
         ctx.log(f"target: {w}", "warning")

@@ -11,6 +11,8 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGridLayout,
                                QTableWidget, QTabWidget, QVBoxLayout, QWidget)
 
 from tlstudio.core.config import AugmentationConfig, SplitConfig
+from tlstudio.core.data.readers import has_builtin_readers
+from tlstudio.core.tasks.traits import ANNOTATION_KINDS
 
 from ..forms import PydanticForm
 from ..tasks import ErrorInfo
@@ -21,21 +23,6 @@ from .datareport import PREVIEW_IMAGES, DataReport
 
 BUILTIN_FORMATS = ["auto", "folder", "csv", "npz", "dicom"]
 AUTO_COLUMN = "(found by name)"
-BANNERS = {
-    "image-classification": "Choose your images: a folder with one sub-folder per class, a CSV table (path, label), "
-                            "a MedMNIST-style .npz or DICOM files. Every image is opened and checked; unusable ones "
-                            "are listed with the reason and left out.",
-    "text-classification": "Choose your texts: a CSV or TSV table with a header row, a JSON-lines file, or "
-                           "'sentence<TAB>label' files (one, or a folder of them). Choose the text and label columns "
-                           "below; empty texts, unknown labels and duplicates are listed with the row and left out.",
-    "detection": "Choose your annotated images: a COCO instances JSON, a Pascal VOC folder or a CSV of boxes "
-                 "(image,x1,y1,x2,y2,label). Boxes outside the image, zero-area boxes and unknown labels are "
-                 "listed and left out.",
-    "captioning": "Choose your captioned images: a COCO captions JSON (or a Karpathy split) or a CSV "
-                  "(image,caption). Missing images and empty captions are listed and left out.",
-}
-
-
 def read_table(source: str, fmt: str, options: dict, readers, task=None):
     from tlstudio.core.data import read_data
 
@@ -274,24 +261,18 @@ class DataPage(DataReport, Page):
         self.columns_label.setVisible(on)
 
     def _show_task(self) -> None:
-        task = self.studio.project.task
-        self.banner.set_text(BANNERS.get(task, BANNERS["image-classification"]))
-        self.source.setPlaceholderText({"text-classification": "a .csv / .tsv table, a .jsonl file, or sentence<TAB>label files",
-                                        "detection": "a COCO .json, a Pascal VOC folder, or a .csv of boxes",
-                                        "captioning": "a COCO captions .json or a .csv of captions"}.get(
-            task, "a folder of class folders, a .csv, an .npz, or DICOM files"))
-        self.tabs.setTabText(2, {"text-classification": "Texts per class",
-                                 "detection": "Images with boxes", "captioning": "Images with captions"}.get(
-            task, "Images per class"))
-        self._set_columns_visible(task == "text-classification")
-        self.src_box.setTitle({"text-classification": "Texts", "detection": "Annotated images",
-                               "captioning": "Captioned images"}.get(task, "Images"))
-        images = task == "image-classification"
+        """The task's words, and the tools that apply to it (its traits)."""
+        t = self.studio.traits()
+        self.banner.set_text(t.description or f"Choose your data for {t.title or t.id}.")
+        self.source.setPlaceholderText(t.sources or "a folder or a file of your data")
+        self.tabs.setTabText(2, t.examples_title)
+        self._set_columns_visible(t.texts)  # the text and label columns of a table
+        self.src_box.setTitle(t.data_title)
         # the target domain and its shift measure are images of the same classes; texts are not augmented
-        self.src_form.setRowVisible(self.target_row, images)
-        self.src_form.setRowVisible(self.target_info, images)
-        self.tabs.setTabVisible(self.tabs.indexOf(self.shift_tab), images)
-        self.aug_box.setVisible(task != "text-classification")
+        self.src_form.setRowVisible(self.target_row, t.can("target-domain"))
+        self.src_form.setRowVisible(self.target_info, t.can("target-domain"))
+        self.tabs.setTabVisible(self.tabs.indexOf(self.shift_tab), t.can("target-domain"))
+        self.aug_box.setVisible(t.can("augmentation"))
         self.shift_panel.update_enabled()
 
     def _project_edited(self, section: str) -> None:
@@ -440,7 +421,7 @@ class DataPage(DataReport, Page):
             self.target_info.setText(f"{path} does not exist.")
             return
         self.target_info.setText("Reading the target-domain images…")
-        readers = self._readers("image-classification")
+        readers = self._readers(p.task)  # images of the same classes
 
         def done(table):
             r = table.report
@@ -487,14 +468,14 @@ class DataPage(DataReport, Page):
         self.progress.setRange(0, 0)
         self._read_for_task = p.task
         self._show_task()
-        self._waiting_for_plugins = self.studio.plugins is None and p.task != "image-classification"
+        self._waiting_for_plugins = self.studio.plugins is None and not has_builtin_readers(p.task)
         if self._waiting_for_plugins:  # texts, boxes, captions: their readers are plugins
             self.summary.setText(f"Preparing to read {p.resolve(p.data.source).name}: the readers are loading…")
             return
-        self.summary.setText("Reading and checking every text…" if p.task == "text-classification"
-                             else "Reading and checking every image…")
+        traits = self.studio.traits()
+        self.summary.setText(f"Reading and checking every {traits.item}…")
         readers = self._readers(p.task)
-        if p.task == "text-classification":
+        if traits.texts:
             self._load_column_choices(str(p.resolve(p.data.source)), p.data.format, readers)
         token = object()  # which read a result belongs to (a newer read makes older ones moot)
         self._read_token = token
@@ -536,7 +517,7 @@ class DataPage(DataReport, Page):
         kind = table_kind(table)
         if kind == "text":
             self._show_texts()
-        elif kind in ("detection", "captioning"):
+        elif kind in ANNOTATION_KINDS:
             self._load_annotated()
         else:
             self._load_thumbnails()

@@ -10,6 +10,8 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QLabel, QTableWidgetItem
 
+from tlstudio.core.tasks.traits import ANNOTATION_KINDS
+
 from ..taskdata import annotated_examples, table_kind, text_preview
 from ..widgets import ThumbStrip, clear_layout, heading, pixmap_from_array, plural, thumbnail
 
@@ -52,9 +54,9 @@ def skipped_reasons(skipped, kind: str) -> list[tuple[str, int]]:
 
     keys = {"text": ("empty text", "no label", "unknown label", "unknown split", "different label", "duplicate",
                      "JSON", "no tab"),
-            "detection": ("outside the image", "zero-area", "negative size", "unknown label", "empty label",
-                          "crowd", "not a number", "not found", "cannot"),
-            "captioning": ("empty caption", "no words", "not found", "cannot")}.get(kind)
+            "box": ("outside the image", "zero-area", "negative size", "unknown label", "empty label",
+                    "crowd", "not a number", "not found", "cannot"),
+            "caption": ("empty caption", "no words", "not found", "cannot")}.get(kind)
     if not keys:
         return []
     c = Counter(next((k for k in keys if k in s.reason), "other") for s in skipped)
@@ -72,15 +74,17 @@ class DataReport:
         k = len(r.counts)
         kind = table_kind(t)
         noun = "texts" if kind == "text" else "images"
-        if kind in ("detection", "captioning"):
+        annotated = ANNOTATION_KINDS.get(kind)
+        if annotated:
             lines = [f"<b>{r.images:,} usable images with {r.annotations:,} {r.noun}</b>"
-                     + (f" in {k} class{'es' if k != 1 else ''}" if kind == "detection" else "")
+                     + (f" in {k} class{'es' if k != 1 else ''}" if annotated.classes else "")
                      + f" (read from {r.source} as <i>{r.reader}</i>)."]
-            if kind == "detection" and r.counts:
-                lines.append("Boxes per class: " + ", ".join(f"{c} {n:,}" for c, n in r.counts.items()) + ".")
+            if annotated.classes and r.counts:
+                lines.append(f"{annotated.plural.capitalize()} per class: "
+                             + ", ".join(f"{c} {n:,}" for c, n in r.counts.items()) + ".")
             if getattr(r, "empty_images", 0):
-                lines.append(f"{r.empty_images:,} images have no {'box' if kind == 'detection' else 'caption'}"
-                             + (" (used as background-only images)." if kind == "detection" else "."))
+                lines.append(f"{r.empty_images:,} images have no {annotated.name}"
+                             + (f" (used as {annotated.empty_use})." if annotated.empty_use else "."))
         else:
             lines = [f"<b>{plural(r.total, 'usable ' + noun[:-1], 'usable ' + noun)} in {plural(k, 'class', 'classes')}</b> "
                      f"(read from {r.source} as <i>{r.reader}</i>)."]
@@ -97,7 +101,7 @@ class DataReport:
             modes = ", ".join(f"{m} {n:,}" for m, n in s.get("modes", {}).items())
             lines.append(f"Sizes {s['min_width']}×{s['min_height']} to {s['max_width']}×{s['max_height']} pixels; "
                          f"pixel formats: {modes}.")
-        if kind in ("detection", "captioning"):
+        if annotated:
             counts = None  # the chart shows boxes per class; the split is of images
             per_split = self.image_split_counts()
             if per_split:
@@ -107,8 +111,9 @@ class DataReport:
             if counts:
                 lines.append("Split: " + ", ".join(f"{sp} {sum(c.values()):,}" for sp, c in counts.items()) + ".")
         if r.skipped:
-            what = {"text": ("row", "rows"), "detection": ("annotation or image", "annotations or images"),
-                    "captioning": ("caption or image", "captions or images")}.get(kind, ("file", "files"))
+            what = (("row", "rows") if kind == "text" else ("file", "files") if not annotated
+                    else (f"{'annotation' if annotated.classes else annotated.name} or image",
+                          f"{'annotations' if annotated.classes else annotated.plural} or images"))
             reasons = skipped_reasons(r.skipped, kind)
             lines.append(f"<span style='color:#b03a2e'>{plural(len(r.skipped), *what)} skipped</span>"
                          + (f" ({', '.join(f'{why} {n:,}' for why, n in reasons)})" if reasons else "")
@@ -240,7 +245,7 @@ class DataReport:
                 elif row["labels"]:
                     body = f"{len(row['labels'])} box{'es' if len(row['labels']) != 1 else ''}: " + ", ".join(row["labels"])
                 else:
-                    body = "no boxes (background only)" if table_kind(table) == "detection" else "no captions"
+                    body = ANNOTATION_KINDS[table_kind(table)].without
                 text.setText(f"<b>{name}</b><br>{body}")
                 grid.addWidget(cell, n, 0)
                 grid.addWidget(text, n, 1)

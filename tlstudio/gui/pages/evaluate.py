@@ -14,6 +14,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLay
                                QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget,
                                QVBoxLayout, QWidget)
 
+from tlstudio.core.tasks.traits import task_traits
+
 from ..decision import DecisionMixin
 from ..widgets import ErrorPanel, ImageView, ThumbStrip, fmt_num, heading, hint, pixmap_from_array, thumbnail
 from . import Page
@@ -52,7 +54,7 @@ def run_texts(run_dir: str) -> dict[str, str]:
 def load_results_any(run_dir: str):
     """(results, roc, project, texts): ``texts`` (ref -> text) for a text run, else None."""
     res, roc, project = load_results(run_dir)
-    texts = run_texts(run_dir) if project is not None and project.task == "text-classification" else None
+    texts = run_texts(run_dir) if project is not None and task_traits(project.task).texts else None
     return res, roc, project, texts
 
 

@@ -226,7 +226,7 @@ class ModelPage(Page):
 
     def _show_task(self) -> None:
         """Image models, or the text models for a text technique."""
-        text = self.studio.project.task == "text-classification"
+        text = self.studio.traits().texts
         self.text_box.setVisible(text)
         for w in (self.rec_box, self.all_models):
             w.setVisible(not text)
@@ -311,7 +311,7 @@ class ModelPage(Page):
 
     # --- catalog ---------------------------------------------------------------------------------
     def fill(self) -> None:
-        if self.studio.project.task == "text-classification":
+        if self.studio.traits().texts:
             self.fill_text_models()
         status = self.studio.model_status
         self.table.setSortingEnabled(False)
@@ -367,7 +367,7 @@ class ModelPage(Page):
             self._describe(name)
 
     def _describe(self, name: str) -> None:
-        if self.studio.project.task == "text-classification":
+        if self.studio.traits().texts:
             return
         status = self.studio.model_status or {}
         s = status.get(name)
@@ -481,7 +481,7 @@ class ModelPage(Page):
         """Recommend once the data are read and the catalog is known (speeds as remembered: quick)."""
         t = self.studio.data_table
         if self.rec is None or t is None or not getattr(t, "class_names", None) or self.studio.model_status is None \
-                or self.studio.project.task != "image-classification":
+                or not self.studio.traits().can("model-ranking"):
             return
         key = (id(t), self.studio.project.model.image_size)
         if key != self._auto_key:

@@ -11,6 +11,8 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from tlstudio.core.tasks.traits import IMAGE_CLASSIFICATION
+
 from ..textpredict import TextPredictPanel
 from ..widgets import DropArea, ErrorPanel, ImageView, error_dialog, heading, hint, plural
 from . import Page
@@ -24,7 +26,7 @@ def predict_files(predictor, paths: list[str]) -> list[dict]:
 
 
 def annotated_prediction(res: dict) -> np.ndarray:
-    """The predicted image with its detections drawn (detection) or as it is (captioning)."""
+    """The predicted image with its detections drawn (detection) or as it is (other tasks)."""
     from tlstudio.core.data.image import read_file
 
     from ..taskdata import draw_boxes
@@ -85,7 +87,7 @@ class PredictPage(Page):
         self.image_panel = QWidget()
         self.text_panel = TextPredictPanel(studio, self._with_predictor, lambda: self.predictor)
         self.text_panel.hide()
-        self.run_task = "image-classification"
+        self.run_task = IMAGE_CLASSIFICATION.id
         outer = root
         root = QVBoxLayout(self.image_panel)
         root.setContentsMargins(0, 0, 0, 0)
@@ -210,17 +212,14 @@ class PredictPage(Page):
         try:
             self.run_task = Run(self.run_dir).project().task
         except Exception:  # noqa: BLE001 - an unreadable run: the image panel says why when used
-            self.run_task = "image-classification"
-        text = self.run_task == "text-classification"
+            self.run_task = IMAGE_CLASSIFICATION.id
+        traits = self.studio.traits(self.run_task)
         self.text_panel.clear()
-        self.text_panel.setVisible(text)
-        self.image_panel.setVisible(not text)
-        annotated = self.run_task in ("detection", "captioning")
-        self.view_cam.setVisible(not annotated)
-        self.right_title.setText({"detection": "Selected image with the detected boxes",
-                                  "captioning": "Selected image and its caption"}.get(
-            self.run_task, "Selected image and its Grad-CAM heat map"))
-        self.right_hint.setVisible(not annotated)
+        self.text_panel.setVisible(traits.texts)
+        self.image_panel.setVisible(not traits.texts)
+        self.view_cam.setVisible(traits.can("grad-cam"))
+        self.right_title.setText(traits.prediction_title)
+        self.right_hint.setVisible(traits.can("grad-cam"))
 
     # --- predicting --------------------------------------------------------------------------------
     def _add_files(self) -> None:
@@ -347,7 +346,7 @@ class PredictPage(Page):
             self.view_cam.set_array(None)
             self.detail.setText(f"<b>{Path(ref).name}</b>: {res['error']}")
             return
-        if self.run_task in ("detection", "captioning"):
+        if self.studio.traits(self.run_task).annotation:
             self._show_annotated(ref, res)
             return
         probs = sorted(res.get("probabilities", {}).items(), key=lambda kv: -kv[1])
@@ -360,6 +359,12 @@ class PredictPage(Page):
             self.view_cam.set_array(cam.overlay)
             return
         self.view_cam.set_array(None)
+        if not self.studio.traits(self.run_task).can("grad-cam"):  # no heat map for this task: the image alone
+            self.view_image.set_array(None)
+            self.studio.tasks.submit(annotated_prediction, res,
+                                     on_done=lambda img, ref=ref: self._annotated_done(ref, img),
+                                     on_error=lambda info: self.error.show_info(info, "The image could not be shown"))
+            return
         self.studio.tasks.submit(explain_file, self.predictor, ref, pool="model",
                                  on_done=lambda cam, ref=ref: self._cam_done(ref, cam),
                                  on_error=lambda info: self.error.show_info(info, "Grad-CAM failed"))

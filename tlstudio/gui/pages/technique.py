@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QListWidget, QLis
                                QVBoxLayout, QWidget)
 
 from tlstudio.core.config import TrainingConfig
+from tlstudio.core.manifests import manifest_items
 
 from ..forms import PydanticForm
 from ..lrdialog import LRFinderDialog
@@ -25,8 +26,6 @@ from . import Page, scrolled
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 MONITOR_CHOICES = ["auto", "last", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc", "val_f1_macro"]
 NOT_AVAILABLE = "not available yet"
-TASK_NOUNS = {"image-classification": "images in classes", "text-classification": "texts",
-              "detection": "images with boxes", "captioning": "images with captions"}
 
 
 def lrfinder_module():
@@ -167,12 +166,13 @@ class TechniquePage(Page):
         if techs and data_task is not None:
             try:
                 sp = self.studio.project.data.split
-                n_train = split_sizes(table, sp)["train"] if data_task == "image-classification" else None
-                smallest = smallest_training_class(table, sp) if data_task == "image-classification" else None
+                sized = self.studio.traits(data_task).can("technique-advice")  # advice from the numbers
+                n_train = split_sizes(table, sp)["train"] if sized else None
+                smallest = smallest_training_class(table, sp) if sized else None
             except Exception:  # noqa: BLE001 - a split the engine will explain: no numbers in the advice
                 n_train = smallest = None
             self.advice = recommend_technique(techs, data_task, n_train, smallest,
-                                              bool(self.studio.project.data.target_source))
+                                              bool(self.studio.project.data.target_source), self.studio.plugins)
         rec = self.advice.id if self.advice else None
         order = sorted(techs.items(), key=lambda kv: (kv[0] != rec, data_task is not None and kv[1].task != data_task))
         self.list.blockSignals(True)
@@ -182,9 +182,9 @@ class TechniquePage(Page):
             if tid == rec:
                 sub = "★ recommended for your data"
             elif fits:
-                sub = f"for {TASK_NOUNS.get(t.task, t.task)}"
+                sub = f"for {self.studio.traits(t.task).noun}"
             else:
-                sub = f"for {TASK_NOUNS.get(t.task, t.task)}:\nyour data are {TASK_NOUNS.get(data_task, data_task)}"
+                sub = f"for {self.studio.traits(t.task).noun}:\nyour data are {self.studio.traits(data_task).noun}"
             it = QListWidgetItem(f"{t.title or tid}\n{sub}")
             it.setData(Qt.ItemDataRole.UserRole, tid)
             it.setToolTip((t.explanation or "") + ("" if fits else f"\n\nNot for these data: it is "
@@ -192,8 +192,15 @@ class TechniquePage(Page):
             if not fits:
                 it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEnabled & ~Qt.ItemFlag.ItemIsSelectable)
             self.list.addItem(it)
-        self.list.blockSignals(False)
         pm = self.studio.plugins
+        if pm is None:  # while the plugins load: the techniques their manifests list, not yet to choose
+            for item in manifest_items("tlstudio_techniques"):
+                it = QListWidgetItem(f"{item.get('title') or item['id']}\nfor {self.studio.traits(item.get('task')).noun}"
+                                     " (loading…)")
+                it.setData(Qt.ItemDataRole.UserRole, item["id"])
+                it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEnabled & ~Qt.ItemFlag.ItemIsSelectable)
+                self.list.addItem(it)
+        self.list.blockSignals(False)
         if pm is None:
             self.plugin_note.setText("Loading plugins…")
         else:
@@ -322,7 +329,7 @@ class TechniquePage(Page):
 
     def _show_questions(self) -> None:
         p = self.studio.project
-        self.mirror.setVisible(p.task != "text-classification")
+        self.mirror.setVisible(self.studio.traits().can("augmentation"))
         self.mirror.set_answer(p.augmentation.mirror_safe)
         self.refresh_plan()
 
@@ -397,10 +404,11 @@ class TechniquePage(Page):
         flip = p.augmentation.flips_at_test
         arch, size = p.model.architecture, int(p.model.image_size)
         key = (tech.id, arch, size, tuple(sorted(counts.items())), frozen, flip)
-        measure = not self.studio.training_active and p.task == "image-classification"
+        estimated = self.studio.traits().can("time-estimate")
+        measure = not self.studio.training_active and estimated
         self.plan = training_plan(rec_epochs, counts, None, frozen, flip)
         self._show_plan()
-        if p.task != "image-classification":
+        if not estimated:
             self._show_plan("The expected times are measured for image models.")
             return
         self._plan_key = key
