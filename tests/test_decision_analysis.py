@@ -156,3 +156,27 @@ def test_leakage_check_finds_changed_copies_and_nothing_between_different_photos
     assert {("photo4", "copy0"), (refs[5 % len(imgs)], "copy1"), (refs[4 + 2 % (len(imgs) - 4)], "copy2")} <= twins
     assert all(lk.b_split == "train" for lk in leaked.leaks)
     assert "copy" in leaked.summary() and leaked.to_dict()["count"] == leaked.count
+
+
+def test_a_temperature_that_does_not_hold_out_is_said():
+    """Temperature scaling is checked on validation cases it was not fitted on (5-fold): a real
+    overconfidence helps held-out cases; a temperature fitted to the noise of a few well-calibrated
+    cases does not, and the decision says so."""
+    from types import SimpleNamespace
+
+    from tlstudio.core.analysis.calibration import cross_validated_gain
+    from tlstudio.core.analysis.decision import fit_decision
+
+    z, y = overconfident(1000)
+    assert cross_validated_gain(z, y)["helps"] is True
+    assert cross_validated_gain(z[:6], y[:6])["helps"] is None  # too few cases to hold any out
+    cfg = SimpleNamespace(calibrate=True, positive_class="", threshold_method="youden", threshold=0.5, target=0.9,
+                          conformal_level=0.0, conformal_method="lac")
+    noisy = None
+    for seed in range(40):  # a well-calibrated model's 60 validation cases: some seed fits a T that does not hold out
+        zc, yc = overconfident(60, k=2, t_true=1.0, seed=seed)
+        dec = fit_decision(zc, yc, ["a", "b"], cfg)
+        if dec.temperature != 1.0 and dec.calibration_check.get("helps") is False:
+            noisy = dec
+            break
+    assert noisy is not None and "did not help the validation cases held out" in noisy.note

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .calibration import calibration_report, fit_temperature, rescale_probabilities, softmax_t
+from .calibration import calibration_report, cross_validated_gain, fit_temperature, rescale_probabilities, softmax_t
 from .conformal import conformal_quantile, coverage_report, prediction_sets, set_labels
 from .operating import choose_threshold, describe_method, operating_point, positive_index
 
@@ -46,6 +46,7 @@ class RunDecision:
     note: str = ""
     validation: dict = field(default_factory=dict)  # operating point / coverage on validation
     n_calibration: int = 0
+    calibration_check: dict = field(default_factory=dict)  # does T help held-out validation cases? (cross-validated)
 
     # --- reading and writing -------------------------------------------------------------------
     @classmethod
@@ -166,6 +167,13 @@ def fit_decision(logits, targets, class_names: list[str], cfg) -> RunDecision:
     dec = RunDecision(list(class_names), temperature=t, chosen_on="validation", n_calibration=int(len(y)),
                       chosen=_dt.datetime.now().isoformat(timespec="seconds"))
     notes = []
+    if t != 1.0:
+        dec.calibration_check = check = cross_validated_gain(z, y)
+        if check["helps"] is False:
+            notes.append(f"temperature scaling did not help the validation cases held out in {check['folds']}-fold "
+                         f"cross-validation (NLL {check['nll_uncalibrated']:.3f} uncalibrated, "
+                         f"{check['nll_calibrated']:.3f} calibrated): with {len(y)} validation cases the fitted "
+                         f"temperature is uncertain, and so are the calibrated probabilities")
     if len(class_names) == 2:
         dec.positive = positive_index(class_names, cfg.positive_class)
         ch = choose_threshold(probs[:, dec.positive], y == dec.positive, cfg.threshold_method, cfg.threshold,
@@ -190,7 +198,7 @@ def decision_report(dec: RunDecision, probs_raw, targets) -> dict:
     Wilson intervals, calibration before and after, coverage and set sizes."""
     y = np.asarray(targets, dtype=np.int64)
     out = dec.apply(probs_raw)
-    rep: dict = {"decision": dec.to_dict(), "description": dec.describe(),
+    rep: dict = {"decision": dec.to_dict(), "description": dec.describe() + (f" Note: {dec.note}." if dec.note else ""),
                  "calibration": {"temperature": dec.temperature, "before": calibration_report(probs_raw, y),
                                  "after": calibration_report(out["probs"], y)}}
     if dec.binary:
