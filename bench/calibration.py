@@ -1,6 +1,7 @@
 """Calibration, operating point and prediction sets on two real data sets (docs/results.md).
 
-    nice -n 10 .venv/bin/python bench/calibration.py [--only breastmnist|uci|breastmnist-default] [--json out.json]
+    nice -n 10 .venv/bin/python bench/calibration.py [--only breastmnist|uci|breastmnist-default] [--seeds 3]
+        [--json out.json]
 
 1. BreastMNIST (official split 546/78/156), frozen ImageNet MobileNetV2 features at 64 px and a
    new head, 10 epochs, positive class "0" (malignant), operating point "sensitivity at least
@@ -12,7 +13,8 @@
    recipe otherwise, 3 epochs), positive class "negative", Youden's J; conformal LAC at 90%;
    results by source (amazon, imdb, yelp).
 
-Prints ECE / MCE / Brier on test before and after temperature scaling, the temperature,
+Prints ECE / MCE / Brier on test before and after temperature scaling, the temperature and
+whether it helped held-out validation cases (5-fold cross-validation on validation),
 empirical coverage and mean set size, the test operating point with Wilson intervals, and
 the load average.  Quality figures only; the times are under the machine's load.
 """
@@ -91,7 +93,8 @@ def summary(name: str, final: dict, seconds: float, load_before: str) -> dict:
            "nll_after": a.get("nll"), "coverage": cf.get("coverage"), "coverage_ci95": cf.get("coverage_ci95"),
            "mean_set_size": cf.get("mean_set_size"), "level": cf.get("level"), "operating_point": op,
            "method": (rep.get("decision") or {}).get("method"), "subgroups": _subgroups(final.get("run_dir")),
-           "seconds": round(seconds, 1), "load_before": load_before, "load_after": load()}
+           "seconds": round(seconds, 1), "load_before": load_before, "load_after": load(),
+           "calibration_check": (rep.get("decision") or {}).get("calibration_check"), "seed": final.get("seed")}
     return out
 
 
@@ -106,6 +109,10 @@ def show(s: dict) -> None:
     f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     print(f"\n== {s['data']} ({s['test_n']} test cases; run {s['run_dir']})")
     print(f"accuracy {f(s['accuracy'])}, AUC {f(s['auc'])}; temperature {f(s['temperature'])}")
+    chk = s.get("calibration_check") or {}
+    if chk.get("folds"):
+        print(f"held-out validation NLL ({chk['folds']}-fold): {chk['nll_uncalibrated']:.3f} uncalibrated, "
+              f"{chk['nll_calibrated']:.3f} calibrated: the temperature {'helps' if chk['helps'] else 'does NOT help'}")
     red = (1 - s["ece_after"] / s["ece_before"]) * 100 if s["ece_before"] else float("nan")
     print(f"ECE {f(s['ece_before'])} -> {f(s['ece_after'])} ({red:.0f}% lower); MCE {f(s['mce_before'])} -> "
           f"{f(s['mce_after'])}; Brier {f(s['brier_before'])} -> {f(s['brier_after'])}; NLL {f(s['nll_before'])} -> "
@@ -128,9 +135,24 @@ def show(s: dict) -> None:
     print(f"{s['seconds']} s; load {s['load_before']} before, {s['load_after']} after")
 
 
+def show_seeds(name: str, runs: list[dict]) -> None:
+    import numpy as np
+
+    def ms(key):
+        v = np.array([r[key] for r in runs if r.get(key) is not None], dtype=float)
+        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else "–"
+
+    helps = sum(bool((r.get("calibration_check") or {}).get("helps")) for r in runs)
+    print(f"\n== {name} over {len(runs)} seeds (mean ± sd): ECE {ms('ece_before')} -> {ms('ece_after')}; "
+          f"Brier {ms('brier_before')} -> {ms('brier_after')}; coverage {ms('coverage')}, mean set size "
+          f"{ms('mean_set_size')}; AUC {ms('auc')}; temperature {ms('temperature')} (it helped held-out validation "
+          f"cases in {helps} of {len(runs)})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=("breastmnist", "breastmnist-default", "uci"))
+    ap.add_argument("--seeds", type=int, default=1, help="train each recipe with this many seeds (0, 1, ...)")
     ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args(argv)
     fresh_home("calibration")
@@ -145,14 +167,21 @@ def main(argv=None) -> int:
         if not path.exists():
             print(f"{path} is absent: {name} skipped")
             continue
-        lb, t0 = load(), time.time()
-        final = train(make())
-        if final.get("status") != "done":
-            print(f"{name}: {final.get('status')}: {final.get('message')}")
-            continue
-        s = summary(name, final, time.time() - t0, lb)
-        show(s)
-        out.append(s)
+        mine = []
+        for seed in range(args.seeds):
+            lb, t0 = load(), time.time()
+            project = make()
+            project.training.seed = project.training.seed + seed
+            final = train(project)
+            if final.get("status") != "done":
+                print(f"{name}: {final.get('status')}: {final.get('message')}")
+                continue
+            s = summary(name, final, time.time() - t0, lb) | {"seed": project.training.seed}
+            show(s)
+            mine.append(s)
+        if len(mine) > 1:
+            show_seeds(name, mine)
+        out += mine
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     return 0

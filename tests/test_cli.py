@@ -31,6 +31,8 @@ def test_validate_data_reports_skipped_files(tiny_digits):
     assert any("notes.png" in s["ref"] for s in rep["skipped"])
     text = cli("validate-data", str(tiny_digits)).stdout
     assert "notes.png" in text and "120" in text
+    r = cli("validate-data", str(tiny_digits), "--task", "segmentation", check=False)  # no such task installed
+    assert r.returncode == 2 and "segmentation" in r.stderr and "image-classification" in r.stderr
 
 
 def test_train_json_predict_and_runs(tmp_path, tiny_digits):

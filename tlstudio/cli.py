@@ -484,8 +484,8 @@ def make_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate-data", help="check a data set and print its report")
     v.add_argument("path")
     v.add_argument("--format")
-    v.add_argument("--task", choices=("any", *manifest_traits()),  # the installed tasks (their manifests: no torch)
-                   help="only the readers of this task (default: any that recognises the data)")
+    v.add_argument("--task", help="only the readers of this task, e.g. " + ", ".join(manifest_traits())
+                   + " (default: any that recognises the data)")
     v.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="a reader option, e.g. text_column=review or label_names='0=negative,1=positive'")
     v.add_argument("--split", metavar="SPLIT_JSON", help="a stored split to check against the data (groups, leaks)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .core.tasks.traits import table_task, task_traits
+from .core.tasks.traits import manifest_traits, table_task, task_traits
 from .cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _console, _err
 
 
@@ -91,6 +91,10 @@ def cmd_validate(args, plugins) -> int:
         apply_assignment(options, o, flag="--option", example="text_column=review")
     readers = plugins.readers() or None
     task = None if args.task in (None, "any") else args.task
+    known = {*manifest_traits(), *(getattr(r, "task", "image-classification") for r in readers or [])}
+    if task is not None and task not in known:
+        _err(f"--task {task}: no installed reader reads data of this task (tasks: {', '.join(sorted(known))})")
+        return EXIT_USAGE
     if readers:
         # readers of annotated images recognise their files by content: let them look first;
         # the text table reader takes any .csv, so it looks last
