@@ -180,3 +180,29 @@ def test_a_temperature_that_does_not_hold_out_is_said():
             noisy = dec
             break
     assert noisy is not None and "did not help the validation cases held out" in noisy.note
+
+
+def test_batched_hashes_and_ssim_are_the_libraries_own():
+    """The leakage check hashes and compares thousands of images in batches; its numbers are
+    exactly imagehash's pHash and scikit-image's SSIM, on which the thresholds were measured."""
+    import imagehash
+    from PIL import Image
+    from skimage.metrics import structural_similarity
+
+    from tlstudio.core.analysis.leakage import CROPS, perceptual_hashes, ssim_batch, thumbnail_similarity, thumbnails
+
+    rng = np.random.default_rng(3)
+    imgs = rng.integers(0, 256, size=(40, 48, 56, 3), dtype=np.uint8)
+    imgs[20:] = imgs[20:] // 64 * 64  # flat regions: ties at the median
+    ours = perceptual_hashes(imgs)
+    for i in range(len(imgs)):
+        im = Image.fromarray(imgs[i]).convert("L")
+        w, h = im.size
+        for k, c in enumerate(CROPS):
+            dx, dy = round(w * (1 - c) / 2), round(h * (1 - c) / 2)
+            view = im.crop((dx, dy, w - dx, h - dy)) if c < 1.0 else im
+            bits = imagehash.phash(view, hash_size=8).hash.flatten()
+            assert int(ours[i, k]) == int("".join("1" if b else "0" for b in bits), 2)
+    t = thumbnails(imgs[0]) / 255.0, thumbnails(imgs[1]) / 255.0
+    assert np.isclose(ssim_batch(t[0][:1], t[1][:1])[0], structural_similarity(t[0][0], t[1][0], data_range=1.0))
+    assert thumbnail_similarity(imgs[0], imgs[0]) == 1.0 and thumbnail_similarity(imgs[0], imgs[1]) < 0.5
