@@ -206,3 +206,4 @@ def test_batched_hashes_and_ssim_are_the_libraries_own():
     t = thumbnails(imgs[0]) / 255.0, thumbnails(imgs[1]) / 255.0
     assert np.isclose(ssim_batch(t[0][:1], t[1][:1])[0], structural_similarity(t[0][0], t[1][0], data_range=1.0))
     assert thumbnail_similarity(imgs[0], imgs[0]) == 1.0 and thumbnail_similarity(imgs[0], imgs[1]) < 0.5
+

@@ -60,8 +60,8 @@ class LeakReport:
         """Val/test images with a twin on another side."""
         return len({(lk.a_split, lk.a_ref) for lk in self.leaks})
 
-    def to_dict(self, max_pairs: int = 2000) -> dict:
-        """JSON-able; at most ``max_pairs`` pairs listed (``pairs_total`` counts them all)."""
+    def to_dict(self, max_pairs: int | None = 2000) -> dict:
+        """JSON-able; at most ``max_pairs`` pairs listed (``pairs_total`` counts them all; None: every pair)."""
         return {"count": self.count, "pairs": [asdict(lk) for lk in self.leaks[:max_pairs]],
                 "pairs_total": len(self.leaks), "checked": self.checked,
                 "features": self.features, "max_hamming": self.max_hamming, "min_cosine": self.min_cosine,
@@ -176,6 +176,8 @@ def thumbnails(a: np.ndarray, crops: tuple = CROPS) -> np.ndarray:
     return out
 
 
+#: pairs whose SSIM is computed at once (about 10 arrays of SSIM_BATCH x 32 x 32 float64: 80 MB)
+SSIM_BATCH = 1024
 #: (crop of a, crop of b) compared: the whole images, and each whole image against the other's crops
 CROP_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 0), (2, 0))
 
@@ -189,8 +191,15 @@ def ssim_batch(x: np.ndarray, y: np.ndarray, win_size: int = 7) -> np.ndarray:
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     size = (1, win_size, win_size)
-    ux, uy = uniform_filter(x, size=size), uniform_filter(y, size=size)
-    uxx, uyy, uxy = uniform_filter(x * x, size=size), uniform_filter(y * y, size=size), uniform_filter(x * y, size=size)
+    return _ssim(x, y, uniform_filter(x, size=size), uniform_filter(y, size=size), uniform_filter(x * x, size=size),
+                 uniform_filter(y * y, size=size), win_size)
+
+
+def _ssim(x, y, ux, uy, uxx, uyy, win_size: int = 7) -> np.ndarray:
+    """:func:`ssim_batch` from each image's local means of x and x² (computed once per image)."""
+    from scipy.ndimage import uniform_filter
+
+    uxy = uniform_filter(x * y, size=(1, win_size, win_size))
     cov_norm = win_size ** 2 / (win_size ** 2 - 1)
     vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
     c1, c2 = 0.01 ** 2, 0.03 ** 2
@@ -199,18 +208,26 @@ def ssim_batch(x: np.ndarray, y: np.ndarray, win_size: int = 7) -> np.ndarray:
     return s[:, pad:-pad, pad:-pad].mean(axis=(1, 2))
 
 
-def thumbnail_similarities(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
-    """(P,) the SSIM of P pairs of images given by their :func:`thumbnails` (P, crops, T, T):
-    the best over the whole images and each whole image against the other's central crops."""
-    pairs = [(i, j) for i, j in CROP_PAIRS if i < ta.shape[1] and j < tb.shape[1]]
-    s = [ssim_batch(ta[:, i] / 255.0, tb[:, j] / 255.0) for i, j in pairs]
-    return np.max(np.stack(s), axis=0) if s else np.full(len(ta), -1.0)
+def thumbnail_similarities(thumbs: np.ndarray, a, b) -> np.ndarray:
+    """(P,) the SSIM of the P pairs (a[k], b[k]) of images whose :func:`thumbnails` are
+    ``thumbs`` (M, crops, T, T): the best over the whole images and each whole image against
+    the other's central crops.  The local means of each image are computed once."""
+    from scipy.ndimage import uniform_filter
+
+    t = np.asarray(thumbs, dtype=np.float64) / 255.0
+    u, uu = uniform_filter(t, size=(1, 1, 7, 7)), uniform_filter(t * t, size=(1, 1, 7, 7))
+    a, b = np.asarray(a), np.asarray(b)
+    best = np.full(len(a), -1.0)
+    for i, j in CROP_PAIRS:
+        if i < t.shape[1] and j < t.shape[1]:
+            best = np.maximum(best, _ssim(t[a, i], t[b, j], u[a, i], u[b, j], uu[a, i], uu[b, j]))
+    return best
 
 
 def thumbnail_similarity(a: np.ndarray, b: np.ndarray, crops: tuple = CROPS) -> float:
     """SSIM of two images' grey 32 x 32 thumbnails, the best over the whole image against the
     other's central crops (and the other way round)."""
-    return float(thumbnail_similarities(thumbnails(a, crops)[None], thumbnails(b, crops)[None])[0])
+    return float(thumbnail_similarities(np.stack([thumbnails(a, crops), thumbnails(b, crops)]), [0], [1])[0])
 
 
 def _pairs(qh, qf, rh, rf, max_hamming: int, min_cosine: float):
@@ -266,19 +283,15 @@ def find_leaks(images, splits, refs: list[str], feature_fn: Callable | None = No
     found = [(qs, rs, i, j, b, c) for (qs, rs), (q, _bits, _cos, twins)
              in nearest_across_splits(hashes, feats, splits, max_hamming, min_cosine).items()
              for i, tw in zip(q, twins) for j, b, c in tw]
-    # the hash candidates are confirmed by their thumbnails' SSIM: each image's thumbnails made
-    # once, the pairs compared in batches
+    # the hash candidates are confirmed by their thumbnails' SSIM, compared in batches (the
+    # thumbnails of a batch's images made once; memory does not grow with the data)
     by_hash = [k for k, f in enumerate(found) if f[4] <= max_hamming]
-    thumbs: dict[int, np.ndarray] = {}
-    for k in by_hash:
-        for i in found[k][2:4]:
-            if i not in thumbs:
-                thumbs[i] = thumbnails(images[i])
     ssim = np.full(len(found), -1.0)
-    for s in range(0, len(by_hash), 4096):
-        ks = by_hash[s:s + 4096]
-        ssim[ks] = thumbnail_similarities(np.stack([thumbs[found[k][2]] for k in ks]),
-                                          np.stack([thumbs[found[k][3]] for k in ks]))
+    for s in range(0, len(by_hash), SSIM_BATCH):
+        ks = by_hash[s:s + SSIM_BATCH]
+        pos = {i: n for n, i in enumerate(sorted({x for k in ks for x in found[k][2:4]}))}
+        thumbs = np.stack([thumbnails(images[i]) for i in pos])
+        ssim[ks] = thumbnail_similarities(thumbs, [pos[found[k][2]] for k in ks], [pos[found[k][3]] for k in ks])
     for (qs, rs, i, j, b, c), sim in zip(found, ssim):
         feat_hit = feats is not None and c >= min_cosine
         hash_hit = b <= max_hamming and sim >= min_ssim

@@ -217,12 +217,21 @@ LEAK_FEATURES_UP_TO = 20_000
 
 def run_leak_check(ctx, table, assignments, images, valid) -> dict:
     """The leakage check of the run's split (logged; kept in data.json for the report and card)."""
-    from ..analysis.leakage import check_table_leaks
+    from ..analysis import leakage
 
     ctx.progress("Checking for leaks between the splits", 0, 1)
     big = len(table) > LEAK_FEATURES_UP_TO  # the hash alone on large data sets: the features would cost minutes
-    rep = check_table_leaks(table, assignments, images, valid, library=ctx.library, device=str(ctx.device),
-                            features=not big)
+    # the same data, split and images as an earlier run: its check, not a new one (minutes on 100,000 images)
+    key = stable_hash("leakage-v2", table.fingerprint(), list(assignments), not big, getattr(images, "shape", None),
+                      leakage.MAX_HAMMING, leakage.MIN_SSIM, leakage.MIN_COSINE)
+    cached = Path(ctx.cache_dir) / "leakage" / f"{key}.json"
+    try:
+        rep = leakage.LeakReport.from_dict(json.loads(cached.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        rep = leakage.check_table_leaks(table, assignments, images, valid, library=ctx.library,
+                                        device=str(ctx.device), features=not big)
+        if rep.features == (not big):  # the check meant (frozen features missing here: checked again next time)
+            atomic_write_json(cached, rep.to_dict(max_pairs=None))
     if big:
         rep.note = (f"{len(table):,} images: perceptual hash only at training time (`tlstudio validate-data "
                     "--leakage-features` adds the frozen features)")
