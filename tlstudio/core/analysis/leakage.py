@@ -94,6 +94,20 @@ class LeakReport:
 CROPS = (1.0, 0.92, 0.84)
 
 
+def _grey_views(a: np.ndarray, crops: tuple, size: int, resample) -> np.ndarray:
+    """(len(crops), size, size) uint8: the image in grey and its central crops (``crops``:
+    shares of the side kept), each resized to ``size`` x ``size`` with ``resample``."""
+    from PIL import Image
+
+    im = Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("L")
+    w, h = im.size
+    out = np.empty((len(crops), size, size), dtype=np.uint8)
+    for k, c in enumerate(crops):
+        dx, dy = round(w * (1 - c) / 2), round(h * (1 - c) / 2)
+        out[k] = np.asarray((im.crop((dx, dy, w - dx, h - dy)) if c < 1.0 else im).resize((size, size), resample))
+    return out
+
+
 def perceptual_hashes(images, crops: tuple = CROPS, batch: int = 1024) -> np.ndarray:
     """(N, len(crops)) uint64: the 64-bit pHash of each H x W x 3 uint8 image (grey) and of
     its central crops (``crops``: shares of the side kept).  The bits of ``imagehash.phash``
@@ -106,14 +120,7 @@ def perceptual_hashes(images, crops: tuple = CROPS, batch: int = 1024) -> np.nda
     out = np.zeros((n, len(crops)), dtype=np.uint64)
     for s in range(0, n, batch):
         chunk = images[s:s + batch]
-        px = np.empty((len(chunk), len(crops), 32, 32), dtype=np.uint8)
-        for r, a in enumerate(chunk):
-            im = Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("L")
-            w, h = im.size
-            for k, c in enumerate(crops):
-                dx, dy = round(w * (1 - c) / 2), round(h * (1 - c) / 2)
-                view = im.crop((dx, dy, w - dx, h - dy)) if c < 1.0 else im
-                px[r, k] = np.asarray(view.resize((32, 32), Image.Resampling.LANCZOS))
+        px = np.stack([_grey_views(a, crops, 32, Image.Resampling.LANCZOS) for a in chunk])
         low = dct(dct(px, axis=2), axis=3)[..., :8, :8].reshape(len(chunk), len(crops), 64)
         bits = low > np.median(low, axis=2, keepdims=True)
         out[s:s + len(chunk)] = np.packbits(bits, axis=2).view(">u8")[..., 0]
@@ -166,20 +173,13 @@ def thumbnails(a: np.ndarray, crops: tuple = CROPS) -> np.ndarray:
     """(len(crops), THUMB, THUMB) uint8: the grey thumbnails of an image and of its central crops."""
     from PIL import Image
 
-    im = Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("L")
-    out = np.empty((len(crops), THUMB, THUMB), dtype=np.uint8)
-    w, h = im.size
-    for k, c in enumerate(crops):
-        dx, dy = round(w * (1 - c) / 2), round(h * (1 - c) / 2)
-        view = im.crop((dx, dy, w - dx, h - dy)) if c < 1.0 else im
-        out[k] = np.asarray(view.resize((THUMB, THUMB), Image.BILINEAR))
-    return out
+    return _grey_views(a, crops, THUMB, Image.Resampling.BILINEAR)
 
 
 #: pairs whose SSIM is computed at once (about 10 arrays of SSIM_BATCH x 32 x 32 float64: 80 MB)
 SSIM_BATCH = 1024
 #: (crop of a, crop of b) compared: the whole images, and each whole image against the other's crops
-CROP_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 0), (2, 0))
+CROP_PAIRS = ((0, 0), *((i, j) for k in range(1, len(CROPS)) for i, j in ((0, k), (k, 0))))
 
 
 def ssim_batch(x: np.ndarray, y: np.ndarray, win_size: int = 7) -> np.ndarray:

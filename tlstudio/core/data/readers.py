@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import DataError, RunStopped
 from ..failures import is_third_party, plugin_failed
 from ..hookspecs import hookimpl
+from ..tasks.traits import task_traits
 from .csvfile import LABEL_NAMES, PATH_NAMES, SPLIT_COLUMN_NAMES, SPLIT_NAMES, find_column, read_csv
 from .groups import GROUP_COLUMNS as GROUP_NAMES
 from .image import (DICOM_EXTENSIONS, IMAGE_EXTENSIONS, ImageDecodeError, _gray_to_rgb, _scale_to_uint8, is_dicom,
@@ -28,7 +29,6 @@ from .npzcheck import numbers_out_of_range as _numbers_out_of_range
 from .report import Item, Skipped
 from .sanity import label_problem
 from .sanity import short as _short
-from ..tasks.traits import task_traits
 from .store import CacheRequest
 from .table import DatasetReader, ImageTable, Progress, Scan, ShouldStop, is_hidden, iter_files, natural_key
 
