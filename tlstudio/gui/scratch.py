@@ -304,6 +304,7 @@ class ScratchCompareDialog(WorkerDialog):
             self.plot.setObjectName("scratchPlot")
             self.plot.setMinimumWidth(240)
             self._plot_row.addWidget(self.plot, 2)
+            self.plot.show()  # a layout only queues the show of a widget added to a visible dialog
         self.plot.clear()
         self.plot.getPlotItem().getAxis("bottom").setTicks([[(0, cmp.first.name), (1, cmp.second.name)]])
         self.plot.getPlotItem().setLabel("left", cmp.metric.replace("_", " "))
